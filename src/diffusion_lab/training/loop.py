@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,8 +29,9 @@ from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, ra
 from ..models import build_model
 from ..pipelines.export import save_pipeline
 from .arguments import ArgumentError, validate_training_args
-from .checkpoints import resolve_resume_path, save_checkpoint, step_of
-from .run_folder import check_output_dir, write_run_info
+from .checkpoints import complete_checkpoints, resolve_resume_path, save_checkpoint, step_of
+from .run_folder import check_output_dir, public_args, write_run_info
+from .stopping import RESUME_HINT, StopSignals, TrainingStopped
 
 VALIDATION_SEED = 1234
 
@@ -61,7 +64,10 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None) -
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             if ema is not None:
-                ema.save_pretrained(Path(output_dir) / "model_ema")
+                # EMAModel.save_pretrained builds a model, whose random init would draw from the training RNG and
+                # make the weights depend on when checkpoints are written.
+                with torch.random.fork_rng(devices=[]):
+                    ema.save_pretrained(Path(output_dir) / "model_ema")
             for model in models:
                 accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "model", safe_serialization=True)
                 weights.pop()
@@ -73,7 +79,7 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None) -
             ema.to(accelerator.device)
         while models:
             model = accelerator.unwrap_model(models.pop())
-            saved = type(model).from_pretrained(input_dir, subfolder="model")
+            saved = type(model).from_pretrained(input_dir, subfolder="model", use_safetensors=True)
             model.load_state_dict(saved.state_dict())
 
     accelerator.register_save_state_pre_hook(save_hook)
@@ -99,11 +105,22 @@ def _check_model_takes(model, channels: int, resolution: int) -> None:
         ) from None
 
 
+def _use_deterministic_algorithms() -> None:
+    """Bitwise-repeatable GPU runs at some cost in speed (see docs/determinism.md); CPU runs are repeatable anyway."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when CUDA starts; older torch needs it
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 class Trainer:
     def __init__(self, args: argparse.Namespace, objective, argv: list[str]):
         self.args = args
         self.objective = objective
         self.output_dir = Path(args.output_dir)
+        if args.deterministic:
+            _use_deterministic_algorithms()
         accelerator_kwargs = {} if args.mixed_precision is None else {"mixed_precision": args.mixed_precision}
         self.accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -149,10 +166,14 @@ class Trainer:
         if self.ema is not None:
             self.ema.to(accelerator.device)
         _register_checkpoint_hooks(accelerator, self.ema)
+        # Stop requests are agreed over a CPU group each step, which costs no device sync.
+        self.stop_group = torch.distributed.new_group(backend="gloo") if accelerator.num_processes > 1 else None
+        self.signals = StopSignals()
+        self.first_nonfinite_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0: none yet
 
         if accelerator.is_main_process:
             write_run_info(self.output_dir, args, argv)
-            accelerator.init_trackers("train", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"})
+            accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
         self.global_step = 0
         if args.resume_from_checkpoint:
@@ -160,6 +181,17 @@ class Trainer:
             accelerator.print(f"Resuming from {checkpoint}")
             accelerator.load_state(str(checkpoint))
             self.global_step = step_of(checkpoint)
+            if self.global_step > self.max_train_steps:
+                raise ArgumentError(
+                    f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
+                    "--num_epochs, or resume from an earlier checkpoint."
+                )
+            saved_by = len(list(checkpoint.glob("random_states_*.pkl")))
+            if saved_by != accelerator.num_processes:
+                accelerator.print(
+                    f"warning: {checkpoint.name} was written by {saved_by} process(es), this run has "
+                    f"{accelerator.num_processes}: training goes on but will not repeat an uninterrupted run exactly."
+                )
 
     # -- pieces of one step ------------------------------------------------------------------------------------
 
@@ -171,24 +203,67 @@ class Trainer:
             images = random_flip(images, generator=None)
         return images.to(self.accelerator.device, non_blocking=True)
 
-    def _train_step(self) -> torch.Tensor:
-        """One optimizer step over `gradient_accumulation_steps` micro-batches; returns the mean loss (on device)."""
+    def _on_any_process(self, flag: torch.Tensor) -> bool:
+        return bool(self.accelerator.reduce(flag.float(), reduction="sum") > 0)
+
+    def _train_step(self) -> tuple[torch.Tensor, bool]:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches.
+
+        Returns the mean loss (on device) and whether the update was skipped for a non-finite loss (--skip_nonfinite).
+        Without --skip_nonfinite, the first step with a non-finite loss is only recorded here, on the device, and
+        acted on at the next host sync (`_stop_if_nonfinite`).
+        """
         accelerator, args = self.accelerator, self.args
         total = torch.zeros((), device=accelerator.device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+        skipped = False
         for micro in range(args.gradient_accumulation_steps):
             clean = self._batch(self.global_step * args.gradient_accumulation_steps + micro)
             with accelerator.accumulate(self.model):
                 loss = self.objective.loss(self.model, clean)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                self.optimizer.step()
+                nonfinite |= ~torch.isfinite(loss.detach())
+                if accelerator.sync_gradients:
+                    # Gradients are shared, so every process must agree to skip (one sync per step, opt-in).
+                    skipped = args.skip_nonfinite and self._on_any_process(nonfinite)
+                    if not skipped:
+                        if args.max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                        self.optimizer.step()
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             total += loss.detach()
+        if not args.skip_nonfinite:
+            step = self.global_step + 1
+            self.first_nonfinite_step = torch.where(nonfinite & (self.first_nonfinite_step == 0), step, self.first_nonfinite_step)
         if self.ema is not None:
             self.ema.step(self.model.parameters())
-        return total / args.gradient_accumulation_steps
+        return total / args.gradient_accumulation_steps, skipped
+
+    def _stop_signal(self) -> int:
+        """The signal any process received (0: none), so that all processes stop after the same step."""
+        if self.stop_group is None:
+            return self.signals.received
+        received = torch.tensor(self.signals.received)
+        torch.distributed.all_reduce(received, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
+        return int(received)
+
+    def _last_checkpoint_name(self) -> str:
+        checkpoints = complete_checkpoints(self.output_dir)
+        return checkpoints[-1].name if checkpoints else "none yet"
+
+    def _stop_if_nonfinite(self) -> None:
+        """Called before anything is logged or written: stop if a loss was not finite since the last call."""
+        first = self.accelerator.gather(self.first_nonfinite_step.reshape(1))
+        first = first[first > 0]
+        if len(first):
+            raise TrainingStopped(
+                f"the loss was not finite at step {int(first.min())}; stopped at step {self.global_step} without saving, "
+                f"the last checkpoint ({self._last_checkpoint_name()}) is intact. Resume it with --resume_from_checkpoint "
+                "latest and --skip_nonfinite (skips such steps) or a smaller --max_grad_norm, or start afresh with a "
+                "lower --learning_rate.",
+                exit_code=1,
+            )
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -243,22 +318,54 @@ class Trainer:
             f"{accelerator.num_processes} process(es), {self.max_train_steps} steps ({self.steps_per_epoch} per epoch)"
         )
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
+        start_step = self.global_step
+        try:
+            with self.signals:
+                self._train_steps(progress)
+        except TrainingStopped:
+            progress.close()
+            accelerator.end_training()
+            raise
+        progress.close()
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if self.global_step == start_step:
+                # Resumed from the last step's checkpoint: the run ended before or while writing the pipeline.
+                self.save_pipeline()
+            upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
+            if args.push_to_hub:
+                accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
+        accelerator.end_training()
+
+    def _train_steps(self, progress) -> None:
+        accelerator, args = self.accelerator, self.args
         epoch_loss_sum = torch.zeros((), device=accelerator.device)
-        steps_in_epoch = 0  # counted, not derived: a resumed run starts mid-epoch
+        losses_in_epoch = 0  # counted, not derived: a resumed run starts mid-epoch, skipped steps do not count
         window_loss_sum = torch.zeros((), device=accelerator.device)
+        losses_in_window = 0
         window_start = time.perf_counter()
         while self.global_step < self.max_train_steps:
-            loss = self._train_step()
+            loss, skipped = self._train_step()
             self.global_step += 1
-            epoch_loss_sum += loss
-            steps_in_epoch += 1
-            window_loss_sum += loss
             progress.update(1)
             step, epoch = self.global_step, math.ceil(self.global_step / self.steps_per_epoch)
-            if step % args.logging_steps == 0 or step == self.max_train_steps:
-                # The only host-device sync in the loop happens here, every --logging_steps steps.
+            if skipped:
+                accelerator.print(f"step {step}: non-finite loss, update skipped (--skip_nonfinite)")
+            else:
+                epoch_loss_sum += loss
+                losses_in_epoch += 1
+                window_loss_sum += loss
+                losses_in_window += 1
+            logging_due = step % args.logging_steps == 0 or step == self.max_train_steps
+            checkpoint_due = step % args.checkpointing_steps == 0
+            epoch_ends = step % self.steps_per_epoch == 0 or step == self.max_train_steps
+            stop_signal = self._stop_signal()
+            if logging_due or checkpoint_due or epoch_ends or stop_signal:
+                self._stop_if_nonfinite()
+            if logging_due:
+                # The host-device syncs of the loop happen here, every --logging_steps steps.
                 steps_in_window = (step - 1) % args.logging_steps + 1
-                mean_loss = accelerator.reduce(window_loss_sum, reduction="mean").item() / steps_in_window
+                mean_loss = accelerator.reduce(window_loss_sum, reduction="mean").item() / max(losses_in_window, 1)
                 values = {"epoch": epoch, "loss": mean_loss, "lr": self.lr_scheduler.get_last_lr()[0],
                           "steps_per_second": steps_in_window / (time.perf_counter() - window_start)}
                 if self.ema is not None:
@@ -266,21 +373,21 @@ class Trainer:
                 self.metrics.log(values, step)
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{values['lr']:.2e}")
                 window_loss_sum.zero_()
+                losses_in_window = 0
                 window_start = time.perf_counter()
-            if step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
-            if step % self.steps_per_epoch == 0 or step == self.max_train_steps:
-                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / steps_in_epoch
+            if checkpoint_due or stop_signal:
+                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
+            if stop_signal:
+                raise TrainingStopped(
+                    f"{signal.Signals(stop_signal).name} received: stopped after step {step} and wrote {checkpoint.name}; "
+                    f"to go on, {RESUME_HINT}.",
+                    exit_code=128 + stop_signal,
+                )
+            if epoch_ends:
+                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / max(losses_in_epoch, 1)
                 self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
                 epoch_loss_sum.zero_()
-                steps_in_epoch = 0
-        progress.close()
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
-            if args.push_to_hub:
-                accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
-        accelerator.end_training()
+                losses_in_epoch = 0
 
     def end_of_epoch(self, epoch: int, train_loss: float, final: bool) -> None:
         accelerator, args = self.accelerator, self.args
