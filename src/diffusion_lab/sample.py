@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .cli import run_command
 from .data import image_grid
 from .pipelines.export import load_pipeline
+from .training.run_folder import RUN_MARKERS
 
 FAST_SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver": DPMSolverMultistepScheduler}
 
@@ -27,6 +28,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", help="A pipeline folder or Hub id.")
     parser.add_argument("--output_dir", default=None, help="Default: <pipeline folder name>-samples.")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow replacing the samples in --output_dir.")
     parser.add_argument("--num_images", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 1000 for ddpm, 50 for ddim, 20 for dpmsolver.")
@@ -40,7 +42,26 @@ def parse_args(argv):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} {value} must be a positive integer.")
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed} must not be negative.")
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise ValueError(f"--device {args.device!r} is not a device: use cpu, cuda or cuda:N.") from None
     return args
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse to write samples over earlier samples or into a run folder (they would be uploaded with it)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"--output_dir {output_dir} is a file: pass a folder path.")
+    taken = [name for name in ("samples.npz", *RUN_MARKERS) if (output_dir / name).exists()]
+    if taken and not overwrite:
+        raise FileExistsError(f"--output_dir {output_dir} already holds {taken[0]}: pass another --output_dir or --overwrite_output_dir.")
+    try:  # fail now rather than after sampling
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"cannot write to --output_dir {output_dir} ({error.strerror}): choose a writable folder.") from None
 
 
 def swap_scheduler(pipeline, name: str) -> None:
@@ -64,10 +85,12 @@ def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inferenc
 
 def main(argv):
     args = parse_args(argv)
+    output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
+    check_output_dir(output_dir, args.overwrite_output_dir)
     if args.trust_remote_code:
         from diffusers import DiffusionPipeline
 
-        pipeline = DiffusionPipeline.from_pretrained(args.pipeline, trust_remote_code=True)
+        pipeline = DiffusionPipeline.from_pretrained(args.pipeline, trust_remote_code=True, use_safetensors=True)
     else:
         pipeline = load_pipeline(args.pipeline)
     if args.scheduler:
@@ -76,7 +99,6 @@ def main(argv):
     pipeline.set_progress_bar_config(leave=False)
     images = generate(pipeline, args.num_images, args.batch_size, args.seed, args.num_inference_steps or DEFAULT_STEPS[args.scheduler])
 
-    output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(output_dir / "images" / f"{index:05d}.png")
