@@ -22,12 +22,10 @@ class WriteError(OSError):
 
 @contextmanager
 def staging_folder(path: Path, what: str, owner: bool = True):
-    """Yield `path`, emptied; if writing into it fails, remove it and raise a one-line WriteError naming `what`.
+    """Write into `path` (absent at the start); on failure remove it and raise a one-line WriteError naming `what`.
 
-    With several processes writing into one folder, only the `owner` empties and removes it.
+    With several processes writing into one folder, only the `owner` removes it.
     """
-    if owner and path.exists():
-        shutil.rmtree(path)
     try:
         yield path
     except WRITE_ERRORS as error:

@@ -34,6 +34,8 @@ def save_pipeline(pipeline, output_dir: str | os.PathLike) -> None:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = output_dir / STAGING_NAME
+    if tmp.exists():  # left by a run killed while saving
+        shutil.rmtree(tmp)
     with staging_folder(tmp, f"the pipeline in {output_dir}"):
         pipeline.save_pretrained(tmp, safe_serialization=True)
     index = json.loads((tmp / "model_index.json").read_text())

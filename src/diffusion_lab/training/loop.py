@@ -151,6 +151,13 @@ class Trainer:
             raise ArgumentError("--gradient_accumulation_steps is larger than the batches in one epoch: lower it or add data.")
         self.max_train_steps = args.max_train_steps or args.num_epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
+        # Checked before anything is written into the run folder.
+        checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+        if checkpoint is not None and step_of(checkpoint) > self.max_train_steps:
+            raise ArgumentError(
+                f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
+                "--num_epochs, or resume from an earlier checkpoint."
+            )
 
         self.ema = EMAModel(
             model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
@@ -176,16 +183,10 @@ class Trainer:
             accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
         self.global_step = 0
-        if args.resume_from_checkpoint:
-            checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint)
+        if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")
             accelerator.load_state(str(checkpoint))
             self.global_step = step_of(checkpoint)
-            if self.global_step > self.max_train_steps:
-                raise ArgumentError(
-                    f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
-                    "--num_epochs, or resume from an earlier checkpoint."
-                )
             saved_by = len(list(checkpoint.glob("random_states_*.pkl")))
             if saved_by != accelerator.num_processes:
                 accelerator.print(
@@ -323,10 +324,10 @@ class Trainer:
             with self.signals:
                 self._train_steps(progress)
         except TrainingStopped:
-            progress.close()
             accelerator.end_training()
             raise
-        progress.close()
+        finally:
+            progress.close()  # so that a message that follows starts on a line of its own
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if self.global_step == start_step:
@@ -365,7 +366,8 @@ class Trainer:
             if logging_due:
                 # The host-device syncs of the loop happen here, every --logging_steps steps.
                 steps_in_window = (step - 1) % args.logging_steps + 1
-                mean_loss = accelerator.reduce(window_loss_sum, reduction="mean").item() / max(losses_in_window, 1)
+                # NaN when every step of the window was skipped (--skip_nonfinite).
+                mean_loss = accelerator.reduce(window_loss_sum, reduction="mean").item() / losses_in_window if losses_in_window else math.nan
                 values = {"epoch": epoch, "loss": mean_loss, "lr": self.lr_scheduler.get_last_lr()[0],
                           "steps_per_second": steps_in_window / (time.perf_counter() - window_start)}
                 if self.ema is not None:
@@ -384,7 +386,7 @@ class Trainer:
                     exit_code=128 + stop_signal,
                 )
             if epoch_ends:
-                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / max(losses_in_epoch, 1)
+                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / losses_in_epoch if losses_in_epoch else math.nan
                 self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
                 epoch_loss_sum.zero_()
                 losses_in_epoch = 0
