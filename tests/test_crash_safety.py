@@ -208,3 +208,15 @@ def test_skip_nonfinite_skips_exactly_the_bad_steps(uninterrupted, tmp_path, mon
     assert same_tensors(after_step_4, unet_weights(folder))
     losses = [record["loss"] for record in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if "loss" in record]
     assert math.isfinite(losses[1]) and math.isnan(losses[2])  # the window of steps 5-6 had no loss to average
+
+
+def test_pruning_keeps_the_checkpoint_just_written_and_ignores_cut_off_ones(tmp_path):
+    from diffusion_lab.training.checkpoints import complete_checkpoints, prune_checkpoints
+
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8.tmp"):
+        (tmp_path / name).mkdir()
+    # checkpoint-4 was just rewritten after resuming from checkpoint-2; 6 is left over from before.
+    prune_checkpoints(tmp_path, keep=2, newest=tmp_path / "checkpoint-4")
+    assert checkpoints(tmp_path) == ["checkpoint-4", "checkpoint-6", "checkpoint-8.tmp"]
+    prune_checkpoints(tmp_path, keep=1, newest=tmp_path / "checkpoint-4")
+    assert [path.name for path in complete_checkpoints(tmp_path)] == ["checkpoint-4"]
