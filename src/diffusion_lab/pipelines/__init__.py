@@ -1,0 +1,5 @@
+"""Pipelines of our own: they travel with saved models as remote code."""
+
+from .pipeline_entropy_scaled import EntropyScaledDDPMPipeline
+
+__all__ = ["EntropyScaledDDPMPipeline"]

@@ -1,7 +1,8 @@
 """Save pipelines so that they load anywhere: safetensors, plus the code of our own classes.
 
 Components whose class is defined in diffusion_lab get their source file copied next to their weights and
-`model_index.json` names that file, which is the layout diffusers loads with `trust_remote_code=True`.
+`model_index.json` names that file, which is the layout diffusers loads with `trust_remote_code=True`; a pipeline
+class of ours has its file copied to the top of the folder and named in `_class_name` likewise.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def save_pipeline(pipeline, output_dir: str | os.PathLike) -> None:
         shutil.rmtree(tmp)
     pipeline.save_pretrained(tmp, safe_serialization=True)
     index = json.loads((tmp / "model_index.json").read_text())
+    if _is_ours(pipeline):
+        source = Path(inspect.getsourcefile(type(pipeline)))
+        shutil.copy2(source, tmp / source.name)
+        index["_class_name"] = [source.stem, type(pipeline).__name__]
     for name, component in pipeline.components.items():
         if component is not None and _is_ours(component):
             source = Path(inspect.getsourcefile(type(component)))
