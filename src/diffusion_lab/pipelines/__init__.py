@@ -1,0 +1,4 @@
+from .cold_start_distribution import GaussianMixture
+from .pipeline_cold_diffusion import ColdDiffusionPipeline, ColdDiffusionPipelineOutput
+
+__all__ = ["ColdDiffusionPipeline", "ColdDiffusionPipelineOutput", "GaussianMixture"]
