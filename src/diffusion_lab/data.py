@@ -9,6 +9,7 @@ from that array; augmentation (horizontal flips) happens on tensors.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -62,9 +63,26 @@ def _image_mode(image: Image.Image) -> str:
     return "L" if image.mode in ("L", "1", "I", "I;16", "F", "LA") else "RGB"
 
 
-def _decode(image, mode: str, resolution: int, center_crop: bool) -> np.ndarray:
-    if not isinstance(image, Image.Image):
-        raise DataError(f"column holds {type(image).__name__}, not images: pass the image column with --image_column.")
+def _open(item) -> Image.Image:
+    """A PIL image from a datasets Image cell read with decode=False ({"bytes", "path"})."""
+    if isinstance(item, Image.Image):
+        return item
+    if not isinstance(item, dict) or not (item.get("bytes") or item.get("path")):
+        raise DataError(f"column holds {type(item).__name__}, not images: pass the image column with --image_column.")
+    image = Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
+    image.load()
+    return image
+
+
+def _open_or_explain(item, index: int) -> Image.Image:
+    try:
+        return _open(item)
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        name = item.get("path") if isinstance(item, dict) else None
+        raise DataError(f"image {index} ({name or 'in memory'}) cannot be decoded ({error}): remove or fix that file and rerun.") from None
+
+
+def _decode(image: Image.Image, mode: str, resolution: int, center_crop: bool) -> np.ndarray:
     image = image.convert(mode)
     if center_crop:
         scale = resolution / min(image.size)
@@ -79,6 +97,7 @@ def _decode(image, mode: str, resolution: int, center_crop: bool) -> np.ndarray:
 
 def _decode_split(split, image_column: str, resolution: int, center_crop: bool, path: Path, desc: str) -> None:
     """Decode every image of `split` into a `.npy` file at `path`, written atomically."""
+    import datasets
     from tqdm.auto import tqdm
 
     if image_column not in split.column_names:
@@ -89,16 +108,16 @@ def _decode_split(split, image_column: str, resolution: int, center_crop: bool, 
     if len(split) == 0:
         raise DataError("the dataset has no images: check --dataset_name / --train_data_dir.")
     column = split.select_columns([image_column])
-    mode = _image_mode(column[0][image_column])
+    if isinstance(column.features[image_column], datasets.Image):
+        # Decode ourselves so that a broken file is reported with its index instead of a datasets traceback.
+        column = column.cast_column(image_column, datasets.Image(decode=False))
+    mode = _image_mode(_open_or_explain(column[0][image_column], 0))
     channels = 1 if mode == "L" else 3
     tmp_path = path.with_suffix(f".{os.getpid()}.tmp.npy")
     array = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(split), channels, resolution, resolution))
     try:
         for index, row in enumerate(tqdm(column, desc=desc, leave=False)):
-            try:
-                array[index] = _decode(row[image_column], mode, resolution, center_crop)
-            except (OSError, UnidentifiedImageError, SyntaxError) as error:
-                raise DataError(f"image {index} cannot be decoded ({error}): remove or fix that file and rerun.") from None
+            array[index] = _decode(_open_or_explain(row[image_column], index), mode, resolution, center_crop)
         array.flush()
         del array
         os.replace(tmp_path, path)

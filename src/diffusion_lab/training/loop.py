@@ -22,6 +22,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..hub import prepare_upload, push
 from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, random_flip
 from ..models import build_model
 from ..pipelines.export import save_pipeline
@@ -228,12 +229,14 @@ class Trainer:
         )
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
         epoch_loss_sum = torch.zeros((), device=accelerator.device)
+        steps_in_epoch = 0  # counted, not derived: a resumed run starts mid-epoch
         window_loss_sum = torch.zeros((), device=accelerator.device)
         window_start = time.perf_counter()
         while self.global_step < self.max_train_steps:
             loss = self._train_step()
             self.global_step += 1
             epoch_loss_sum += loss
+            steps_in_epoch += 1
             window_loss_sum += loss
             progress.update(1)
             step, epoch = self.global_step, math.ceil(self.global_step / self.steps_per_epoch)
@@ -252,12 +255,16 @@ class Trainer:
             if step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
             if step % self.steps_per_epoch == 0 or step == self.max_train_steps:
-                steps_in_epoch = (step - 1) % self.steps_per_epoch + 1
                 train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / steps_in_epoch
                 self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
                 epoch_loss_sum.zero_()
+                steps_in_epoch = 0
         progress.close()
         accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
+            if args.push_to_hub:
+                accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
         accelerator.end_training()
 
     def end_of_epoch(self, epoch: int, train_loss: float, final: bool) -> None:

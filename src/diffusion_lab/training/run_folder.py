@@ -33,17 +33,19 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
         raise PermissionError(f"cannot write to --output_dir {output_dir} ({error.strerror}): choose a writable folder.") from None
 
 
+def _local_path_free(value):
+    """Absolute paths reveal the user's machine: keep only the last component."""
+    return Path(value).name if isinstance(value, str) and os.path.isabs(value) else value
+
+
 def public_args(args: argparse.Namespace) -> dict:
-    """The flags worth recording: no token, and paths inside the output folder made relative."""
-    values = {key: value for key, value in vars(args).items() if key != "hub_token"}
-    for key in ("output_dir",):
-        values[key] = Path(values[key]).name
-    return values
+    """The flags worth recording: no token, no absolute local paths."""
+    return {key: _local_path_free(value) for key, value in vars(args).items() if key != "hub_token"}
 
 
 def write_run_info(output_dir: Path, args: argparse.Namespace, argv: list[str]) -> None:
-    info = {"command": "accelerate launch " + " ".join(shlex.quote(Path(a).name if i == 0 else a) for i, a in enumerate(_without_token(argv))),
-            "args": public_args(args)}
+    words = [Path(argv[0]).name] + [_local_path_free(arg) for arg in _without_token(argv[1:])]
+    info = {"command": "accelerate launch " + " ".join(shlex.quote(word) for word in words), "args": public_args(args)}
     tmp = output_dir / "training_args.json.tmp"
     tmp.write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, output_dir / "training_args.json")
