@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from diffusion_lab import CourseworkCNN
 from diffusion_lab.degradations import GaussianBlur, Pixelation, RowColumnAveraging
 from diffusion_lab.pipelines import ColdDiffusionPipeline, GaussianMixture
-from diffusion_lab.pipelines.export import save_pipeline
+from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 
 MNIST_TEST = Path(__file__).resolve().parents[1] / "data" / "mnist" / "test-00000-of-00001.parquet"
 
@@ -150,7 +150,7 @@ def test_em_recovers_a_known_mixture():
     which = torch.rand(20000, generator=generator) < 0.3
     features = torch.where(which[:, None], torch.tensor([-2.0, 1.0]), torch.tensor([1.0, -1.0]))
     features = features + torch.where(which[:, None], torch.tensor([0.3, 0.5]), torch.tensor([0.6, 0.2])) * torch.randn(20000, 2, generator=generator)
-    mixture = GaussianMixture.fit(features, num_components=2, generator=generator)
+    mixture = GaussianMixture.fit(features, num_components=2, num_iterations=30, generator=generator)
     first = mixture.means[:, 0].argmin()
     torch.testing.assert_close(mixture.weights[first], torch.tensor(0.3), atol=0.01, rtol=0)
     torch.testing.assert_close(mixture.means[first], torch.tensor([-2.0, 1.0]), atol=0.02, rtol=0)
@@ -180,6 +180,7 @@ def test_save_and_load_round_trip_without_remote_code(rows_pipeline, tmp_path):
     assert (tmp_path / "cold" / "degradation" / "degradation.py").is_file()  # the relative import travels too
     loaded = ColdDiffusionPipeline.from_pretrained(tmp_path / "cold")
     assert type(loaded.unet) is CourseworkCNN and type(loaded.degradation) is RowColumnAveraging
+    assert type(load_pipeline(tmp_path / "cold").start_distribution) is GaussianMixture
     for name in ("unet", "start_distribution"):
         saved, restored = getattr(rows_pipeline, name).state_dict(), getattr(loaded, name).state_dict()
         assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
@@ -202,6 +203,11 @@ assert "diffusion_lab" not in sys.modules, "remote code imported diffusion_lab"
 assert type(pipeline).__module__.startswith("diffusers_modules"), type(pipeline)
 output = pipeline(batch_size=4, generator=torch.Generator().manual_seed(7), output_type="pt")
 save_file({"images": output.images, "degraded": output.degraded}, sys.argv[2])
+
+# Then, in the same process, diffusion_lab's own classes: nothing from the folder runs.
+from diffusion_lab.pipelines import ColdDiffusionPipeline
+local = ColdDiffusionPipeline.from_pretrained(sys.argv[1])
+assert all(type(c).__module__.startswith("diffusion_lab.") for c in local.components.values()), local.components
 """
 
 
@@ -210,8 +216,7 @@ def test_remote_code_load_needs_only_diffusers(rows_pipeline, tmp_path):
     save_pipeline(ColdDiffusionPipeline(rows_pipeline.unet, GaussianBlur(), None), folder)  # replaced below, as a whole
     save_pipeline(rows_pipeline, folder)
     assert not (folder / "degradation" / "gaussian_blur.py").exists()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-c", REMOTE_LOAD, str(folder), str(tmp_path / "remote.safetensors")],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
