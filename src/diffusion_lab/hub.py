@@ -1,0 +1,133 @@
+"""Model cards and Hub uploads for saved pipelines.
+
+The upload is built first (which files, which card) and sent second, so that what would be uploaded can be
+checked without a network. The token is passed straight to huggingface_hub and never printed or stored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+# Run artefacts that stay local: resumable state, logs, intermediate grids, temporary folders.
+NOT_UPLOADED = ("checkpoint-*", "checkpoint-*/**", "logs/**", "samples/**", "*.tmp", "**/*.tmp/**", ".*")
+
+CARD_TEMPLATE = """---
+{card_data}
+---
+
+# {title}
+
+{description}
+
+![samples](sample_grid.png)
+
+## Use
+
+```python
+from diffusers import DiffusionPipeline
+
+pipeline = DiffusionPipeline.from_pretrained("{repo_id}"{remote_code})
+images = pipeline(batch_size=16).images
+```
+{remote_code_note}
+## Training
+
+Trained with [diffusion-lab](https://pypi.org/project/diffusion-lab/):
+
+```bash
+{command}
+```
+
+| hyper-parameter | value |
+|---|---|
+{hyperparameters}
+
+## Metrics
+
+{metrics}
+"""
+
+CARD_HYPERPARAMETERS = (
+    "model", "dataset_name", "resolution", "train_batch_size", "gradient_accumulation_steps", "learning_rate",
+    "lr_scheduler", "optimizer", "loss", "max_train_steps", "num_epochs", "use_ema", "ema_max_decay", "mixed_precision",
+    "ddpm_num_steps", "ddpm_beta_schedule", "noise_schedule", "beta_start", "beta_end", "prediction_type", "variance_type",
+    "degradation", "seed",
+)
+
+
+@dataclass
+class Upload:
+    repo_id: str
+    folder: Path
+    card: str
+    ignore_patterns: tuple[str, ...] = NOT_UPLOADED
+
+
+def _needs_remote_code(folder: Path) -> bool:
+    index = json.loads((folder / "model_index.json").read_text())
+    return any(isinstance(value, list) and value[0] not in ("diffusers", None) for value in index.values())
+
+
+def _last_metrics(folder: Path) -> dict:
+    """The last value of every metric in metrics.jsonl (evaluation metrics included, when present)."""
+    path = folder / "metrics.jsonl"
+    latest = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            latest.update({k: v for k, v in json.loads(line).items() if k not in ("step", "epoch", "lr", "steps_per_second")})
+    return latest
+
+
+def model_card(folder: Path, repo_id: str) -> str:
+    info = json.loads((folder / "training_args.json").read_text()) if (folder / "training_args.json").exists() else {"args": {}, "command": ""}
+    args = info["args"]
+    remote = _needs_remote_code(folder)
+    dataset = args.get("dataset_name") or "ylecun/mnist"
+    card_data = ModelCardData(
+        library_name="diffusers", license="apache-2.0", datasets=[Path(dataset).name if Path(dataset).is_absolute() else dataset],
+        tags=["diffusers", "unconditional-image-generation", "diffusion-lab", "cold-diffusion" if args.get("degradation") else "ddpm"],
+    )
+    metrics = _last_metrics(folder)
+    rows = "\n".join(f"| {key} | {args[key]} |" for key in CARD_HYPERPARAMETERS if args.get(key) is not None)
+    return CARD_TEMPLATE.format(
+        card_data=card_data.to_yaml(),
+        title=repo_id.split("/")[-1],
+        description="An unconditional image diffusion pipeline trained with diffusion-lab.",
+        repo_id=repo_id,
+        remote_code=", trust_remote_code=True" if remote else "",
+        remote_code_note=(
+            "\nThis pipeline uses classes of diffusion-lab whose code is stored in this repository (`*.py` next to the "
+            "weights); `trust_remote_code=True` runs that code. With `pip install diffusion-lab`, "
+            "`diffusion_lab.load_pipeline(repo_id)` loads it without running downloaded code.\n"
+            if remote else ""
+        ),
+        command=info["command"],
+        hyperparameters=rows,
+        metrics="\n".join(f"- {key}: {value:.4g}" for key, value in metrics.items() if isinstance(value, (int, float))) or "Not measured.",
+    )
+
+
+def prepare_upload(folder: str | Path, repo_id: str) -> Upload:
+    """Write README.md (the model card) into the pipeline folder and describe what goes to the Hub."""
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no saved pipeline (model_index.json): train first or pass the pipeline folder.")
+    grids = sorted((folder / "samples").glob("*.png"))
+    if grids:
+        (folder / "sample_grid.png").write_bytes(grids[-1].read_bytes())
+    card = model_card(folder, repo_id)
+    (folder / "README.md").write_text(card)
+    return Upload(repo_id=repo_id, folder=folder, card=card)
+
+
+def push(upload: Upload, token: str | None = None, private: bool = False) -> str:
+    from huggingface_hub import create_repo, upload_folder
+
+    repo = create_repo(upload.repo_id, token=token, private=private, exist_ok=True)
+    upload_folder(repo_id=repo.repo_id, folder_path=upload.folder, token=token, ignore_patterns=list(upload.ignore_patterns),
+                  commit_message="Upload pipeline trained with diffusion-lab")
+    return repo.repo_id

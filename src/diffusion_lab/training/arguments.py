@@ -1,0 +1,103 @@
+"""Command-line flags shared by train_ddpm.py and train_cold.py.
+
+Names follow diffusers' examples/unconditional_image_generation/train_unconditional.py where a flag exists
+there, so its users feel at home.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+class ArgumentError(ValueError):
+    """A flag with a value the trainer cannot use; the message names the flag and the fix."""
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", default=None, help="Hub dataset id or local dataset folder (parquet, save_to_disk, image folder). Default: the shipped MNIST.")
+    data.add_argument("--train_data_dir", default=None, help="A folder of images (datasets' imagefolder layout).")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--resolution", type=int, default=None, help="Image side in pixels. Default: the model's sample size (28 for MNIST).")
+    data.add_argument("--center_crop", action="store_true", help="Resize the shorter side and crop the centre; default resizes the whole image to a square.")
+    data.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random (off for digits).")
+    data.add_argument("--validation_fraction", type=float, default=0.05, help="Held-out fraction when the dataset has no test/validation split.")
+    data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training images (quick experiments, tests).")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Workers that gather batches from the decoded cache.")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="cnn", help="cnn | cnn_large | unet | unet_mnist | unet_cifar10.")
+    model.add_argument("--model_config_name_or_path", default=None, help="A UNet2DModel config (folder or json) instead of a preset.")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", default=None, help="Where the pipeline, checkpoints, logs and samples go.")
+    run.add_argument("--overwrite_output_dir", action="store_true", help="Allow writing into a folder that holds another run.")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--train_batch_size", type=int, default=128)
+    run.add_argument("--eval_batch_size", type=int, default=64, help="Images in each sample grid and validation batch.")
+    run.add_argument("--num_epochs", type=int, default=10)
+    run.add_argument("--max_train_steps", type=int, default=None, help="Total optimizer steps; overrides --num_epochs.")
+    run.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    run.add_argument("--learning_rate", type=float, default=2e-4)
+    run.add_argument("--lr_scheduler", default="constant", help="Any diffusers.optimization scheduler: constant, cosine, linear, ...")
+    run.add_argument("--lr_warmup_steps", type=int, default=0)
+    run.add_argument("--optimizer", choices=("adam", "adamw"), default="adam")
+    run.add_argument("--adam_beta1", type=float, default=0.9)
+    run.add_argument("--adam_beta2", type=float, default=0.999)
+    run.add_argument("--adam_weight_decay", type=float, default=0.0)
+    run.add_argument("--adam_epsilon", type=float, default=1e-8)
+    run.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm; 0 disables clipping.")
+    run.add_argument("--loss", choices=("mse", "l1", "smooth_l1"), default=None, help="Default: mse for DDPM, l1 for cold diffusion.")
+    run.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights; it is what gets saved.")
+    run.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    run.add_argument("--ema_power", type=float, default=3 / 4)
+    run.add_argument("--ema_max_decay", type=float, default=0.9999)
+    run.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="Default: what `accelerate launch` was configured with.")
+
+    output = parser.add_argument_group("outputs")
+    output.add_argument("--logger", choices=("tensorboard", "wandb", "none"), default="tensorboard")
+    output.add_argument("--logging_steps", type=int, default=10, help="Log loss and lr every N steps (each log syncs with the device).")
+    output.add_argument("--save_images_epochs", type=int, default=1, help="Write a sample grid every N epochs.")
+    output.add_argument("--save_model_epochs", type=int, default=1, help="Save the pipeline every N epochs (and at the end).")
+    output.add_argument("--num_inference_steps", type=int, default=None, help="Sampling steps for the grids (default: all training steps).")
+    output.add_argument("--checkpointing_steps", type=int, default=500)
+    output.add_argument("--checkpoints_total_limit", type=int, default=None)
+    output.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    output.add_argument("--eval_every_epochs", type=int, default=0, help="Compute sample-quality metrics every K epochs (0: never).")
+    output.add_argument("--eval_num_samples", type=int, default=1000)
+
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true")
+    hub.add_argument("--hub_model_id", default=None)
+    hub.add_argument("--hub_token", default=None, help="Prefer `huggingface-cli login` or HF_TOKEN; the token is never written anywhere.")
+    hub.add_argument("--hub_private_repo", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks.")
+
+
+POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "num_epochs", "gradient_accumulation_steps", "logging_steps",
+                 "save_images_epochs", "save_model_epochs", "checkpointing_steps", "eval_num_samples")
+NON_NEGATIVE = ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers", "eval_every_epochs")
+
+
+def validate_training_args(args: argparse.Namespace) -> None:
+    """Refuse values that make no sense, before anything is written."""
+    for name in POSITIVE_INTS:
+        if getattr(args, name) < 1:
+            raise ArgumentError(f"--{name} {getattr(args, name)} must be a positive integer.")
+    for name in NON_NEGATIVE:
+        if getattr(args, name) < 0:
+            raise ArgumentError(f"--{name} {getattr(args, name)} must not be negative.")
+    for name in ("max_train_steps", "max_train_samples", "checkpoints_total_limit", "resolution", "num_inference_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ArgumentError(f"--{name} {value} must be a positive integer (or left out).")
+    if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
+        raise ArgumentError(f"--learning_rate {args.learning_rate} must be a positive number, e.g. 2e-4.")
+    for name in ("adam_beta1", "adam_beta2", "ema_max_decay"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ArgumentError(f"--{name} {getattr(args, name)} must be in [0, 1).")
+    if args.adam_epsilon <= 0:
+        raise ArgumentError(f"--adam_epsilon {args.adam_epsilon} must be positive.")
+    if args.push_to_hub and args.hub_model_id is None:
+        raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-mnist).")

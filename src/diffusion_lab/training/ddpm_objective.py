@@ -1,0 +1,96 @@
+"""DDPM noise-prediction training (Ho et al. 2020) as an objective for the shared training loop."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMPipeline, DDPMScheduler
+
+from .arguments import ArgumentError
+
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+
+
+def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ddpm")
+    group.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the number of diffusion steps.")
+    group.add_argument("--ddpm_beta_schedule", default="linear", help="A diffusers beta schedule (linear, scaled_linear, squaredcos_cap_v2, sigmoid).")
+    group.add_argument("--beta_start", type=float, default=1e-4)
+    group.add_argument("--beta_end", type=float, default=0.02)
+    group.add_argument("--prediction_type", choices=("epsilon", "sample", "v_prediction"), default="epsilon")
+    group.add_argument(
+        "--variance_type", choices=("fixed_small", "fixed_large"), default="fixed_small",
+        help="Reverse variance: posterior variance (fixed_small) or beta_t (fixed_large, the seeds' Algorithm 18.2).",
+    )
+
+
+def build_ddpm_scheduler(args: argparse.Namespace) -> DDPMScheduler:
+    if args.ddpm_num_steps < 2:
+        raise ArgumentError(f"--ddpm_num_steps {args.ddpm_num_steps} must be at least 2 (1000 is standard).")
+    if not 0 < args.beta_start < 1 or not 0 < args.beta_end < 1:
+        raise ArgumentError(f"--beta_start {args.beta_start} and --beta_end {args.beta_end} must lie in (0, 1), e.g. 1e-4 and 0.02.")
+    if args.beta_end <= args.beta_start:
+        raise ArgumentError(f"--beta_end {args.beta_end} must be larger than --beta_start {args.beta_start}.")
+    try:
+        return DDPMScheduler(
+            num_train_timesteps=args.ddpm_num_steps,
+            beta_schedule=args.ddpm_beta_schedule,
+            beta_start=args.beta_start,
+            beta_end=args.beta_end,
+            prediction_type=args.prediction_type,
+            variance_type=args.variance_type,
+        )
+    except NotImplementedError:
+        raise ArgumentError(
+            f"--ddpm_beta_schedule {args.ddpm_beta_schedule!r} is unknown: use linear, scaled_linear, squaredcos_cap_v2 or sigmoid."
+        ) from None
+
+
+class DDPMObjective:
+    """Noise a clean batch at random timesteps and regress the network's output on the target."""
+
+    default_loss = "mse"
+
+    def __init__(self, scheduler: DDPMScheduler, loss: str = "mse"):
+        self.scheduler = scheduler
+        self.loss_fn = LOSSES[loss]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DDPMObjective":
+        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.scheduler.config.num_train_timesteps
+
+    def target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        prediction_type = self.scheduler.config.prediction_type
+        if prediction_type == "epsilon":
+            return noise
+        if prediction_type == "sample":
+            return clean
+        return self.scheduler.get_velocity(clean, noise, timesteps)
+
+    def loss(self, model, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean loss on one batch; `generator` (on CPU) fixes noise and timesteps, e.g. for validation."""
+        noise = torch.randn(clean.shape, generator=generator).to(clean.device) if generator else torch.randn_like(clean)
+        timesteps = torch.randint(0, self.num_train_timesteps, (clean.shape[0],), generator=generator).to(clean.device)
+        noisy = self.scheduler.add_noise(clean, noise, timesteps)
+        prediction = model(noisy, timesteps).sample
+        return self.loss_fn(prediction.float(), self.target(clean, noise, timesteps).float())
+
+    def pipeline(self, model) -> DDPMPipeline:
+        return DDPMPipeline(unet=model, scheduler=self.scheduler)
+
+    @torch.no_grad()
+    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None) -> torch.Tensor:
+        """Images in [-1, 1], shape (N, C, H, W)."""
+        pipeline = self.pipeline(model)
+        pipeline.set_progress_bar_config(disable=True)
+        images = pipeline(
+            batch_size=num_images, generator=generator, output_type="np",
+            num_inference_steps=num_inference_steps or self.num_train_timesteps,
+        ).images
+        return torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1

@@ -1,0 +1,285 @@
+"""The one training loop behind train_ddpm.py and train_cold.py.
+
+An *objective* says what is learnt (DDPM noise prediction, cold-diffusion restoration): it computes the loss of
+a batch, builds the pipeline to save, and draws sample images. Everything else lives here: data, Accelerate,
+EMA, LR schedule, logging, sample grids, checkpoints, exact resume, the final pipeline and the Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from ..hub import prepare_upload, push
+from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, random_flip
+from ..models import build_model
+from ..pipelines.export import save_pipeline
+from .arguments import ArgumentError, validate_training_args
+from .checkpoints import resolve_resume_path, save_checkpoint, step_of
+from .run_folder import check_output_dir, write_run_info
+
+VALIDATION_SEED = 1234
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `metrics.jsonl` (main process only) and mirrors it to the trackers."""
+
+    def __init__(self, accelerator: Accelerator, path: Path):
+        self.accelerator = accelerator
+        self.path = path
+
+    def log(self, values: dict, step: int) -> None:
+        self.accelerator.log({k: v for k, v in values.items() if k not in ("step", "epoch")}, step=step)
+        if self.accelerator.is_main_process:
+            with self.path.open("a") as file:
+                file.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def _make_optimizer(args: argparse.Namespace, parameters) -> torch.optim.Optimizer:
+    optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(
+        parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, foreach=True,
+    )
+
+
+def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None) -> None:
+    """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default."""
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            if ema is not None:
+                ema.save_pretrained(Path(output_dir) / "model_ema")
+            for model in models:
+                accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "model", safe_serialization=True)
+                weights.pop()
+
+    def load_hook(models, input_dir):
+        if ema is not None:
+            saved = EMAModel.from_pretrained(Path(input_dir) / "model_ema", model_cls=ema.model_cls)
+            ema.load_state_dict(saved.state_dict())
+            ema.to(accelerator.device)
+        while models:
+            model = accelerator.unwrap_model(models.pop())
+            saved = type(model).from_pretrained(input_dir, subfolder="model")
+            model.load_state_dict(saved.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace, objective, argv: list[str]):
+        self.args = args
+        self.objective = objective
+        self.output_dir = Path(args.output_dir)
+        accelerator_kwargs = {} if args.mixed_precision is None else {"mixed_precision": args.mixed_precision}
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=None if args.logger == "none" else args.logger,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+            **accelerator_kwargs,
+        )
+        accelerator = self.accelerator
+        if accelerator.is_main_process:
+            check_output_dir(self.output_dir, resuming=args.resume_from_checkpoint is not None, overwrite=args.overwrite_output_dir)
+        accelerator.wait_for_everyone()
+        set_seed(args.seed, device_specific=True)
+
+        self.train_data, self.validation_data = load_image_caches(
+            args.dataset_name, args.train_data_dir, args.image_column, args.resolution or 28, args.center_crop,
+            args.validation_fraction, args.max_train_samples, args.seed,
+            is_main_process=accelerator.is_main_process, wait_for_everyone=accelerator.wait_for_everyone,
+        )
+        channels, resolution = self.train_data.channels, self.train_data.images.shape[-1]
+        # Every process builds the same initial weights.
+        torch.manual_seed(args.seed)
+        model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path)
+        if model.config.sample_size != resolution or model.config.in_channels != channels:
+            raise ArgumentError(
+                f"the model takes {model.config.in_channels}x{model.config.sample_size}x{model.config.sample_size} images but the data is "
+                f"{channels}x{resolution}x{resolution}: pass a matching --resolution or model config."
+            )
+        set_seed(args.seed, device_specific=True)
+        self.batches = ShardedBatches(len(self.train_data), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed)
+        self.steps_per_epoch = self.batches.batches_per_epoch // args.gradient_accumulation_steps
+        if self.steps_per_epoch == 0:
+            raise ArgumentError("--gradient_accumulation_steps is larger than the batches in one epoch: lower it or add data.")
+        self.max_train_steps = args.max_train_steps or args.num_epochs * self.steps_per_epoch
+        self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
+
+        self.ema = EMAModel(
+            model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power, model_cls=type(model), model_config=model.config, foreach=True,
+        ) if args.use_ema else None
+        optimizer = _make_optimizer(args, model.parameters())
+        # The prepared LR scheduler steps once per process per optimizer step (see diffusers' examples).
+        lr_scheduler = get_scheduler(
+            args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=self.max_train_steps * accelerator.num_processes,
+        )
+        self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+        if self.ema is not None:
+            self.ema.to(accelerator.device)
+        _register_checkpoint_hooks(accelerator, self.ema)
+
+        if accelerator.is_main_process:
+            write_run_info(self.output_dir, args, argv)
+            accelerator.init_trackers("train", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"})
+        self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
+        self.global_step = 0
+        if args.resume_from_checkpoint:
+            checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint)
+            accelerator.print(f"Resuming from {checkpoint}")
+            accelerator.load_state(str(checkpoint))
+            self.global_step = step_of(checkpoint)
+
+    # -- pieces of one step ------------------------------------------------------------------------------------
+
+    def _batch(self, micro_batch: int) -> torch.Tensor:
+        per_epoch = self.steps_per_epoch * self.args.gradient_accumulation_steps
+        epoch, index = divmod(micro_batch, per_epoch)
+        images = self.train_data.batch(self.batches.indices(epoch, index))
+        if self.args.random_flip:
+            images = random_flip(images, generator=None)
+        return images.to(self.accelerator.device, non_blocking=True)
+
+    def _train_step(self) -> torch.Tensor:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches; returns the mean loss (on device)."""
+        accelerator, args = self.accelerator, self.args
+        total = torch.zeros((), device=accelerator.device)
+        for micro in range(args.gradient_accumulation_steps):
+            clean = self._batch(self.global_step * args.gradient_accumulation_steps + micro)
+            with accelerator.accumulate(self.model):
+                loss = self.objective.loss(self.model, clean)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            total += loss.detach()
+        if self.ema is not None:
+            self.ema.step(self.model.parameters())
+        return total / args.gradient_accumulation_steps
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean loss over this process's share of the validation split, with fixed noise, averaged over processes."""
+        accelerator = self.accelerator
+        model = accelerator.unwrap_model(self.model)
+        model.eval()
+        generator = torch.Generator().manual_seed(VALIDATION_SEED + accelerator.process_index)
+        shard = np.arange(accelerator.process_index, len(self.validation_data), accelerator.num_processes)
+        losses, counts = [], []
+        for start in range(0, len(shard), self.args.eval_batch_size):
+            indices = shard[start : start + self.args.eval_batch_size]
+            clean = self.validation_data.batch(indices).to(accelerator.device)
+            with accelerator.autocast():
+                losses.append(self.objective.loss(model, clean, generator=generator) * len(indices))
+            counts.append(len(indices))
+        model.train()
+        totals = torch.stack([torch.stack(losses).sum(), torch.tensor(float(sum(counts)), device=accelerator.device)])
+        totals = accelerator.reduce(totals, reduction="sum")
+        return (totals[0] / totals[1]).item()
+
+    def _with_ema_weights(self, action):
+        model = self.accelerator.unwrap_model(self.model)
+        if self.ema is None:
+            return action(model)
+        self.ema.store(model.parameters())
+        self.ema.copy_to(model.parameters())
+        try:
+            return action(model)
+        finally:
+            self.ema.restore(model.parameters())
+
+    def save_sample_grid(self, name: str) -> Path:
+        generator = torch.Generator().manual_seed(self.args.seed)
+        images = self._with_ema_weights(
+            lambda model: self.objective.sample(model, self.args.eval_batch_size, generator, self.args.num_inference_steps)
+        )
+        path = self.output_dir / "samples" / f"{name}.png"
+        path.parent.mkdir(exist_ok=True)
+        image_grid(images).save(path)
+        return path
+
+    def save_pipeline(self) -> None:
+        self._with_ema_weights(lambda model: save_pipeline(self.objective.pipeline(model), self.output_dir))
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        accelerator, args = self.accelerator, self.args
+        accelerator.print(
+            f"{len(self.train_data)} training images, {len(self.validation_data)} validation images, "
+            f"{accelerator.num_processes} process(es), {self.max_train_steps} steps ({self.steps_per_epoch} per epoch)"
+        )
+        progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
+        epoch_loss_sum = torch.zeros((), device=accelerator.device)
+        steps_in_epoch = 0  # counted, not derived: a resumed run starts mid-epoch
+        window_loss_sum = torch.zeros((), device=accelerator.device)
+        window_start = time.perf_counter()
+        while self.global_step < self.max_train_steps:
+            loss = self._train_step()
+            self.global_step += 1
+            epoch_loss_sum += loss
+            steps_in_epoch += 1
+            window_loss_sum += loss
+            progress.update(1)
+            step, epoch = self.global_step, math.ceil(self.global_step / self.steps_per_epoch)
+            if step % args.logging_steps == 0 or step == self.max_train_steps:
+                # The only host-device sync in the loop happens here, every --logging_steps steps.
+                steps_in_window = (step - 1) % args.logging_steps + 1
+                mean_loss = accelerator.reduce(window_loss_sum, reduction="mean").item() / steps_in_window
+                values = {"epoch": epoch, "loss": mean_loss, "lr": self.lr_scheduler.get_last_lr()[0],
+                          "steps_per_second": steps_in_window / (time.perf_counter() - window_start)}
+                if self.ema is not None:
+                    values["ema_decay"] = self.ema.cur_decay_value
+                self.metrics.log(values, step)
+                progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{values['lr']:.2e}")
+                window_loss_sum.zero_()
+                window_start = time.perf_counter()
+            if step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
+            if step % self.steps_per_epoch == 0 or step == self.max_train_steps:
+                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / steps_in_epoch
+                self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
+                epoch_loss_sum.zero_()
+                steps_in_epoch = 0
+        progress.close()
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
+            if args.push_to_hub:
+                accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
+        accelerator.end_training()
+
+    def end_of_epoch(self, epoch: int, train_loss: float, final: bool) -> None:
+        accelerator, args = self.accelerator, self.args
+        self.metrics.log({"epoch": epoch, "train_loss": train_loss, "val_loss": self.validation_loss()}, self.global_step)
+        if accelerator.is_main_process:
+            if epoch % args.save_images_epochs == 0 or final:
+                self.save_sample_grid(f"epoch_{epoch:04d}")
+            if epoch % args.save_model_epochs == 0 or final:
+                self.save_pipeline()
+        accelerator.wait_for_everyone()
+
+
+def run_training(args: argparse.Namespace, objective, argv: list[str] | None = None) -> Trainer:
+    validate_training_args(args)
+    trainer = Trainer(args, objective, argv if argv is not None else sys.argv)
+    trainer.train()
+    return trainer

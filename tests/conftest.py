@@ -1,0 +1,28 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def decoded_image_cache(tmp_path_factory):
+    """One decoded-image cache for the whole session, away from the user's."""
+    os.environ["DIFFUSION_LAB_CACHE"] = str(tmp_path_factory.mktemp("image_cache"))
+
+
+def run_script(*args, env=None, timeout=600):
+    """Run a command of the project in a fresh Python process; returns the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+TINY_RUN = ["--max_train_samples", "256", "--train_batch_size", "32", "--eval_batch_size", "8",
+            "--num_inference_steps", "4", "--logger", "none", "--logging_steps", "2"]
