@@ -7,7 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+import train_ddpm
+from conftest import TINY_RUN
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from PIL import Image
 
 from diffusion_lab.evaluation import DigitClassifier, evaluate_images, to_signed_unit_range
 from diffusion_lab.evaluation.digit_classifier import SHIPPED_WEIGHTS, DigitFeatures, DigitLogits
@@ -19,6 +22,7 @@ from diffusion_lab.evaluation.metrics import (
     paired_psnr_ssim,
     psnr_ssim_against_references,
 )
+from diffusion_lab.evaluation.plot_run import plot_run, read_metrics
 from diffusion_lab.evaluation.train_digit_classifier import accuracy, to_model_range, train_digit_classifier
 
 
@@ -172,7 +176,7 @@ def test_cli_on_npz_writes_json(mnist_test, tmp_path, capsys):
     assert "N=64 | digit FD" in capsys.readouterr().out
 
     np.savez(tmp_path / "floats.npz", images=images.astype(np.float32) / 255)
-    with pytest.raises(SystemExit, match="declare their range with --pixel_range"):
+    with pytest.raises(ValueError, match="declare their range with --pixel_range"):
         main([str(tmp_path / "floats.npz"), "--output", str(output)])
 
 
@@ -190,5 +194,44 @@ def test_generate_samples_from_a_saved_pipeline_is_seeded(tmp_path):
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(tmp_path)
     first = generate_samples(str(tmp_path), num_samples=3, batch_size=2, num_inference_steps=2, scheduler="ddim")
     second = generate_samples(str(tmp_path), num_samples=3, batch_size=2, num_inference_steps=2, scheduler="ddim")
-    assert first.shape == (3, 1, 28, 28) and 0 <= first.min() and first.max() <= 1
-    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert first.shape == (3, 1, 28, 28) and first.dtype == torch.uint8
+    assert torch.equal(first, second)
+
+
+def test_training_logs_sample_metrics_and_plot_draws_the_run(tmp_path):
+    """--eval_every_epochs logs eval/* to metrics.jsonl and TensorBoard; `plot` draws the run folder."""
+    output_dir = tmp_path / "run"
+    # In this process: a fresh interpreter would spend longer importing than training.
+    train_ddpm.main([
+        *TINY_RUN, "--logger", "tensorboard", "--num_epochs", "2", "--output_dir", str(output_dir),
+        "--eval_every_epochs", "1", "--eval_num_samples", "8", "--num_inference_steps", "2",
+    ])
+    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [record for record in records if "eval/digit_fd" in record]
+    assert [record["epoch"] for record in evaluations] == [1, 2]
+    assert {"eval/digit_fd_real", "eval/digit_is", "eval/psnr", "eval/ssim_real"} <= evaluations[0].keys()
+    events = b"".join(path.read_bytes() for path in (output_dir / "logs").rglob("events.out.tfevents.*"))
+    assert b"eval/digit_fd" in events
+
+    written = plot_run(output_dir)
+    assert [path.name for path in written] == ["loss_curves.png", "metrics.png", "sample_grids.png"]
+    for path in written:
+        assert Image.open(path).size[0] > 300
+
+
+def test_plot_reads_resumed_logs_and_refuses_bad_input(tmp_path):
+    lines = [
+        {"step": 1, "epoch": 1, "loss": 1.0},
+        {"step": 2, "epoch": 1, "train_loss": 0.9, "val_loss": 1.1},
+        {"step": 2, "epoch": 1, "train_loss": 0.8, "val_loss": 1.0},  # logged again after a resume
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    series, epoch_of_step = read_metrics(tmp_path)
+    assert series["train_loss"] == {2: 0.8} and series["loss"] == {1: 1.0} and epoch_of_step == {1: 1, 2: 1}
+    assert [path.name for path in plot_run(tmp_path)] == ["loss_curves.png"]  # no metrics, no grids: not drawn
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        read_metrics(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        plot_run(tmp_path / "missing")

@@ -7,14 +7,14 @@ Writes a JSON with every metric and its real-vs-real value, and prints a one-lin
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..cli import run_command
+from ..pipelines.export import load_pipeline
+from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, generate, swap_scheduler
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
 from .pixel_range import PIXEL_RANGES
-
-SCHEDULERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler"}
 
 
 def generate_samples(
@@ -27,23 +27,20 @@ def generate_samples(
     device: str = "cpu",
     trust_remote_code: bool = False,
 ) -> torch.Tensor:
-    """N images from a diffusers pipeline, as float (N, C, H, W) in [0, 1] (the pipelines' output range)."""
-    import diffusers
+    """N images from a saved pipeline, uint8 (N, C, H, W), drawn as `python -m diffusion_lab.sample` draws them."""
+    if trust_remote_code:
+        from diffusers import DiffusionPipeline
 
-    pipeline = diffusers.DiffusionPipeline.from_pretrained(pipeline_name_or_path, trust_remote_code=trust_remote_code)
+        pipeline = DiffusionPipeline.from_pretrained(pipeline_name_or_path, trust_remote_code=True)
+    else:
+        pipeline = load_pipeline(pipeline_name_or_path)
     if scheduler is not None:
-        pipeline.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipeline.scheduler.config)
-    pipeline = pipeline.to(device)
+        swap_scheduler(pipeline, scheduler)
+    pipeline.to(device)
     pipeline.set_progress_bar_config(leave=False, disable=None)
-    # One generator across batches: the samples depend on the seed and the batch size only.
-    generator = torch.Generator(device).manual_seed(seed)
-    step_kwargs = {} if num_inference_steps is None else {"num_inference_steps": num_inference_steps}
-    batches = []
-    for start in range(0, num_samples, batch_size):
-        size = min(batch_size, num_samples - start)
-        output = pipeline(batch_size=size, generator=generator, output_type="np", **step_kwargs)
-        batches.append(to_nchw(torch.from_numpy(np.asarray(output.images)), source="pipeline output"))
-    return torch.cat(batches)
+    steps = num_inference_steps or DEFAULT_STEPS[scheduler]
+    images = generate(pipeline, num_samples, batch_size, seed, steps)
+    return to_nchw(torch.from_numpy(images), source="pipeline output")
 
 
 def load_input_images(args: argparse.Namespace) -> tuple[torch.Tensor, str]:
@@ -64,7 +61,7 @@ def load_input_images(args: argparse.Namespace) -> tuple[torch.Tensor, str]:
             args.device,
             args.trust_remote_code,
         )
-        return images, "[0,1]"
+        return images, "uint8"
     return images, declared_range(images, args.pixel_range, args.input)
 
 
@@ -87,42 +84,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--num_samples", type=int, default=1000, help="images to generate from a pipeline")
     parser.add_argument("--num_inference_steps", type=int, default=None)
-    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the pipeline's sampler")
+    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None, help="swap the pipeline's sampler")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, and the choice of real subsets")
     parser.add_argument("--trust_remote_code", action="store_true", help="load pipelines that carry their own code")
     parser.add_argument("--inception_weights", default=None, help="Inception-v3 weights file for FID/IS")
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     args = parser.parse_args(argv)
     if args.num_samples < 2 or args.batch_size < 1:
-        parser.error("--num_samples must be >= 2 and --batch_size >= 1.")
+        raise ValueError("--num_samples must be >= 2 and --batch_size >= 1.")
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    try:
-        images, images_range = load_input_images(args)
-        originals, originals_range = None, None
-        if args.originals is not None:
-            load = load_npz_images if args.originals.endswith(".npz") else load_png_folder
-            originals = load(args.originals)
-            originals_range = declared_range(originals, args.pixel_range, args.originals)
-        reference, _ = load_dataset_images(args.reference, args.reference_split, args.image_column)
-        result = evaluate_images(
-            images,
-            reference,
-            args.batch_size,
-            args.device,
-            images_range=images_range,
-            reference_range="uint8",
-            originals=originals,
-            originals_range=originals_range,
-            inception_weights=args.inception_weights,
-            seed=args.seed,
-        )
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    images, images_range = load_input_images(args)
+    originals, originals_range = None, "[-1,1]"
+    if args.originals is not None:
+        load = load_npz_images if args.originals.endswith(".npz") else load_png_folder
+        originals = load(args.originals)
+        originals_range = declared_range(originals, args.pixel_range, args.originals)
+    reference, _ = load_dataset_images(args.reference, args.reference_split, args.image_column)
+    result = evaluate_images(
+        images,
+        reference,
+        args.batch_size,
+        args.device,
+        images_range=images_range,
+        reference_range="uint8",
+        originals=originals,
+        originals_range=originals_range,
+        inception_weights=args.inception_weights,
+        seed=args.seed,
+    )
     write_result(result, args.output)
     print(summary_line(result))
     for note in result["notes"]:
@@ -132,4 +127,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -6,8 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-# The MNIST copy shipped at the repository root (data/mnist, parquet with `image` and `label`).
-SHIPPED_MNIST = Path(__file__).resolve().parents[3] / "data" / "mnist"
+from ..data import SHIPPED_MNIST
 
 
 def load_dataset_images(
