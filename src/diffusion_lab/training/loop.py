@@ -80,6 +80,25 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None) -
     accelerator.register_load_state_pre_hook(load_hook)
 
 
+def _check_model_takes(model, channels: int, resolution: int) -> None:
+    """Fail before training, not at the first step, when the model cannot take the data's image size."""
+    config = model.config
+    if config.sample_size != resolution or config.in_channels != channels:
+        raise ArgumentError(
+            f"the model takes {config.in_channels}x{config.sample_size}x{config.sample_size} images but the data is "
+            f"{channels}x{resolution}x{resolution}: pass a matching --resolution or model config."
+        )
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, resolution, resolution), torch.zeros(1, dtype=torch.long))
+    except RuntimeError:
+        levels = len(getattr(config, "block_out_channels", ())) - 1
+        raise ArgumentError(
+            f"the model cannot take {resolution}x{resolution} images (it halves them {levels} times): "
+            f"use a --resolution divisible by {2 ** max(levels, 0)}, e.g. 28 or 32."
+        ) from None
+
+
 class Trainer:
     def __init__(self, args: argparse.Namespace, objective, argv: list[str]):
         self.args = args
@@ -107,11 +126,7 @@ class Trainer:
         # Every process builds the same initial weights.
         torch.manual_seed(args.seed)
         model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path)
-        if model.config.sample_size != resolution or model.config.in_channels != channels:
-            raise ArgumentError(
-                f"the model takes {model.config.in_channels}x{model.config.sample_size}x{model.config.sample_size} images but the data is "
-                f"{channels}x{resolution}x{resolution}: pass a matching --resolution or model config."
-            )
+        _check_model_takes(model, channels, resolution)
         set_seed(args.seed, device_specific=True)
         self.batches = ShardedBatches(len(self.train_data), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed)
         self.steps_per_epoch = self.batches.batches_per_epoch // args.gradient_accumulation_steps
