@@ -1,7 +1,8 @@
 """Save pipelines so that they load anywhere: safetensors, plus the code of our own classes.
 
 Components whose class is defined in diffusion_lab get their source file copied next to their weights and
-`model_index.json` names that file, which is the layout diffusers loads with `trust_remote_code=True`.
+`model_index.json` names that file, which is the layout diffusers loads with `trust_remote_code=True`; a pipeline
+class of ours has its file copied to the top of the folder and named in `_class_name` likewise.
 """
 
 from __future__ import annotations

@@ -80,6 +80,25 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None) -
     accelerator.register_load_state_pre_hook(load_hook)
 
 
+def _check_model_takes(model, channels: int, resolution: int) -> None:
+    """Fail before training, not at the first step, when the model cannot take the data's image size."""
+    config = model.config
+    if config.sample_size != resolution or config.in_channels != channels:
+        raise ArgumentError(
+            f"the model takes {config.in_channels}x{config.sample_size}x{config.sample_size} images but the data is "
+            f"{channels}x{resolution}x{resolution}: pass a matching --resolution or model config."
+        )
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, resolution, resolution), torch.zeros(1, dtype=torch.long))
+    except RuntimeError:
+        levels = len(getattr(config, "block_out_channels", ())) - 1
+        raise ArgumentError(
+            f"the model cannot take {resolution}x{resolution} images (it halves them {levels} times): "
+            f"use a --resolution divisible by {2 ** max(levels, 0)}, e.g. 28 or 32."
+        ) from None
+
+
 class Trainer:
     def __init__(self, args: argparse.Namespace, objective, argv: list[str]):
         self.args = args
@@ -107,11 +126,7 @@ class Trainer:
         # Every process builds the same initial weights.
         torch.manual_seed(args.seed)
         model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path)
-        if model.config.sample_size != resolution or model.config.in_channels != channels:
-            raise ArgumentError(
-                f"the model takes {model.config.in_channels}x{model.config.sample_size}x{model.config.sample_size} images but the data is "
-                f"{channels}x{resolution}x{resolution}: pass a matching --resolution or model config."
-            )
+        _check_model_takes(model, channels, resolution)
         set_seed(args.seed, device_specific=True)
         self.batches = ShardedBatches(len(self.train_data), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed)
         self.steps_per_epoch = self.batches.batches_per_epoch // args.gradient_accumulation_steps
@@ -216,6 +231,28 @@ class Trainer:
         image_grid(images).save(path)
         return path
 
+    def evaluate_samples(self, epoch: int) -> None:
+        """Sample-quality metrics of --eval_num_samples images against the validation split, logged as eval/*."""
+        from ..evaluation import evaluate_images, summary_line
+
+        args = self.args
+        generator = torch.Generator().manual_seed(args.seed)  # the same noise at every evaluation
+        sizes = [min(args.eval_batch_size, args.eval_num_samples - start) for start in range(0, args.eval_num_samples, args.eval_batch_size)]
+        images = self._with_ema_weights(
+            lambda model: torch.cat([self.objective.sample(model, size, generator, args.num_inference_steps) for size in sizes])
+        )
+        reference = torch.from_numpy(np.array(self.validation_data.images))  # a writable copy of the memory map
+        try:
+            result = evaluate_images(images, reference, args.eval_batch_size, str(self.accelerator.device), reference_range="uint8", seed=args.seed)
+        except ValueError as error:  # e.g. a diverged model's samples: report it, keep training
+            self.accelerator.print(f"epoch {epoch}: sample evaluation skipped: {error}")
+            return
+        metrics = {f"eval/{name}": value for name, value in result.items() if isinstance(value, float)}
+        self.metrics.log({"epoch": epoch, **metrics}, self.global_step)
+        self.accelerator.print(f"epoch {epoch}: {summary_line(result)}")
+        for note in result["notes"]:
+            self.accelerator.print(f"  note: {note}")
+
     def save_pipeline(self) -> None:
         self._with_ema_weights(lambda model: save_pipeline(self.objective.pipeline(model), self.output_dir))
 
@@ -273,6 +310,8 @@ class Trainer:
         if accelerator.is_main_process:
             if epoch % args.save_images_epochs == 0 or final:
                 self.save_sample_grid(f"epoch_{epoch:04d}")
+            if args.eval_every_epochs and (epoch % args.eval_every_epochs == 0 or final):
+                self.evaluate_samples(epoch)
             if epoch % args.save_model_epochs == 0 or final:
                 self.save_pipeline()
         accelerator.wait_for_everyone()

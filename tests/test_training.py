@@ -1,0 +1,155 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train_ddpm
+from conftest import TINY_RUN, run_script
+from diffusion_lab.cli import run_command
+from diffusion_lab.hub import prepare_upload
+from diffusion_lab.pipelines.export import load_pipeline
+
+
+def train(output_dir, *extra):
+    args = train_ddpm.parse_args(["--output_dir", str(output_dir), *TINY_RUN, *map(str, extra)])
+    return train_ddpm.run_training(args, train_ddpm.DDPMObjective.from_args(args), argv=["train_ddpm.py"])
+
+
+def weights(folder):
+    return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def records(folder, key):
+    return [r[key] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A short real run on 256 MNIST digits: 40 steps of batch 32 with a high learning rate."""
+    folder = tmp_path_factory.mktemp("run") / "ddpm"
+    train(folder, "--max_train_steps", "40", "--learning_rate", "2e-3", "--use_ema", "--checkpointing_steps", "20")
+    return folder
+
+
+def test_short_training_lowers_the_loss(trained):
+    losses = records(trained, "loss")
+    assert len(losses) == 20 and losses[-1] < 0.5 * losses[0]
+    assert len(records(trained, "val_loss")) == 5  # 8 steps per epoch -> 5 epochs, one validation loss each
+    assert len(records(trained, "ema_decay")) == 20
+    assert sorted(p.name for p in (trained / "samples").glob("*.png")) == [f"epoch_{e:04d}.png" for e in range(1, 6)]
+
+
+def test_saved_pipeline_round_trips_exactly_and_loads_without_remote_code(trained):
+    pipeline = load_pipeline(str(trained))
+    saved = weights(trained)
+    for name, tensor in pipeline.unet.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    assert type(pipeline.unet).__module__ == "diffusion_lab.models.coursework_cnn"
+
+
+def test_diffusers_alone_loads_the_cnn_pipeline_with_remote_code(trained):
+    reference = load_pipeline(str(trained))(batch_size=2, num_inference_steps=5, generator=torch.Generator().manual_seed(3), output_type="np").images
+    np.save(trained.parent / "reference.npy", reference)
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from diffusers import DiffusionPipeline\n"
+        f"p = DiffusionPipeline.from_pretrained({str(trained)!r}, trust_remote_code=True)\n"
+        "assert 'diffusion_lab' not in sys.modules, 'diffusion_lab was imported'\n"
+        "x = p(batch_size=2, num_inference_steps=5, generator=torch.Generator().manual_seed(3), output_type='np').images\n"
+        f"assert np.array_equal(x, np.load({str(trained.parent / 'reference.npy')!r})), 'samples differ'\n"
+    )
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(trained, tmp_path):
+    # Stop at the checkpoint of step 20, resume, finish at 40 -- the same as `trained`.
+    folder = tmp_path / "resumed"
+    common = ["--learning_rate", "2e-3", "--use_ema", "--checkpointing_steps", "20"]
+    train(folder, "--max_train_steps", "20", *common)
+    train(folder, "--max_train_steps", "40", *common, "--resume_from_checkpoint", "latest")
+    reference, resumed = weights(trained), weights(folder)
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-40"]
+
+
+def test_seeded_sampling_reproduces_itself(trained, tmp_path):
+    outputs = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        result = run_script("-m", "diffusion_lab.sample", trained, "--num_images", "3", "--batch_size", "2",
+                            "--scheduler", "ddim", "--num_inference_steps", "5", "--seed", seed, "--output_dir", tmp_path / name)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append(np.load(tmp_path / name / "samples.npz")["images"])
+    assert outputs[0].shape == (3, 28, 28, 1) and outputs[0].dtype == np.uint8
+    assert np.array_equal(outputs[0], outputs[1]) and not np.array_equal(outputs[0], outputs[2])
+    assert len(list((tmp_path / "a" / "images").glob("*.png"))) == 3 and (tmp_path / "a" / "grid.png").exists()
+
+
+def test_model_card_and_upload_hold_no_token_or_local_path(trained):
+    upload = prepare_upload(trained, "someone/ddpm-test")
+    card = (trained / "README.md").read_text()
+    assert "library_name: diffusers" in card and "trust_remote_code=True" in card and "![samples](sample_grid.png)" in card
+    assert str(trained.parent) not in card and "train_ddpm.py" in card
+    assert "checkpoint-*" in upload.ignore_patterns and "logs/**" in upload.ignore_patterns
+    assert (trained / "sample_grid.png").exists()
+
+
+def test_hub_token_is_never_written(tmp_path):
+    folder = tmp_path / "run"
+    args = train_ddpm.parse_args(["--output_dir", str(folder), *TINY_RUN, "--max_train_steps", "2", "--hub_token", "hf_SECRET123"])
+    train_ddpm.run_training(args, train_ddpm.DDPMObjective.from_args(args), argv=["train_ddpm.py", "--hub_token", "hf_SECRET123"])
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert b"hf_SECRET123" not in path.read_bytes(), path
+
+
+def test_rgb_image_folder_at_32px_with_the_cifar10_unet_preset(tmp_path):
+    from test_data import make_folder
+
+    images = make_folder(tmp_path / "images", count=10, size=(36, 32))
+    folder = tmp_path / "rgb"
+    train(folder, "--train_data_dir", images, "--resolution", "32", "--center_crop", "--random_flip", "--model", "unet_cifar10",
+          "--train_batch_size", "4", "--eval_batch_size", "2", "--max_train_steps", "2", "--num_inference_steps", "2")
+    pipeline = load_pipeline(str(folder))
+    assert pipeline.unet.config.in_channels == 3 and pipeline.unet.config.block_out_channels == [128, 256, 256, 256]
+    assert json.loads((folder / "model_index.json").read_text())["unet"] == ["diffusers", "UNet2DModel"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset_name", "/no/such/data"], "does not exist"),
+    (["--image_column", "picture"], "column 'picture' not found"),
+    (["--resolution", "32", "--model", "cnn"], None),  # 32px is fine for the CNN: it takes any size
+    (["--resolution", "30", "--model", "unet"], "cannot take"),
+    (["--max_train_steps", "-5"], "must be a positive integer"),
+    (["--learning_rate", "0"], "--learning_rate 0.0 must be a positive number"),
+    (["--beta_start", "0.02", "--beta_end", "0.01"], "--beta_end 0.01 must be larger"),
+    (["--beta_end", "1.5"], "must lie in (0, 1)"),
+    (["--ddpm_num_steps", "1"], "at least 2"),
+    (["--train_batch_size", "0"], "--train_batch_size 0 must be a positive integer"),
+])
+def test_bad_input_gives_one_line_and_exit_2(flags, message, tmp_path, capsys):
+    argv = ["--output_dir", str(tmp_path / "out"), *TINY_RUN, "--max_train_steps", "1", *flags]
+    if message is None:
+        run_command(train_ddpm.main, argv)
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(train_ddpm.main, argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and message in error
+
+
+def test_output_dir_of_another_run_is_refused_and_left_untouched(trained, capsys):
+    before = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit):
+        run_command(train_ddpm.main, ["--output_dir", str(trained), *TINY_RUN, "--max_train_steps", "1"])
+    assert "already holds a run" in capsys.readouterr().err
+    assert before == {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
+
+
+def test_cli_exit_status_and_single_line_in_a_real_process(tmp_path):
+    result = run_script("train_ddpm.py", "--output_dir", tmp_path / "o", "--train_batch_size", "-1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --train_batch_size -1 must be a positive integer."]
