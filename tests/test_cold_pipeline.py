@@ -133,14 +133,16 @@ def test_unconditional_sampling_starts_from_the_fitted_distribution(rows_pipelin
     assert rows_pipeline(batch_size=2, output_type="np").images.shape == (2, 28, 28, 1)
 
 
-def test_bad_calls_give_one_clear_error(rows_pipeline):
+def test_bad_calls_give_one_clear_error(rows_pipeline, tmp_path):
     with pytest.raises(ValueError, match="algorithm"):
         rows_pipeline(batch_size=1, algorithm=3)
     with pytest.raises(ValueError, match="num_inference_steps"):
         rows_pipeline(batch_size=1, num_inference_steps=0)
-    without_start = ColdDiffusionPipeline(unet=rows_pipeline.unet, degradation=rows_pipeline.degradation)
-    with pytest.raises(ValueError, match="start_distribution"):
-        without_start(batch_size=1)
+    save_pipeline(ColdDiffusionPipeline(unet=rows_pipeline.unet, degradation=rows_pipeline.degradation), tmp_path / "restorer")
+    for without_start in (ColdDiffusionPipeline.from_pretrained(tmp_path / "restorer"), load_pipeline(tmp_path / "restorer")):
+        assert without_start.start_distribution is None
+        with pytest.raises(ValueError, match="start_distribution"):
+            without_start(batch_size=1)
     with pytest.raises(ValueError, match="N >= num_components"):
         GaussianMixture.fit(torch.zeros(3, 2), num_components=4)
 

@@ -94,7 +94,9 @@ def load_pipeline(path_or_id: str, **kwargs):
         if name.startswith("_") or not isinstance(entry, list):
             continue
         library, component_class_name = entry
-        component_class = _our_class(component_class_name) if library not in ("diffusers", None) else getattr(diffusers, component_class_name, None)
+        if library is None:  # an optional component saved as absent, e.g. a cold pipeline's start_distribution
+            continue
+        component_class = _our_class(component_class_name) if library != "diffusers" else getattr(diffusers, component_class_name, None)
         if component_class is None:
             raise ValueError(f"component {name} needs class {component_class_name}, which is unknown here: upgrade diffusion_lab / diffusers.")
         components[name] = component_class.from_pretrained(folder, subfolder=name)
