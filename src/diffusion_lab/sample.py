@@ -97,6 +97,8 @@ def main(argv):
         raise ValueError("--scheduler does not apply to a cold-diffusion pipeline: drop it (use --num_inference_steps).")
     if not is_cold and (args.noise or args.algorithm != 2 or args.conditional):
         raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")
+    if args.scheduler and hasattr(pipeline.scheduler.config, "noise_scale"):
+        raise ValueError("--scheduler would drop the entropy-scaled noise scale s: drop it and use --num_inference_steps for fewer steps.")
     if args.scheduler:
         swap_scheduler(pipeline, args.scheduler)
     pipeline.to(args.device)
