@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..hub import prepare_upload, push
@@ -58,11 +59,18 @@ def _make_optimizer(args: argparse.Namespace, parameters) -> torch.optim.Optimiz
     )
 
 
-def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None) -> None:
-    """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default."""
+def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, objective) -> None:
+    """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default.
+
+    An objective that learns something besides the model (cold diffusion's start statistics) has `state_dict` and
+    `load_state_dict` over tensors; its state goes into the checkpoint too, as `objective.safetensors`.
+    """
+    keeps_state = hasattr(objective, "state_dict")
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
+            if keeps_state:
+                save_file(objective.state_dict(), Path(output_dir) / "objective.safetensors")
             if ema is not None:
                 # EMAModel.save_pretrained builds a model, whose random init would draw from the training RNG and
                 # make the weights depend on when checkpoints are written.
@@ -73,6 +81,8 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None) -
                 weights.pop()
 
     def load_hook(models, input_dir):
+        if keeps_state:
+            objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
         if ema is not None:
             saved = EMAModel.from_pretrained(Path(input_dir) / "model_ema", model_cls=ema.model_cls)
             ema.load_state_dict(saved.state_dict())
@@ -172,7 +182,7 @@ class Trainer:
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
         if self.ema is not None:
             self.ema.to(accelerator.device)
-        _register_checkpoint_hooks(accelerator, self.ema)
+        _register_checkpoint_hooks(accelerator, self.ema, objective)
         # Stop requests are agreed over a CPU group each step, which costs no device sync.
         self.stop_group = torch.distributed.new_group(backend="gloo") if accelerator.num_processes > 1 else None
         self.signals = StopSignals()
