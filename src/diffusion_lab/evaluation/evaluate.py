@@ -11,7 +11,7 @@ import torch
 
 from ..cli import run_command
 from ..pipelines.export import load_pipeline
-from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, generate, swap_scheduler
+from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, check_device, generate, swap_scheduler
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
 from .pixel_range import PIXEL_RANGES
@@ -31,7 +31,7 @@ def generate_samples(
     if trust_remote_code:
         from diffusers import DiffusionPipeline
 
-        pipeline = DiffusionPipeline.from_pretrained(pipeline_name_or_path, trust_remote_code=True)
+        pipeline = DiffusionPipeline.from_pretrained(pipeline_name_or_path, trust_remote_code=True, use_safetensors=True)
     else:
         pipeline = load_pipeline(pipeline_name_or_path)
     if scheduler is not None:
@@ -94,6 +94,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_samples < 2 or args.batch_size < 1:
         raise ValueError("--num_samples must be >= 2 and --batch_size >= 1.")
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
+        raise ValueError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer.")
+    check_device(args.device)
     return args
 
 
