@@ -2,6 +2,7 @@
 --debug), nothing existing overwritten. docs/troubleshooting.md lists these cases."""
 
 import argparse
+import importlib
 import json
 import re
 import resource
@@ -12,13 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 from safetensors.torch import load_file, save_file
 
 import train_ddpm
-from conftest import TINY_RUN
+from conftest import ROOT, TINY_RUN
 from diffusion_lab import sample
 from diffusion_lab.cli import run_command
 from diffusion_lab.models import build_model
@@ -124,8 +126,9 @@ TRAIN_CASES = {
     "resume past --max_train_steps": (lambda c: ["--output_dir", c.run, "--resume_from_checkpoint", "latest", "--max_train_steps", 1], "checkpoint-2 is past the 1 steps"),
 }
 
-# Every numeric flag of train_ddpm.py with a value it must refuse (test_every_numeric_flag_has_a_case keeps this complete).
-NUMERIC_CASES = [
+# Every numeric flag of each train script with a value it must refuse (test_every_numeric_flag_has_a_case keeps
+# these complete): (flag, value, message, flags it needs).
+SHARED_NUMERIC_CASES = [
     *[(flag, 0, "must be a positive integer") for flag in (
         "train_batch_size", "eval_batch_size", "num_epochs", "max_train_steps", "gradient_accumulation_steps", "logging_steps",
         "save_images_epochs", "save_model_epochs", "checkpointing_steps", "checkpoints_total_limit", "eval_num_samples",
@@ -140,14 +143,42 @@ NUMERIC_CASES = [
     ("ema_inv_gamma", 0, "must be positive"),
     ("ema_power", -1, "must be positive"),
     ("validation_fraction", 1, "must be in (0, 1)"),
-    ("ddpm_num_steps", 1, "must be at least 2"),
-    ("beta_start", 0, "must lie in (0, 1)"),
-    ("beta_end", 1.5, "must lie in (0, 1)"),
     *[(flag, "nan", "must be a finite number") for flag in ("adam_weight_decay", "max_grad_norm", "ema_inv_gamma", "ema_power", "adam_epsilon")],
     ("learning_rate", "inf", "must be a finite number"),
     ("validation_fraction", "nan", "must be a finite number"),
-    ("beta_end", "nan", "must lie in (0, 1)"),
 ]
+SCRIPT_NUMERIC_CASES = {
+    "train_ddpm.py": [
+        ("ddpm_num_steps", 1, "must be at least 2"),
+        ("beta_start", 0, "must lie in (0, 1)"),
+        ("beta_end", 1.5, "must lie in (0, 1)"),
+        ("beta_end", "nan", "must lie in (0, 1)"),
+    ],
+    "train_cold.py": [
+        ("group_size", 0, "group_size 0 must lie in 1..28"),
+        ("num_levels", 0, "num_levels 0 must be positive", "--degradation", "blur"),
+        ("kernel_size", 4, "kernel_size 4 a positive odd number", "--degradation", "blur"),
+        ("kernel_std", -1, "give a non-positive std", "--degradation", "blur"),
+        ("kernel_std", "nan", "must be a finite number", "--degradation", "blur"),
+        ("kernel_std_growth", -1, "give a non-positive std", "--degradation", "blur"),
+        ("block_sizes", 0, "must be a non-empty list of positive sizes", "--degradation", "pixelate"),
+        ("rings_per_level", 0, "rings_per_level 0 must lie in 1..14", "--degradation", "mask"),
+        ("fill_value", "nan", "must be a finite number", "--degradation", "mask"),
+        ("start_components", 0, "must be at least --start_components 0"),
+        ("start_samples", 0, "--start_samples 0 must be at least"),
+        ("noise", -1, "--noise -1.0 must not be negative"),
+        ("noise", "nan", "must be a finite number"),
+    ],
+}
+# Numeric flags with no invalid number.
+ANY_NUMBER = {"order_seed"}  # any integer seeds the random order
+ARGUMENT_ADDERS = {"train_ddpm.py": "add_ddpm_args", "train_cold.py": "add_cold_args"}
+SCRIPTS = [script for script in SCRIPT_NUMERIC_CASES if (ROOT / script).exists()]
+NUMERIC_CASES = [(script, case) for script in SCRIPTS for case in SHARED_NUMERIC_CASES + SCRIPT_NUMERIC_CASES[script]]
+
+
+def script_module(script):
+    return importlib.import_module(script.removesuffix(".py"))
 
 
 @pytest.mark.parametrize("case", TRAIN_CASES)
@@ -160,17 +191,21 @@ def test_train_refuses_bad_input_in_one_line(case, ctx, capsys):
     assert all(path.read_bytes() == data for path, data in before.items())
 
 
-@pytest.mark.parametrize("flag, value, message", NUMERIC_CASES)
-def test_train_refuses_invalid_numbers(flag, value, message, ctx, capsys):
-    status, lines = run_and_read_error(train_ddpm.main, ["--output_dir", fresh(ctx, "out"), *SMALL_RUN, f"--{flag}", value], capsys)
-    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: --") and f"--{flag} " in lines[0] and message in lines[0], lines
+@pytest.mark.parametrize("script, case", NUMERIC_CASES, ids=[f"{script}:{case[0]}={case[1]}" for script, case in NUMERIC_CASES])
+def test_train_refuses_invalid_numbers(script, case, ctx, capsys):
+    flag, value, message, *needs = case
+    argv = ["--output_dir", fresh(ctx, "out"), *SMALL_RUN, *needs, f"--{flag}", value]
+    status, lines = run_and_read_error(script_module(script).main, argv, capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: --") and flag in lines[0] and message in lines[0], lines
 
 
-def test_every_numeric_flag_has_a_case():
-    parser = argparse.ArgumentParser()
-    train_ddpm.add_training_args(parser)
-    train_ddpm.add_ddpm_args(parser)
-    assert {action.dest for action in parser._actions if action.type in (int, float)} == {flag for flag, _, _ in NUMERIC_CASES}
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_numeric_flag_has_a_case(script):
+    module, parser = script_module(script), argparse.ArgumentParser()
+    module.add_training_args(parser)
+    getattr(module, ARGUMENT_ADDERS[script])(parser)
+    numeric = {action.dest for action in parser._actions if action.type in (int, float)} - ANY_NUMBER
+    assert numeric == {case[0] for case in SHARED_NUMERIC_CASES + SCRIPT_NUMERIC_CASES[script]}
 
 
 def test_a_value_that_is_no_number_gets_argparse_usage_and_exit_2(capsys):
@@ -286,6 +321,8 @@ SAMPLE_CASES = {
     "--batch_size -1": (lambda c: [c.pipeline, "--batch_size", -1], "--batch_size -1 must be a positive integer"),
     "--num_inference_steps 0": (lambda c: [c.pipeline, "--num_inference_steps", 0], "--num_inference_steps 0 must be a positive integer"),
     "--seed -1": (lambda c: [c.pipeline, "--seed", -1], "--seed -1 must not be negative"),
+    "--noise -1": (lambda c: [c.pipeline, "--noise", -1], "--noise -1.0 must be a number >= 0"),
+    "--noise nan": (lambda c: [c.pipeline, "--noise", "nan"], "--noise nan must be a number >= 0"),
     "--device unknown": (lambda c: [c.pipeline, "--device", "gpu7"], "--device 'gpu7' is not a device"),
     "--output_dir under a file": (lambda c: [c.pipeline, "--output_dir", a_file(c) / "out"], "cannot write to --output_dir"),
     "--output_dir holding samples": (lambda c: [c.pipeline, "--output_dir", samples_folder(c)], "already holds samples.npz"),
@@ -302,5 +339,46 @@ def test_sample_refuses_bad_input_in_one_line(case, ctx, capsys):
         argv += ["--output_dir", fresh(ctx, "samples")]
     before = snapshot(*existing_folders(ctx, argv))
     status, lines = run_and_read_error(sample.main, argv, capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert all(path.read_bytes() == data for path, data in before.items())
+
+
+def npz_of(c, array):
+    path = fresh(c, "images").with_suffix(".npz")
+    np.savez(path, images=array)
+    return path
+
+
+def random_images(count=8):
+    return np.random.default_rng(0).integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
+
+
+EVALUATE_CASES = {
+    "input that does not exist": (lambda c: [c.root / "nothing"], "does not exist"),
+    ".npz that does not exist": (lambda c: [c.root / "nothing.npz"], "No such file or directory"),
+    ".npz of the wrong shape": (lambda c: [npz_of(c, np.zeros((4, 5), np.uint8))], "has shape (4, 5): expected (N, H, W)"),
+    "folder without PNGs": (lambda c: [empty_folder(c)], "No .png files in"),
+    "corrupt PNG": (lambda c: [image_folder(c, lambda p: p.write_bytes(b"not an image"))], "cannot identify image file"),
+    "damaged pipeline": (lambda c: [broken_pipeline(c, lambda f: (f / WEIGHTS).unlink())], "no file named diffusion_pytorch_model.safetensors"),
+    "--num_samples 1": (lambda c: [c.pipeline, "--num_samples", 1], "--num_samples must be >= 2"),
+    "--batch_size 0": (lambda c: [c.pipeline, "--batch_size", 0], "--batch_size >= 1"),
+    "--num_inference_steps 0": (lambda c: [c.pipeline, "--num_inference_steps", 0], "--num_inference_steps 0 must be a positive integer"),
+    "--device unknown": (lambda c: [c.pipeline, "--device", "gpu7"], "--device 'gpu7' is not a device"),
+    "--reference that does not exist": (lambda c: [npz_of(c, random_images()), "--reference", c.root / "nothing"], "not found"),
+    "wrong --image_column": (lambda c: [npz_of(c, random_images()), "--image_column", "picture"], "Column 'picture' is not in the dataset"),
+    "unknown --reference_split": (lambda c: [npz_of(c, random_images()), "--reference_split", "holdout"], "Unknown split \"holdout\""),
+}
+
+
+@pytest.mark.skipif(not (ROOT / "src" / "diffusion_lab" / "evaluate.py").exists(), reason="no evaluate command")
+@pytest.mark.parametrize("case", EVALUATE_CASES)
+def test_evaluate_refuses_bad_input_in_one_line(case, ctx, capsys):
+    from diffusion_lab.evaluation.evaluate import main
+
+    make_argv, message = EVALUATE_CASES[case]
+    source, *flags = make_argv(ctx)
+    argv = [source, "--num_samples", 2, "--num_inference_steps", 2, "--output", fresh(ctx, "evaluation").with_suffix(".json"), *flags]
+    before = snapshot(*existing_folders(ctx, argv))
+    status, lines = run_and_read_error(main, argv, capsys)
     assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert all(path.read_bytes() == data for path, data in before.items())
