@@ -22,8 +22,9 @@ def train(script, folder, *flags):
 
 
 def saved_tensors(folder):
-    """Pipeline weights and the EMA and raw weights of the last checkpoint."""
-    files = [*folder.glob("*/*.safetensors"), *folder.glob("checkpoint-4/*/*.safetensors")]
+    """Pipeline weights and everything of the last checkpoint (raw and EMA weights, the objective's state)."""
+    tops = {path: path.relative_to(folder).parts[0] for path in folder.rglob("*.safetensors")}
+    files = [path for path, top in tops.items() if top == "checkpoint-4" or not top.startswith("checkpoint-")]
     return {f"{path.relative_to(folder)}:{name}": tensor for path in files for name, tensor in load_file(path).items()}
 
 
