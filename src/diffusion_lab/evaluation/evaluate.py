@@ -11,34 +11,10 @@ from pathlib import Path
 import torch
 
 from ..cli import run_command
-from ..pipelines.export import load_pipeline
-from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, generate, swap_scheduler
+from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, generate, is_cold, open_pipeline
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
 from .pixel_range import PIXEL_RANGES
-
-
-def open_pipeline(
-    name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False
-):
-    """A saved pipeline, as `python -m diffusion_lab.sample` opens it, with its sampler swapped if asked."""
-    if trust_remote_code:
-        from diffusers import DiffusionPipeline
-
-        pipeline = DiffusionPipeline.from_pretrained(name_or_path, trust_remote_code=True)
-    else:
-        pipeline = load_pipeline(name_or_path)
-    if scheduler is not None:
-        if is_cold(pipeline) or hasattr(pipeline.scheduler.config, "noise_scale"):
-            raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps).")
-        swap_scheduler(pipeline, scheduler)
-    pipeline.set_progress_bar_config(leave=False, disable=None)
-    return pipeline.to(device)
-
-
-def is_cold(pipeline) -> bool:
-    """Cold-diffusion pipelines restore a degradation instead of denoising with a scheduler."""
-    return hasattr(pipeline, "degradation")
 
 
 @torch.no_grad()
