@@ -1,8 +1,11 @@
 """Generate images from a saved pipeline.
 
     python -m diffusion_lab.sample ddpm-mnist --num_images 64 --scheduler ddim --num_inference_steps 50
+    python -m diffusion_lab.sample cold-rows-mnist --noise 0.01          # cold diffusion, from the fitted start
+    python -m diffusion_lab.sample cold-rows-mnist --conditional --num_images 8   # restore real test images
 
-Writes `<output_dir>/images/00000.png ...`, `grid.png` and `samples.npz` (uint8, N x H x W x C).
+Writes `<output_dir>/images/00000.png ...`, `grid.png` and `samples.npz` (uint8, N x H x W x C); with
+`--conditional`, `four_columns.png`: originals, degraded (level T), one-step and iterative restorations.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .cli import run_command
-from .data import image_grid
+from .data import image_grid, load_image_caches
 from .pipelines.export import load_pipeline
 
 FAST_SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver": DPMSolverMultistepScheduler}
@@ -34,8 +37,15 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust_remote_code", action="store_true", help="Load classes diffusion_lab lacks from the pipeline's own code (runs that code).")
+    cold = parser.add_argument_group("cold diffusion")
+    cold.add_argument("--noise", type=float, default=0.0, help="Std of noise added to the fully degraded start.")
+    cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="1: x_{s-1} = D(x0, s-1); 2: the paper's improved sampler.")
+    cold.add_argument("--conditional", action="store_true", help="Restore the first --num_images images of --dataset_name's test split.")
+    cold.add_argument("--dataset_name", default=None, help="With --conditional: the dataset (default: the shipped MNIST).")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
+    if args.noise < 0:
+        raise ValueError(f"--noise {args.noise} must not be negative.")
     for name in ("num_images", "batch_size", "num_inference_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -51,15 +61,26 @@ def swap_scheduler(pipeline, name: str) -> None:
 DEFAULT_STEPS = {None: None, "ddpm": None, "ddim": 50, "dpmsolver": 20}
 
 
-def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None) -> np.ndarray:
+def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None, **kwargs) -> np.ndarray:
     """uint8 images (N, H, W, C); batch b uses generator seed + b, so results do not depend on the device count."""
+    if num_inference_steps:
+        kwargs["num_inference_steps"] = num_inference_steps
     batches = []
     for batch_index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="sampling")):
         generator = torch.Generator().manual_seed(seed + batch_index)
-        kwargs = {"num_inference_steps": num_inference_steps} if num_inference_steps else {}
         images = pipeline(batch_size=min(batch_size, num_images - start), generator=generator, output_type="np", **kwargs).images
         batches.append((np.asarray(images) * 255).round().astype(np.uint8))
     return np.concatenate(batches)
+
+
+def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
+    """The seeds' four columns for real test images: original, degraded (level T), one-step, iterative."""
+    _, test_images = load_image_caches(args.dataset_name, resolution=pipeline.unet.config.sample_size)
+    images = test_images.batch(np.arange(min(args.num_images, len(test_images))))
+    generator = torch.Generator().manual_seed(args.seed)
+    output = pipeline(images=images, generator=generator, num_inference_steps=args.num_inference_steps, output_type="pt", **cold_kwargs)
+    columns = torch.stack([output.originals, output.degraded, output.direct, output.images], dim=1)
+    return image_grid(columns.flatten(0, 1) * 2 - 1, columns=4)
 
 
 def main(argv):
@@ -70,13 +91,25 @@ def main(argv):
         pipeline = DiffusionPipeline.from_pretrained(args.pipeline, trust_remote_code=True)
     else:
         pipeline = load_pipeline(args.pipeline)
+    # Cold-diffusion pipelines restore a degradation instead of denoising with a scheduler.
+    is_cold = hasattr(pipeline, "degradation")
+    if is_cold and args.scheduler:
+        raise ValueError("--scheduler does not apply to a cold-diffusion pipeline: drop it (use --num_inference_steps).")
+    if not is_cold and (args.noise or args.algorithm != 2 or args.conditional):
+        raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")
     if args.scheduler:
         swap_scheduler(pipeline, args.scheduler)
     pipeline.to(args.device)
     pipeline.set_progress_bar_config(leave=False)
-    images = generate(pipeline, args.num_images, args.batch_size, args.seed, args.num_inference_steps or DEFAULT_STEPS[args.scheduler])
-
     output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
+    cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if is_cold else {}
+    if args.conditional:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        restoration_figure(pipeline, args, cold_kwargs).save(output_dir / "four_columns.png")
+        print(f"wrote four_columns.png to {output_dir}")
+        return
+    images = generate(pipeline, args.num_images, args.batch_size, args.seed, args.num_inference_steps or DEFAULT_STEPS[args.scheduler], **cold_kwargs)
+
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(output_dir / "images" / f"{index:05d}.png")

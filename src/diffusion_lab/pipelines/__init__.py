@@ -1,0 +1,8 @@
+"""Pipelines of our own: they travel with saved models as remote code."""
+
+from .. import degradations  # noqa: F401  (the classes a saved ColdDiffusionPipeline names, for from_pretrained)
+from .cold_start_distribution import GaussianMixture
+from .pipeline_cold_diffusion import ColdDiffusionPipeline, ColdDiffusionPipelineOutput
+from .pipeline_entropy_scaled import EntropyScaledDDPMPipeline
+
+__all__ = ["ColdDiffusionPipeline", "ColdDiffusionPipelineOutput", "EntropyScaledDDPMPipeline", "GaussianMixture"]

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler
 
+from ..pipelines import EntropyScaledDDPMPipeline
+from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, portable_scheduler
 from .arguments import ArgumentError
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
@@ -16,13 +18,23 @@ LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
 def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("ddpm")
     group.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the number of diffusion steps.")
-    group.add_argument("--ddpm_beta_schedule", default="linear", help="A diffusers beta schedule (linear, scaled_linear, squaredcos_cap_v2, sigmoid).")
+    group.add_argument(
+        "--noise_schedule", choices=NOISE_SCHEDULES, default=None,
+        help="Betas: linear (the coursework's, the default), geometric, cosine_custom, cosine, sigmoid, scaled_linear, "
+             "or entropy_scaled (DES: noise scaled by sigmoid(pixel entropy)).",
+    )
+    group.add_argument("--ddpm_beta_schedule", default=None, help="Instead of --noise_schedule: a diffusers beta schedule as named there (linear, scaled_linear, squaredcos_cap_v2, sigmoid).")
     group.add_argument("--beta_start", type=float, default=1e-4)
     group.add_argument("--beta_end", type=float, default=0.02)
     group.add_argument("--prediction_type", choices=("epsilon", "sample", "v_prediction"), default="epsilon")
     group.add_argument(
         "--variance_type", choices=("fixed_small", "fixed_large"), default="fixed_small",
         help="Reverse variance: posterior variance (fixed_small) or beta_t (fixed_large, the seeds' Algorithm 18.2).",
+    )
+    group.add_argument("--des_entropy_mode", choices=ENTROPY_MODES, default="batch", help="entropy_scaled: one noise scale per batch (the seeds') or per image.")
+    group.add_argument(
+        "--des_base_schedule", choices=[name for name in NOISE_SCHEDULES if name != "entropy_scaled"], default="linear",
+        help="entropy_scaled: the schedule whose betas it uses.",
     )
 
 
@@ -33,6 +45,16 @@ def build_ddpm_scheduler(args: argparse.Namespace) -> DDPMScheduler:
         raise ArgumentError(f"--beta_start {args.beta_start} and --beta_end {args.beta_end} must lie in (0, 1), e.g. 1e-4 and 0.02.")
     if args.beta_end <= args.beta_start:
         raise ArgumentError(f"--beta_end {args.beta_end} must be larger than --beta_start {args.beta_start}.")
+    if args.ddpm_beta_schedule is None:
+        try:
+            return build_noise_scheduler(
+                args.noise_schedule or "linear", args.ddpm_num_steps, args.beta_start, args.beta_end, args.prediction_type,
+                args.variance_type, des_entropy_mode=args.des_entropy_mode, des_base_schedule=args.des_base_schedule,
+            )
+        except ValueError as error:
+            raise ArgumentError(str(error)) from None
+    if args.noise_schedule is not None:
+        raise ArgumentError("--noise_schedule and --ddpm_beta_schedule both choose the betas: pass only one.")
     try:
         return DDPMScheduler(
             num_train_timesteps=args.ddpm_num_steps,
@@ -81,8 +103,11 @@ class DDPMObjective:
         prediction = model(noisy, timesteps).sample
         return self.loss_fn(prediction.float(), self.target(clean, noise, timesteps).float())
 
-    def pipeline(self, model) -> DDPMPipeline:
-        return DDPMPipeline(unet=model, scheduler=self.scheduler)
+    def pipeline(self, model) -> DDPMPipeline | EntropyScaledDDPMPipeline:
+        """DES needs its own pipeline and scheduler (remote code); every other schedule saves as stock diffusers."""
+        if isinstance(self.scheduler, EntropyScaledDDPMScheduler):
+            return EntropyScaledDDPMPipeline(unet=model, scheduler=self.scheduler)
+        return DDPMPipeline(unet=model, scheduler=portable_scheduler(self.scheduler))
 
     @torch.no_grad()
     def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None) -> torch.Tensor:

@@ -241,6 +241,28 @@ class Trainer:
         image_grid(images).save(path)
         return path
 
+    def evaluate_samples(self, epoch: int) -> None:
+        """Sample-quality metrics of --eval_num_samples images against the validation split, logged as eval/*."""
+        from ..evaluation import evaluate_images, summary_line
+
+        args = self.args
+        generator = torch.Generator().manual_seed(args.seed)  # the same noise at every evaluation
+        sizes = [min(args.eval_batch_size, args.eval_num_samples - start) for start in range(0, args.eval_num_samples, args.eval_batch_size)]
+        images = self._with_ema_weights(
+            lambda model: torch.cat([self.objective.sample(model, size, generator, args.num_inference_steps) for size in sizes])
+        )
+        reference = torch.from_numpy(np.array(self.validation_data.images))  # a writable copy of the memory map
+        try:
+            result = evaluate_images(images, reference, args.eval_batch_size, str(self.accelerator.device), reference_range="uint8", seed=args.seed)
+        except ValueError as error:  # e.g. a diverged model's samples: report it, keep training
+            self.accelerator.print(f"epoch {epoch}: sample evaluation skipped: {error}")
+            return
+        metrics = {f"eval/{name}": value for name, value in result.items() if isinstance(value, float)}
+        self.metrics.log({"epoch": epoch, **metrics}, self.global_step)
+        self.accelerator.print(f"epoch {epoch}: {summary_line(result)}")
+        for note in result["notes"]:
+            self.accelerator.print(f"  note: {note}")
+
     def save_pipeline(self) -> None:
         self._with_ema_weights(lambda model: save_pipeline(self.objective.pipeline(model), self.output_dir))
 
@@ -298,6 +320,8 @@ class Trainer:
         if accelerator.is_main_process:
             if epoch % args.save_images_epochs == 0 or final:
                 self.save_sample_grid(f"epoch_{epoch:04d}")
+            if args.eval_every_epochs and (epoch % args.eval_every_epochs == 0 or final):
+                self.evaluate_samples(epoch)
             if epoch % args.save_model_epochs == 0 or final:
                 self.save_pipeline()
         accelerator.wait_for_everyone()

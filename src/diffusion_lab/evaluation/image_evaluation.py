@@ -1,0 +1,147 @@
+"""Score a set of generated images against a reference set, next to the same scores for real images.
+
+Every distance is reported with its floor: the value between two disjoint real subsets of the same size,
+so that a number can be read ("digit_fd 4.1 against a real-vs-real 0.9"). Keys ending in `_real` hold
+the metric computed on real images in place of the generated ones.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from .digit_classifier import DigitClassifier
+from .image_sources import load_dataset_images
+from .metrics import digit_metrics, inception_metrics, inception_unavailable_reason, paired_psnr_ssim
+from .metrics import psnr_ssim_against_references
+from .pixel_range import to_signed_unit_range
+
+# As in the seeds: each generated image is compared with this many validation images.
+NUM_PSNR_REFERENCES = 100
+
+
+def evaluate_images(
+    images: torch.Tensor,
+    reference: torch.Tensor | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    *,
+    images_range: str = "[-1,1]",
+    reference_range: str = "[-1,1]",
+    originals: torch.Tensor | None = None,
+    originals_range: str = "[-1,1]",
+    inception_weights: str | Path | None = None,
+    classifier: DigitClassifier | None = None,
+    seed: int = 0,
+) -> dict:
+    """Every applicable metric of `images` (N, C, H, W) against `reference` (default: shipped MNIST test split).
+
+    Args:
+        images, reference, originals: in the pixel ranges `images_range`, `reference_range`, `originals_range`
+            ("[-1,1]", "[0,1]" or "uint8"); checked, and refused with a ValueError when the values contradict them.
+        originals: for conditional generation (e.g. cold-diffusion reconstructions), the image each
+            generated image should reproduce; adds the paired `psnr_paired` and `ssim_paired`.
+        inception_weights: an Inception-v3 weights file for FID/IS (else torch hub's cache is looked in).
+        classifier: the digit classifier (default: the shipped one).
+        seed: picks the two disjoint real subsets.
+
+    Returns:
+        metric name -> float, plus `num_samples` (N), `num_reference` (size of each real subset),
+        `pixel_range_checks` and `notes` (skipped metrics and why).
+    """
+    images, images_check = to_signed_unit_range(images, images_range, "generated images")
+    if reference is None:
+        reference, _ = load_dataset_images(split="test")
+        reference_range = "uint8"
+    reference, reference_check = to_signed_unit_range(reference, reference_range, "reference images")
+    if images.shape[1:] != reference.shape[1:]:
+        raise ValueError(
+            f"Generated images are {tuple(images.shape[1:])} but reference images {tuple(reference.shape[1:])}: "
+            "evaluate against a reference dataset of the same channels and resolution."
+        )
+    result = {"num_samples": len(images)}
+    checks = {"images": images_check, "reference": reference_check}
+    notes = []
+
+    # Two disjoint real subsets of up to N images: `compared` is what generated images are measured
+    # against, `stand_in` replaces the generated images to give the real-vs-real value.
+    num_reference = min(len(images), len(reference) // 2)
+    if num_reference < len(images):
+        notes.append(
+            f"The reference has {len(reference)} images, fewer than 2N: real subsets of {num_reference} are used."
+        )
+    order = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
+    compared, stand_in = reference[order[:num_reference]], reference[order[num_reference : 2 * num_reference]]
+    candidates = {"generated": images, "real": stand_in}
+    result["num_reference"] = num_reference
+
+    if tuple(images.shape[1:]) == (1, 28, 28):
+        classifier = DigitClassifier.from_file() if classifier is None else classifier
+        for name, metrics in digit_metrics(classifier, compared, candidates, batch_size, device).items():
+            suffix = "" if name == "generated" else "_real"
+            result[f"digit_fd{suffix}"] = metrics["frechet_distance"]
+            result[f"digit_is{suffix}"] = metrics["inception_score"]
+            result[f"digit_confidence{suffix}"] = metrics["mean_confidence"]
+            if name == "generated":
+                result.update({f"digit_class_{k}_fraction": f for k, f in enumerate(metrics["class_histogram"])})
+    else:
+        notes.append("Digit-classifier metrics skipped: they apply to 1x28x28 digit images only.")
+
+    psnr_references = compared[:NUM_PSNR_REFERENCES]
+    for name, candidate in candidates.items():
+        suffix = "" if name == "generated" else "_real"
+        result[f"psnr{suffix}"], result[f"ssim{suffix}"] = psnr_ssim_against_references(
+            candidate, psnr_references, batch_size, device
+        )
+
+    if originals is not None:
+        originals, checks["originals"] = to_signed_unit_range(originals, originals_range, "original images")
+        if originals.shape != images.shape:
+            raise ValueError(
+                f"originals have shape {tuple(originals.shape)} but images {tuple(images.shape)}: "
+                "pass one original per generated image, in the same order."
+            )
+        psnr, ssim = paired_psnr_ssim(images, originals)
+        result["psnr_paired"], result["ssim_paired"] = psnr.mean().item(), ssim.mean().item()
+
+    unavailable = inception_unavailable_reason(inception_weights)
+    if unavailable is None:
+        inception = inception_metrics(compared, candidates, inception_weights, max(1, batch_size // 4), device)
+        for name, metrics in inception.items():
+            suffix = "" if name == "generated" else "_real"
+            result[f"fid{suffix}"] = metrics["fid"]
+            result[f"inception_score{suffix}"] = metrics["inception_score"]
+    else:
+        notes.append(unavailable)
+
+    result["pixel_range_checks"] = {name: {**check, "passed": True} for name, check in checks.items()}
+    result["notes"] = notes
+    return result
+
+
+def summary_line(result: dict) -> str:
+    """The headline numbers on one line, each distance followed by its real-vs-real value."""
+    parts = [f"N={result['num_samples']}"]
+    for key, label, unit in (
+        ("digit_fd", "digit FD", ""),
+        ("digit_is", "digit IS", ""),
+        ("digit_confidence", "confidence", ""),
+        ("fid", "FID", ""),
+        ("inception_score", "IS", ""),
+        ("psnr", "PSNR", " dB"),
+        ("ssim", "SSIM", ""),
+    ):
+        if key in result:
+            parts.append(f"{label} {result[key]:.4g}{unit} (real {result[key + '_real']:.4g})")
+    if "psnr_paired" in result:
+        parts.append(f"paired PSNR {result['psnr_paired']:.4g} dB, SSIM {result['ssim_paired']:.4g}")
+    if "fid" not in result:
+        parts.append("Inception FID/IS skipped (see notes)")
+    return " | ".join(parts)
+
+
+def write_result(result: dict, path: str | Path) -> None:
+    """JSON with every metric; infinite PSNR (identical images) is written as the string "inf"."""
+    readable = {key: "inf" if isinstance(value, float) and math.isinf(value) else value for key, value in result.items()}
+    Path(path).write_text(json.dumps(readable, indent=2) + "\n")

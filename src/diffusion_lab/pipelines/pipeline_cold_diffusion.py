@@ -1,0 +1,166 @@
+"""Cold diffusion sampling (Bansal et al. 2022): restore images degraded by a deterministic D(x, t).
+
+This file imports only torch and diffusers (plus huggingface_hub, a diffusers dependency): it travels with saved
+pipelines so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs nothing else.
+"""
+
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+
+@dataclass
+class ColdDiffusionPipelineOutput(BaseOutput):
+    """`images`: the iterative restorations; `degraded`: where sampling started (level T); `direct`: the one-step
+    restoration R(x_T, T); `originals`: the given images (conditional sampling) or None. The seeds' four columns."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    degraded: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    direct: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    originals: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
+
+
+class ColdDiffusionPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for cold diffusion: generation (from a fitted start distribution) or restoration of given images.
+
+    Parameters:
+        unet ([`ModelMixin`]): the restoration network R(x_t, t) predicting x_0, e.g. `UNet2DModel`.
+        degradation ([`SchedulerMixin`]): the degradation D(x, t), t = 0..T (see `diffusion_lab.degradations`).
+        start_distribution ([`ModelMixin`], *optional*): a distribution over the statistics of fully degraded
+            images (`degradation.start_statistics`), e.g. `GaussianMixture`; needed for unconditional sampling.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _optional_components = ["start_distribution"]
+
+    def __init__(self, unet: ModelMixin, degradation: SchedulerMixin, start_distribution: ModelMixin | None = None):
+        super().__init__()
+        self.register_modules(unet=unet, degradation=degradation, start_distribution=start_distribution)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        images: torch.Tensor | None = None,
+        batch_size: int = 1,
+        generator: torch.Generator | None = None,
+        num_inference_steps: int | None = None,
+        algorithm: int = 2,
+        noise: float = 0.0,
+        output_type: str | None = "pil",
+        return_dict: bool = True,
+    ) -> ColdDiffusionPipelineOutput | tuple:
+        r"""
+        Args:
+            images (`torch.Tensor`, *optional*): (N, C, H, W) in [-1, 1] to degrade to level T and restore;
+                without them, `batch_size` fully degraded images are drawn from `start_distribution`.
+            batch_size (`int`, defaults to 1): images to generate when `images` is not given.
+            generator (`torch.Generator`, *optional*): makes the start (and `noise`) reproducible.
+            num_inference_steps (`int`, *optional*): restoration steps, levels spaced evenly from T to 0;
+                default: all T levels.
+            algorithm (`int`, defaults to 2): 1, x_{s-1} = D(x0, s-1); 2 (the paper's improved sampler),
+                x_{s-1} = x_s - D(x0, s) + D(x0, s-1), where x0 = R(x_s, s).
+            noise (`float`, defaults to 0): std of Gaussian noise added to the start to break symmetry.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
+            return_dict (`bool`, defaults to `True`): return a [`ColdDiffusionPipelineOutput`] or a tuple
+                (images, degraded, direct, originals).
+        """
+        if algorithm not in (1, 2):
+            raise ValueError(f"algorithm {algorithm} is unknown: use 1 (direct re-degradation) or 2 (the paper's improved sampler).")
+        device = self._execution_device
+        num_levels = self.degradation.num_levels
+
+        # 1. Fully degraded start x_T: the given images at level T, or a draw from the start distribution.
+        if images is not None:
+            images = images.to(device=device, dtype=self.unet.dtype)
+            start = self.degradation.degrade(images, num_levels)
+        elif self.start_distribution is None:
+            raise ValueError("this pipeline has no start_distribution: pass images= to restore, or fit one (train_cold.py does).")
+        else:
+            statistics = self.start_distribution.sample(batch_size, generator=generator)
+            start = self.degradation.start_from_statistics(statistics, self.unet.config.in_channels)
+            start = start.to(device=device, dtype=self.unet.dtype)
+        if noise > 0:
+            start = start + noise * randn_tensor(start.shape, generator=generator, device=device, dtype=start.dtype)
+
+        # 2. Restore from level T down to 0; the last prediction is the result (R is never called at t = 0).
+        steps = num_levels if num_inference_steps is None else min(num_inference_steps, num_levels)
+        if steps < 1:
+            raise ValueError(f"num_inference_steps {num_inference_steps} must be at least 1.")
+        levels = torch.linspace(num_levels, 0, steps + 1).round().long().tolist()
+        sample, direct = start, None
+        for level, next_level in self.progress_bar(list(zip(levels[:-1], levels[1:]))):
+            timesteps = torch.full((sample.shape[0],), level, device=device, dtype=torch.long)
+            restored = self.unet(sample, timesteps).sample
+            direct = restored if direct is None else direct
+            if next_level > 0 and algorithm == 1:
+                sample = self.degradation.degrade(restored, next_level)
+            elif next_level > 0:
+                sample = sample - self.degradation.degrade(restored, level) + self.degradation.degrade(restored, next_level)
+
+        outputs = [self._postprocess(x, output_type) for x in (restored, start, direct, images)]
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return tuple(outputs)
+        return ColdDiffusionPipelineOutput(*outputs)
+
+    def _postprocess(self, images: torch.Tensor | None, output_type: str):
+        if images is None:
+            return None
+        images = (images / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return images
+        images = images.cpu().permute(0, 2, 3, 1).float().numpy()
+        return self.numpy_to_pil(images) if output_type == "pil" else images
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a saved pipeline.
+
+        With `trust_remote_code=True` this is `DiffusionPipeline.from_pretrained`, which runs the code saved in the
+        folder. Otherwise nothing from the folder runs: each component recorded as `["<file stem>", "<Class>"]` is
+        built by the class of that name from a module `<file stem>` this process has already imported (e.g. by
+        `import diffusion_lab`); components recorded as `["diffusers", ...]` come from diffusers. Other keyword
+        arguments (e.g. `torch_dtype`) go to the components that are models.
+        """
+        if kwargs.pop("trust_remote_code", False):
+            return DiffusionPipeline.from_pretrained(pretrained_model_name_or_path, trust_remote_code=True, **kwargs)
+        folder = str(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(folder)
+        index = cls.load_config(folder)
+        components = {}
+        for name in ("unet", "degradation", "start_distribution"):
+            library, class_name = index.get(name, (None, None))
+            if library is None:
+                continue
+            component_class = _imported_class(library, class_name)
+            model_kwargs = kwargs if issubclass(component_class, torch.nn.Module) else {}
+            components[name] = component_class.from_pretrained(folder, subfolder=name, **model_kwargs)
+        return cls(**components)
+
+
+def _imported_class(library: str, class_name: str) -> type:
+    """`class_name` from diffusers, or from an imported module whose name ends in `library` (not remote code)."""
+    if library == "diffusers":
+        import diffusers
+
+        return getattr(diffusers, class_name)
+    for module_name, module in list(sys.modules.items()):
+        if module_name.split(".")[-1] == library and not module_name.startswith("diffusers_modules") and hasattr(module, class_name):
+            return getattr(module, class_name)
+    raise ValueError(
+        f"no imported module {library!r} defines {class_name}: import the package that provides it "
+        "(e.g. `import diffusion_lab`) or load with trust_remote_code=True."
+    )

@@ -1,0 +1,130 @@
+"""Cold-diffusion restoration (Bansal et al. 2022) as an objective for the shared training loop.
+
+Each step degrades clean images to uniformly drawn levels t in 1..T, x_t = D(x0, t), and the network R(x_t, t)
+learns to predict x0. Fully degraded training images are summarised along the way (their start statistics,
+e.g. row means), and a Gaussian mixture fitted to them becomes the pipeline's start distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+import torch
+
+from ..degradations import DEGRADATIONS, Degradation, build_degradation
+from ..pipelines import ColdDiffusionPipeline, GaussianMixture
+from .arguments import ArgumentError
+from .ddpm_objective import LOSSES
+
+# Flags that set degradation options; each reaches only the degradations whose config has that option.
+DEGRADATION_OPTIONS = ("order", "group_size", "order_seed", "num_levels", "kernel_size", "kernel_std",
+                       "kernel_std_growth", "padding_mode", "block_sizes", "rings_per_level", "fill_value")
+CONFIG_NAMES = {"order_seed": "seed"}
+
+
+def add_cold_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cold diffusion")
+    group.add_argument("--degradation", choices=tuple(DEGRADATIONS), default="rows")
+    group.add_argument("--order", choices=("random", "outside_in", "inside_out"), default=None, help="rows/columns: averaging order (default random).")
+    group.add_argument("--group_size", type=int, default=None, help="rows/columns: rows averaged per level (default 1: 28 levels on MNIST).")
+    group.add_argument("--order_seed", type=int, default=None, help="rows/columns: seed of the random order (default 0).")
+    group.add_argument("--num_levels", type=int, default=None, help="blur: number of successive blurs T (default 20).")
+    group.add_argument("--kernel_size", type=int, default=None, help="blur: odd kernel side (default 11).")
+    group.add_argument("--kernel_std", type=float, default=None, help="blur: std of the first blur in pixels (default 1.0).")
+    group.add_argument("--kernel_std_growth", type=float, default=None, help="blur: std increase per level (default 0.2).")
+    group.add_argument("--padding_mode", choices=("circular", "replicate"), default=None, help="blur: boundary (default circular).")
+    group.add_argument("--block_sizes", type=int, nargs="+", default=None, help="pixelate: block side per level (default 2 4 8).")
+    group.add_argument("--rings_per_level", type=int, default=None, help="mask: pixel rings masked per level (default 1).")
+    group.add_argument("--fill_value", type=float, default=None, help="mask: value of masked pixels in [-1, 1] (default 0).")
+    group.add_argument("--start_components", type=int, default=10, help="Gaussians in the fitted start distribution.")
+    group.add_argument("--start_samples", type=int, default=20000, help="Fully degraded training images the start distribution is fitted to.")
+    group.add_argument("--noise", type=float, default=0.0, help="Std of noise added to the start of sample grids (breaks symmetry, e.g. 0.01 for blur).")
+
+
+def build_degradation_from_args(args: argparse.Namespace) -> Degradation:
+    degradation_class = DEGRADATIONS[args.degradation][0]
+    accepted = inspect.signature(degradation_class.__init__).parameters
+    options = {}
+    for flag in DEGRADATION_OPTIONS:
+        value, name = getattr(args, flag), CONFIG_NAMES.get(flag, flag)
+        if value is None:
+            continue
+        if name not in accepted:
+            raise ArgumentError(f"--{flag} does not apply to --degradation {args.degradation}: drop it or pick a degradation that uses it.")
+        options[name] = value
+    try:
+        return build_degradation(args.degradation, sample_size=args.resolution or 28, **options)
+    except ValueError as error:
+        raise ArgumentError(f"--degradation {args.degradation}: {error}") from None
+
+
+class ColdObjective:
+    """Predict x0 from x_t = D(x0, t), t uniform in 1..T; collect fully degraded statistics for the start."""
+
+    default_loss = "l1"  # the paper's; the seeds used MSE
+
+    def __init__(self, degradation: Degradation, loss: str = "l1", start_components: int = 10,
+                 start_samples: int = 20000, noise: float = 0.0):
+        self.degradation = degradation
+        self.loss_fn = LOSSES[loss]
+        self.start_components = start_components
+        self.start_samples = start_samples
+        self.noise = noise
+        self.start_statistics: list[torch.Tensor] = []
+        self._start_distribution: GaussianMixture | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ColdObjective":
+        if args.start_components < 1 or args.start_samples < args.start_components:
+            raise ArgumentError(
+                f"--start_samples {args.start_samples} must be at least --start_components {args.start_components} (>= 1)."
+            )
+        if args.noise < 0:
+            raise ArgumentError(f"--noise {args.noise} must not be negative.")
+        return cls(build_degradation_from_args(args), args.loss or cls.default_loss, args.start_components, args.start_samples, args.noise)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.degradation.num_levels
+
+    def loss(self, model, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean loss on one batch; `generator` (on CPU) fixes the levels, e.g. for validation."""
+        levels = torch.randint(1, self.num_train_timesteps + 1, (clean.shape[0],), generator=generator).to(clean.device)
+        prediction = model(self.degradation.degrade(clean, levels), levels).sample
+        if model.training:
+            self._collect_start_statistics(clean)
+        return self.loss_fn(prediction.float(), clean.float())
+
+    @torch.no_grad()
+    def _collect_start_statistics(self, clean: torch.Tensor) -> None:
+        collected = sum(len(batch) for batch in self.start_statistics)
+        if collected < self.start_samples:
+            fully_degraded = self.degradation.degrade(clean[: self.start_samples - collected], self.num_train_timesteps)
+            self.start_statistics.append(self.degradation.start_statistics(fully_degraded).float().cpu())
+            self._start_distribution = None
+
+    def start_distribution(self) -> GaussianMixture:
+        """The mixture fitted to the statistics collected so far (refitted only when more have arrived)."""
+        if self._start_distribution is None:
+            statistics = torch.cat(self.start_statistics) if self.start_statistics else torch.empty(0, 0)
+            if len(statistics) < self.start_components:
+                raise ArgumentError(
+                    f"only {len(statistics)} training images were seen to fit the start distribution: train more steps "
+                    f"or lower --start_components ({self.start_components})."
+                )
+            self._start_distribution = GaussianMixture.fit(statistics, self.start_components, generator=torch.Generator().manual_seed(0))
+        return self._start_distribution
+
+    def pipeline(self, model) -> ColdDiffusionPipeline:
+        start_distribution = self.start_distribution().to(model.device)
+        return ColdDiffusionPipeline(unet=model, degradation=self.degradation, start_distribution=start_distribution)
+
+    @torch.no_grad()
+    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None) -> torch.Tensor:
+        """Unconditional samples in [-1, 1], shape (N, C, H, W)."""
+        pipeline = self.pipeline(model)
+        pipeline.set_progress_bar_config(disable=True)
+        images = pipeline(batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps,
+                          noise=self.noise, output_type="pt").images
+        return images * 2 - 1
