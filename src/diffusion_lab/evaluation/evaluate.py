@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..cli import run_command
-from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, generate, is_cold, open_pipeline
+from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, check_device, generate, is_cold, open_pipeline
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
 from .pixel_range import PIXEL_RANGES
@@ -85,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_samples < 2 or args.batch_size < 1 or args.noise < 0:
         raise ValueError("--num_samples must be >= 2, --batch_size >= 1 and --noise >= 0.")
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
+        raise ValueError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer.")
+    check_device(args.device)
     return args
 
 
