@@ -12,9 +12,11 @@ from conftest import TINY_RUN
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from PIL import Image
 
+from diffusion_lab import CourseworkCNN
+from diffusion_lab.degradations import RowColumnAveraging
 from diffusion_lab.evaluation import DigitClassifier, evaluate_images, to_signed_unit_range
 from diffusion_lab.evaluation.digit_classifier import SHIPPED_WEIGHTS, DigitFeatures, DigitLogits
-from diffusion_lab.evaluation.evaluate import generate_samples, main
+from diffusion_lab.evaluation.evaluate import main, open_pipeline, restore_images
 from diffusion_lab.evaluation.image_sources import load_dataset_images
 from diffusion_lab.evaluation.metrics import (
     frechet_distances,
@@ -24,6 +26,8 @@ from diffusion_lab.evaluation.metrics import (
 )
 from diffusion_lab.evaluation.plot_run import plot_run, read_metrics
 from diffusion_lab.evaluation.train_digit_classifier import accuracy, to_model_range, train_digit_classifier
+from diffusion_lab.pipelines import ColdDiffusionPipeline
+from diffusion_lab.pipelines.export import save_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +197,7 @@ def test_cli_on_npz_writes_json(mnist_test, tmp_path, capsys):
         main([str(tmp_path / "floats.npz"), "--output", str(output)])
 
 
-def test_generate_samples_from_a_saved_pipeline_is_seeded(tmp_path):
+def test_cli_samples_a_saved_pipeline_reproducibly(tmp_path):
     unet = UNet2DModel(
         sample_size=28,
         in_channels=1,
@@ -204,11 +208,32 @@ def test_generate_samples_from_a_saved_pipeline_is_seeded(tmp_path):
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
     )
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(tmp_path)
-    first = generate_samples(str(tmp_path), num_samples=3, batch_size=2, num_inference_steps=2, scheduler="ddim")
-    second = generate_samples(str(tmp_path), num_samples=3, batch_size=2, num_inference_steps=2, scheduler="ddim")
-    assert first.shape == (3, 1, 28, 28) and first.dtype == torch.uint8
-    assert torch.equal(first, second)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(tmp_path / "ddpm")
+    arguments = [str(tmp_path / "ddpm"), "--num_samples", "6", "--batch_size", "4", "--num_inference_steps", "2"]
+    first = main([*arguments, "--scheduler", "ddim", "--output", str(tmp_path / "first.json")])
+    second = main([*arguments, "--scheduler", "ddim", "--output", str(tmp_path / "second.json")])
+    assert first["num_samples"] == 6 and first["pixel_range_checks"]["images"]["declared"] == "uint8"
+    assert (tmp_path / "first.json").read_text() == (tmp_path / "second.json").read_text()
+    with pytest.raises(ValueError, match="cold-diffusion pipelines only"):
+        main([*arguments, "--conditional"])
+
+
+def test_cli_scores_conditional_cold_diffusion_against_each_original(mnist_test, tmp_path):
+    degradation = RowColumnAveraging(group_size=4)
+    torch.manual_seed(0)
+    unet = CourseworkCNN(hidden_channels=(4, 4, 4, 4), time_mlp_width=8, num_train_timesteps=degradation.num_levels)
+    save_pipeline(ColdDiffusionPipeline(unet=unet, degradation=degradation, start_distribution=None), tmp_path / "cold")
+    result = main([
+        str(tmp_path / "cold"), "--conditional", "--num_samples", "8", "--num_inference_steps", "2",
+        "--output", str(tmp_path / "cold.json"),
+    ])
+    assert result["num_samples"] == 8 and result["pixel_range_checks"]["originals"]["declared"] == "uint8"
+    # The originals are the first 8 test images, each scored against its own restoration.
+    originals = mnist_test[0][:8]
+    restored = restore_images(open_pipeline(str(tmp_path / "cold")), originals, 8, 0, num_inference_steps=2)
+    psnr, ssim = paired_psnr_ssim(to_model_range(restored), to_model_range(originals))
+    assert result["psnr_paired"] == pytest.approx(psnr.mean().item(), rel=1e-5)
+    assert result["ssim_paired"] == pytest.approx(ssim.mean().item(), rel=1e-5)
 
 
 def test_training_logs_sample_metrics_and_plot_draws_the_run(tmp_path):

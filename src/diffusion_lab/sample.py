@@ -108,29 +108,37 @@ def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
     return image_grid(columns.flatten(0, 1) * 2 - 1, columns=4)
 
 
+def is_cold(pipeline) -> bool:
+    """Cold-diffusion pipelines restore a degradation instead of denoising with a scheduler."""
+    return hasattr(pipeline, "degradation")
+
+
+def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
+    """A saved pipeline on `device`, with its sampler swapped if asked (stock-DDPM pipelines only)."""
+    if trust_remote_code:
+        from diffusers import DiffusionPipeline
+
+        pipeline = DiffusionPipeline.from_pretrained(name_or_path, trust_remote_code=True, use_safetensors=True)
+    else:
+        pipeline = load_pipeline(name_or_path)
+    if scheduler is not None:
+        # A cold pipeline has no noise scheduler; swapping DES's would drop its noise scale s.
+        if is_cold(pipeline) or hasattr(pipeline.scheduler.config, "noise_scale"):
+            raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
+        swap_scheduler(pipeline, scheduler)
+    pipeline.set_progress_bar_config(leave=False)
+    return pipeline.to(device)
+
+
 def main(argv):
     args = parse_args(argv)
     output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
     check_output_dir(output_dir, args.overwrite_output_dir)
-    if args.trust_remote_code:
-        from diffusers import DiffusionPipeline
-
-        pipeline = DiffusionPipeline.from_pretrained(args.pipeline, trust_remote_code=True, use_safetensors=True)
-    else:
-        pipeline = load_pipeline(args.pipeline)
-    # Cold-diffusion pipelines restore a degradation instead of denoising with a scheduler.
-    is_cold = hasattr(pipeline, "degradation")
-    if is_cold and args.scheduler:
-        raise ValueError("--scheduler does not apply to a cold-diffusion pipeline: drop it (use --num_inference_steps).")
-    if not is_cold and (args.noise or args.algorithm != 2 or args.conditional):
+    pipeline = open_pipeline(args.pipeline, args.scheduler, args.device, args.trust_remote_code)
+    cold = is_cold(pipeline)
+    if not cold and (args.noise or args.algorithm != 2 or args.conditional):
         raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")
-    if args.scheduler and hasattr(pipeline.scheduler.config, "noise_scale"):
-        raise ValueError("--scheduler would drop the entropy-scaled noise scale s: drop it and use --num_inference_steps for fewer steps.")
-    if args.scheduler:
-        swap_scheduler(pipeline, args.scheduler)
-    pipeline.to(args.device)
-    pipeline.set_progress_bar_config(leave=False)
-    cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if is_cold else {}
+    cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if cold else {}
     if args.conditional:
         output_dir.mkdir(parents=True, exist_ok=True)
         restoration_figure(pipeline, args, cold_kwargs).save(output_dir / "four_columns.png")

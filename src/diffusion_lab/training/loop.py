@@ -77,7 +77,7 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, o
                 with torch.random.fork_rng(devices=[]):
                     ema.save_pretrained(Path(output_dir) / "model_ema")
             for model in models:
-                accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "model", safe_serialization=True)
+                accelerator.unwrap_model(model, keep_torch_compile=False).save_pretrained(Path(output_dir) / "model", safe_serialization=True)
                 weights.pop()
 
     def load_hook(models, input_dir):
@@ -88,7 +88,7 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, o
             ema.load_state_dict(saved.state_dict())
             ema.to(accelerator.device)
         while models:
-            model = accelerator.unwrap_model(models.pop())
+            model = accelerator.unwrap_model(models.pop(), keep_torch_compile=False)
             saved = type(model).from_pretrained(input_dir, subfolder="model", use_safetensors=True)
             model.load_state_dict(saved.state_dict())
 
@@ -132,6 +132,8 @@ class Trainer:
         if args.deterministic:
             _use_deterministic_algorithms()
         accelerator_kwargs = {} if args.mixed_precision is None else {"mixed_precision": args.mixed_precision}
+        if args.torch_compile:
+            accelerator_kwargs["dynamo_backend"] = "inductor"  # accelerator.prepare compiles the model
         self.accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             log_with=None if args.logger == "none" else args.logger,
@@ -139,6 +141,9 @@ class Trainer:
             **accelerator_kwargs,
         )
         accelerator = self.accelerator
+        if args.allow_tf32 and accelerator.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         if accelerator.is_main_process:
             check_output_dir(self.output_dir, resuming=args.resume_from_checkpoint is not None, overwrite=args.overwrite_output_dir)
         accelerator.wait_for_everyone()
@@ -280,7 +285,7 @@ class Trainer:
     def validation_loss(self) -> float:
         """Mean loss over this process's share of the validation split, with fixed noise, averaged over processes."""
         accelerator = self.accelerator
-        model = accelerator.unwrap_model(self.model)
+        model = self.eager_model
         model.eval()
         generator = torch.Generator().manual_seed(VALIDATION_SEED + accelerator.process_index)
         shard = np.arange(accelerator.process_index, len(self.validation_data), accelerator.num_processes)
@@ -296,8 +301,13 @@ class Trainer:
         totals = accelerator.reduce(totals, reduction="sum")
         return (totals[0] / totals[1]).item()
 
+    @property
+    def eager_model(self):
+        """The model without wrappers: evaluation, sampling and saving run it uncompiled (no recompiles per shape)."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
     def _with_ema_weights(self, action):
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.eager_model
         if self.ema is None:
             return action(model)
         self.ema.store(model.parameters())

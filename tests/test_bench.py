@@ -1,0 +1,103 @@
+"""The benchmarks' reference data path, the speed flags of the trainer, and smoke runs of the benchmark scripts."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, run_script
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from diffusers_example_data import CenterCrop, ExampleAugmentations, RandomHorizontalFlip, Resize  # noqa: E402
+
+
+def test_resize_keeps_aspect_and_skips_images_already_at_size():
+    image = Image.new("L", (40, 20))
+    assert Resize(10)(image).size == (20, 10)  # shorter side (height) to 10
+    same = Image.new("L", (28, 28))
+    assert Resize(28)(same) is same  # torchvision returns the input untouched
+
+
+def test_center_crop_takes_the_middle():
+    array = np.arange(36, dtype=np.uint8).reshape(6, 6)
+    cropped = np.asarray(CenterCrop(2)(Image.fromarray(array)))
+    np.testing.assert_array_equal(cropped, array[2:4, 2:4])
+
+
+def test_augmentations_give_rgb_tensor_in_minus_one_one():
+    image = Image.fromarray(np.array([[0, 255], [51, 102]], dtype=np.uint8)).convert("RGB")
+    tensor = ExampleAugmentations(resolution=2, center_crop=True, random_flip=False)(image)
+    expected = torch.tensor([[0, 255], [51, 102]], dtype=torch.float32) / 127.5 - 1
+    assert tensor.shape == (3, 2, 2)
+    torch.testing.assert_close(tensor, expected.expand(3, 2, 2))
+
+
+def test_random_flip_flips_about_half():
+    image = Image.fromarray(np.array([[0, 255]], dtype=np.uint8))
+    torch.manual_seed(0)
+    flipped = sum(np.asarray(RandomHorizontalFlip()(image))[0, 0] == 255 for _ in range(400))
+    assert 150 < flipped < 250
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory):
+    """40 tiny grayscale 'digits' in an image folder (the trainer holds out 5% for validation)."""
+    folder = tmp_path_factory.mktemp("digits")
+    rng = np.random.default_rng(0)
+    for index in range(40):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{index:03d}.png")
+    return folder
+
+
+def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit_folder):
+    """The compiled wrapper must not leak into checkpoints or the exported pipeline (remote code, from_pretrained)."""
+    from train_ddpm import parse_args
+
+    from diffusion_lab.training.checkpoints import save_checkpoint
+    from diffusion_lab.training.ddpm_objective import DDPMObjective
+    from diffusion_lab.training.loop import Trainer
+
+    args = parse_args(["--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
+                       "--logger", "none", "--torch_compile", "--use_ema"])
+    trainer = Trainer(args, DDPMObjective.from_args(args), ["train_ddpm.py"])
+    assert isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
+    assert not isinstance(trainer.eager_model, torch._dynamo.eval_frame.OptimizedModule)
+    trainer.save_pipeline()
+    index = json.loads((tmp_path / "run" / "model_index.json").read_text())
+    assert index["unet"] == ["coursework_cnn", "CourseworkCNN"]
+    assert (tmp_path / "run" / "unet" / "coursework_cnn.py").exists()
+    save_checkpoint(trainer.accelerator, trainer.output_dir, 1, None)
+    with torch.no_grad():
+        for parameter in trainer.eager_model.parameters():
+            parameter.add_(1.0)
+    trainer.accelerator.load_state(str(tmp_path / "run" / "checkpoint-1"))
+    saved = type(trainer.eager_model).from_pretrained(tmp_path / "run" / "checkpoint-1", subfolder="model")
+    for loaded, reference in zip(trainer.eager_model.parameters(), saved.parameters()):
+        torch.testing.assert_close(loaded, reference, rtol=0, atol=0)
+
+
+def test_bench_train_runs_all_three_setups(digit_folder):
+    result = run_script("benchmarks/bench_train.py", "--dataset", digit_folder, "--models", "cnn", "--batch_size", "8",
+                        "--rounds", "2", "--steps", "1", "--warmup", "1", "--threads", "1", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    cnn = report["models"]["cnn"]
+    assert set(cnn["setups"]) == {"a", "b", "c"}
+    for setup in cnn["setups"].values():
+        assert setup["ms_per_step"] > 0 and len(setup["ms_per_step_rounds"]) == 2
+    assert cnn["setups"]["b"]["data_ms_per_batch"] == 0
+    assert cnn["setups"]["c"]["data_ms_per_batch"] > 0
+    assert cnn["a/b"] > 0 and cnn["a/c"] > 0
+
+
+def test_bench_sample_reports_speed_and_memory():
+    result = run_script("benchmarks/bench_sample.py", "--models", "cnn", "--samplers", "ddim-50", "dpmsolver-20",
+                        "--batch_size", "4", "--threads", "1", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [r["sampler"] for r in report["results"]] == ["ddim-50", "dpmsolver-20"]
+    for row in report["results"]:
+        assert row["batch_size"] == 4 and row["images_per_s"] > 0 and row["peak_memory_mb"] >= 0
