@@ -23,7 +23,8 @@ def train(script, folder, *flags):
 
 def saved_tensors(folder):
     """Pipeline weights and the EMA and raw weights of the last checkpoint."""
-    files = [*folder.glob("*/*.safetensors"), *folder.glob("checkpoint-4/*/*.safetensors")]
+    pipeline_files = [path for path in folder.glob("*/*.safetensors") if not path.parent.name.startswith("checkpoint-")]
+    files = [*pipeline_files, *folder.glob("checkpoint-4/**/*.safetensors")]
     return {f"{path.relative_to(folder)}:{name}": tensor for path in files for name, tensor in load_file(path).items()}
 
 
