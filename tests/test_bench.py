@@ -79,6 +79,35 @@ def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit
         torch.testing.assert_close(loaded, reference, rtol=0, atol=0)
 
 
+def test_train_step_never_waits_for_the_device(tmp_path, digit_folder, monkeypatch):
+    """Our step code reads no tensor value on the host (.item(), bool(), float(), ...): no host-device sync per step.
+
+    Only calls made from diffusion_lab's own files count: torch's Adam reads its CPU step counters by design.
+    """
+    from train_ddpm import parse_args
+
+    from diffusion_lab.training.ddpm_objective import DDPMObjective
+    from diffusion_lab.training.loop import Trainer
+
+    args = parse_args(["--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
+                       "--logger", "none", "--use_ema", "--random_flip", "--gradient_accumulation_steps", "2"])
+    trainer = Trainer(args, DDPMObjective.from_args(args), ["train_ddpm.py"])
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(tensor, *rest, _name=name, _original=original):
+            caller = sys._getframe(1).f_code.co_filename
+            if "diffusion_lab" in caller:
+                reads.append(f"{_name} in {caller}:{sys._getframe(1).f_lineno}")
+            return _original(tensor, *rest)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    for _ in range(2):
+        trainer._train_step()
+    assert reads == []
+
+
 def test_bench_train_runs_all_three_setups(digit_folder):
     result = run_script("benchmarks/bench_train.py", "--dataset", digit_folder, "--models", "cnn", "--batch_size", "8",
                         "--rounds", "2", "--steps", "1", "--warmup", "1", "--threads", "1", "--json")
