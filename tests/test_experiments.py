@@ -32,7 +32,7 @@ def test_tiny_budget_produces_a_complete_table_and_resumes_without_redoing_work(
         assert (output_dir / "figures" / f"exp_{name}.png").is_file()
     assert rows["linear"]["sampler"] == f"DDPM ancestral, {budget.num_inference_steps} steps"
     assert "Algorithm 1 (conditional)" in rows["cold_rows_g4-alg1_cond"]["sampler"]
-    for figure in ("loss_linear.png", "loss_cold_rows_g4.png", "schedules.png"):
+    for figure in ("loss_linear.png", "loss_cold_rows_g4.png", "losses.png", "schedules.png"):
         assert (output_dir / "figures" / figure).is_file()
     markdown = (output_dir / "results.md").read_text()
     assert "PARTIAL" not in markdown and "5 of 5 rows done" in markdown and "real test images (floor)" in markdown

@@ -293,7 +293,34 @@ class ExperimentRunner:
                     rows.append(self.placeholder(variant, sampling, f"failed: {error}"))
                 self.write_table(rows, variants)  # after every row, so a long run shows progress
         self.write_table(rows, variants)
+        self.plot_loss_overview(variants)
         return rows
+
+    def plot_loss_overview(self, variants: list[Variant]) -> None:
+        """figures/losses.png: every trained variant's logged training loss against the step, DDPM and cold apart."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .evaluation.plot_run import read_metrics
+
+        trained = [v for v in variants if (self.run_dir(v) / "experiment_train.json").is_file()]
+        if not trained:
+            return
+        figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+        for axis, cold, title in ((axes[0], False, "DDPM family: noise-prediction loss"), (axes[1], True, "cold diffusion: restoration loss")):
+            for variant in (v for v in trained if v.is_cold == cold):
+                losses = read_metrics(self.run_dir(variant))[0].get("loss", {})
+                steps = sorted(losses)
+                axis.plot(steps, [losses[step] for step in steps], label=variant.name, lw=1.2)
+            axis.set(title=title, xlabel="optimizer step", ylabel="training loss (as logged)", yscale="log")
+            axis.grid(alpha=0.3)
+            if axis.lines:
+                axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(self.figures / "losses.png", dpi=110)
+        plt.close(figure)
 
     def placeholder(self, variant: Variant, sampling: Sampling, status: str) -> dict:
         return {"row": variant.row_name(sampling), "variant": variant.name, "sampling": sampling.label,
