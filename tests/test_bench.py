@@ -52,7 +52,16 @@ def digit_folder(tmp_path_factory):
     return folder
 
 
-def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit_folder):
+@pytest.fixture
+def reset_accelerate_state():
+    """Accelerate keeps one state per process: later in-process runs would otherwise inherit torch.compile."""
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit_folder, reset_accelerate_state):
     """The compiled wrapper must not leak into checkpoints or the exported pipeline (remote code, from_pretrained)."""
     from train_ddpm import parse_args
 
@@ -106,6 +115,7 @@ def test_train_step_never_waits_for_the_device(tmp_path, digit_folder, monkeypat
     for _ in range(2):
         trainer._train_step()
     assert reads == []
+    assert not isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)  # no compile left over
 
 
 def test_bench_train_runs_all_three_setups(digit_folder):
