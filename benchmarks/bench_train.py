@@ -13,7 +13,8 @@ Three setups train the same model (same architecture, batch, image size and mode
                 transforms in a shuffling DataLoader (benchmarks/diffusers_example_data.py), then that script's
                 step (add_noise, clipping, AdamW, LR schedule, EMA, `loss.item()` and a tracker log every step).
                 It converts MNIST to RGB; the first channel feeds the same 1-channel model, so (c) is charged for
-                its data path only, not for a wider first convolution.
+                its data path only, not for a wider first convolution. --example_fp32 keeps (c) in full precision
+                (the example's default) while (a) and (b) run --mixed_precision bf16.
 The setups run interleaved (a, b, c, a, b, c, ...) after a warm-up, so that load from other processes on a shared
 machine hits all three alike; figures are medians over rounds, ratios the median of the per-round ratios.
 """
@@ -53,6 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--random_flip", action="store_true", help="Random horizontal flips in (a) and (c).")
     parser.add_argument("--mixed_precision", choices=("no", "bf16"), default="no", help="Autocast for all three setups.")
     parser.add_argument("--torch_compile", action="store_true", help="torch.compile the model in all three setups.")
+    parser.add_argument("--example_fp32", action="store_true",
+                        help="Run (c) in fp32, the example's default, even under --mixed_precision bf16.")
     parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers of (c) (the example's default is 0).")
     parser.add_argument("--dataset", default=None, help="Dataset folder (default: the shipped MNIST).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
@@ -90,8 +93,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
         nonlocal window_loss
         start = time.perf_counter()
         for _ in range(steps):
-            loss, _ = trainer._train_step()  # (mean loss, skipped for a non-finite loss)
-            window_loss = window_loss + loss
+            window_loss = window_loss + trainer._train_step()[0]
             trainer.global_step += 1
             if trainer.global_step % trainer_args.logging_steps == 0:  # what Trainer.train does between steps
                 loss = trainer.accelerator.reduce(window_loss, reduction="mean").item() / trainer_args.logging_steps
@@ -155,7 +157,12 @@ def example_setup(model_name: str, args, channels: int, resolution: int, workdir
     loader = example_dataloader(args.dataset or str(SHIPPED_MNIST), args.batch_size, resolution,
                                 center_crop=True, random_flip=args.random_flip, num_workers=args.num_workers)
     lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=500, num_training_steps=100 * len(loader))
-    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    if args.example_fp32 and args.mixed_precision != "no":
+        # The process-wide Accelerate state is bf16 (shared with (a)). On one CPU process prepare(model) would only
+        # add bf16 autocast, so leaving the model unprepared is exactly the example under mixed_precision "no".
+        optimizer, loader, lr_scheduler = accelerator.prepare(optimizer, loader, lr_scheduler)
+    else:
+        model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4) if args.use_ema else None
     batches = iter(loader)
     global_step = 0
@@ -261,7 +268,7 @@ def main(argv=None):
         print(json.dumps(report))
         return
     print(f"batch {args.batch_size}, {args.rounds} rounds x {args.steps} steps, threads {torch.get_num_threads()}, "
-          f"mixed_precision {args.mixed_precision}, compile {args.torch_compile}, EMA {args.use_ema}; "
+          f"mixed_precision {args.mixed_precision}{' ((c) fp32)' * args.example_fp32}, compile {args.torch_compile}, EMA {args.use_ema}; "
           f"load average {report['loadavg_start']} -> {report['loadavg_end']}")
     print(f"{'model':6s} {'setup':11s} {'ms/step':>9s} {'images/s':>9s} {'data ms/batch':>13s} {'1st step s':>10s}")
     for model_name, result in report["models"].items():

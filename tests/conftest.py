@@ -18,16 +18,6 @@ def decoded_image_cache(tmp_path_factory):
     os.environ["DIFFUSION_LAB_CACHE"] = str(tmp_path_factory.mktemp("image_cache"))
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate's state is process-wide and a second Accelerator keeps the first one's settings (it ignores a new
-    dynamo_backend, for one): give every test the fresh state a new process would have."""
-    yield
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def run_script(*args, env=None, timeout=600):
     """Run a command of the project in a fresh Python process; returns the CompletedProcess."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -38,3 +28,12 @@ TINY_RUN = ["--max_train_samples", "256", "--train_batch_size", "32", "--eval_ba
             "--num_inference_steps", "4", "--logger", "none", "--logging_steps", "2"]
 
 sys.path.insert(0, str(ROOT))  # train_ddpm.py / train_cold.py live at the repository root
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps its state in process-wide singletons; a real run makes one Accelerator per process."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield

@@ -8,11 +8,17 @@ model_index.json is not), or `none`. The main process prints "paused at POINT" t
 signal; the production code has no test hooks, the points are wrapped here.
 """
 
+import ctypes
 import importlib
 import os
 import signal
 import sys
 from pathlib import Path
+
+# torch's launcher starts each rank in a session of its own, out of reach of the test's killpg: have the kernel
+# kill this worker when its parent (the launcher) dies, so that no paused rank outlives a killed run.
+PR_SET_PDEATHSIG = 1
+ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -52,7 +52,16 @@ def digit_folder(tmp_path_factory):
     return folder
 
 
-def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit_folder):
+@pytest.fixture
+def reset_accelerate_state():
+    """Accelerate keeps one state per process: later in-process runs would otherwise inherit torch.compile."""
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit_folder, reset_accelerate_state):
     """The compiled wrapper must not leak into checkpoints or the exported pipeline (remote code, from_pretrained)."""
     from train_ddpm import parse_args
 
@@ -77,6 +86,36 @@ def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit
     saved = type(trainer.eager_model).from_pretrained(tmp_path / "run" / "checkpoint-1", subfolder="model")
     for loaded, reference in zip(trainer.eager_model.parameters(), saved.parameters()):
         torch.testing.assert_close(loaded, reference, rtol=0, atol=0)
+
+
+def test_train_step_never_waits_for_the_device(tmp_path, digit_folder, monkeypatch):
+    """Our step code reads no tensor value on the host (.item(), bool(), float(), ...): no host-device sync per step.
+
+    Only calls made from diffusion_lab's own files count: torch's Adam reads its CPU step counters by design.
+    """
+    from train_ddpm import parse_args
+
+    from diffusion_lab.training.ddpm_objective import DDPMObjective
+    from diffusion_lab.training.loop import Trainer
+
+    args = parse_args(["--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
+                       "--logger", "none", "--use_ema", "--random_flip", "--gradient_accumulation_steps", "2"])
+    trainer = Trainer(args, DDPMObjective.from_args(args), ["train_ddpm.py"])
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(tensor, *rest, _name=name, _original=original):
+            caller = sys._getframe(1).f_code.co_filename
+            if "diffusion_lab" in caller:
+                reads.append(f"{_name} in {caller}:{sys._getframe(1).f_lineno}")
+            return _original(tensor, *rest)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    for _ in range(2):
+        trainer._train_step()
+    assert reads == []
+    assert not isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)  # no compile left over
 
 
 def test_bench_train_runs_all_three_setups(digit_folder):

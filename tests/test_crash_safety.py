@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -34,39 +33,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Process ids of all descendants of `pid`, from /proc."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended meanwhile
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, pending = [], [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
-
-
-def _command_line(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _kill(pid: int, command: bytes, signum: int) -> None:
-    """Signal `pid` if it still runs `command` (a process id can be reused once its process has ended)."""
-    if command and _command_line(pid) == command:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
 
 
 class Run:
@@ -97,23 +63,13 @@ class Run:
             time.sleep(0.1)
 
     def signal(self, signum) -> int:
-        """SIGKILL the whole job at once, as a scheduler or the OOM killer would; send other signals to the command's
-        process group, as Ctrl-C or `kill` would (`accelerate launch` forwards them to the training processes).
-
-        The training processes under `accelerate launch` run in sessions of their own, outside that group, so they
-        are found as descendants; any still alive at the end are killed too.
-        """
-        job = {pid: _command_line(pid) for pid in [self.process.pid, *_descendants(self.process.pid)]}
+        """Send `signum` to the whole process group (as Ctrl-C or a scheduler would) and wait for the end."""
+        os.killpg(self.process.pid, signum)
         try:
-            if signum == signal.SIGKILL:
-                for pid, command in job.items():
-                    _kill(pid, command, signal.SIGKILL)
-            else:
-                os.killpg(self.process.pid, signum)
             return self.process.wait(timeout=120)
         finally:
-            for pid, command in job.items():
-                _kill(pid, command, signal.SIGKILL)
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def finish(self) -> None:
         assert self.process.wait(timeout=300) == 0, self.log[-3000:]

@@ -26,9 +26,9 @@ def train(pipeline, folder, *flags):
 
 
 def saved_tensors(folder):
-    """Pipeline weights and everything of the last checkpoint (raw and EMA weights, the objective's state)."""
-    tops = {path: path.relative_to(folder).parts[0] for path in folder.rglob("*.safetensors")}
-    files = [path for path, top in tops.items() if top == "checkpoint-4" or not top.startswith("checkpoint-")]
+    """Pipeline weights and the EMA and raw weights of the last checkpoint."""
+    pipeline_files = [path for path in folder.glob("*/*.safetensors") if not path.parent.name.startswith("checkpoint-")]
+    files = [*pipeline_files, *folder.glob("checkpoint-4/**/*.safetensors")]
     return {f"{path.relative_to(folder)}:{name}": tensor for path in files for name, tensor in load_file(path).items()}
 
 
