@@ -96,9 +96,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
         nonlocal window_loss
         start = time.perf_counter()
         for _ in range(steps):
-            outcome = trainer._train_step()
-            # The loss, or (loss, skipped) where the trainer can skip non-finite steps (--skip_nonfinite).
-            window_loss = window_loss + (outcome[0] if isinstance(outcome, tuple) else outcome)
+            window_loss = window_loss + trainer._train_step()[0]
             trainer.global_step += 1
             if trainer.global_step % trainer_args.logging_steps == 0:  # what Trainer.train does between steps
                 loss = trainer.accelerator.reduce(window_loss, reduction="mean").item() / trainer_args.logging_steps

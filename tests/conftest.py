@@ -28,3 +28,12 @@ TINY_RUN = ["--max_train_samples", "256", "--train_batch_size", "32", "--eval_ba
             "--num_inference_steps", "4", "--logger", "none", "--logging_steps", "2"]
 
 sys.path.insert(0, str(ROOT))  # train_ddpm.py / train_cold.py live at the repository root
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps its state in process-wide singletons; a real run makes one Accelerator per process."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from diffusers import ModelMixin
+from diffusers import DDPMPipeline, DDPMScheduler, ModelMixin
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from PIL import Image
@@ -133,14 +133,16 @@ def test_unconditional_sampling_starts_from_the_fitted_distribution(rows_pipelin
     assert rows_pipeline(batch_size=2, output_type="np").images.shape == (2, 28, 28, 1)
 
 
-def test_bad_calls_give_one_clear_error(rows_pipeline):
+def test_bad_calls_give_one_clear_error(rows_pipeline, tmp_path):
     with pytest.raises(ValueError, match="algorithm"):
         rows_pipeline(batch_size=1, algorithm=3)
     with pytest.raises(ValueError, match="num_inference_steps"):
         rows_pipeline(batch_size=1, num_inference_steps=0)
-    without_start = ColdDiffusionPipeline(unet=rows_pipeline.unet, degradation=rows_pipeline.degradation)
-    with pytest.raises(ValueError, match="start_distribution"):
-        without_start(batch_size=1)
+    save_pipeline(ColdDiffusionPipeline(unet=rows_pipeline.unet, degradation=rows_pipeline.degradation), tmp_path / "restorer")
+    for without_start in (ColdDiffusionPipeline.from_pretrained(tmp_path / "restorer"), load_pipeline(tmp_path / "restorer")):
+        assert without_start.start_distribution is None
+        with pytest.raises(ValueError, match="start_distribution"):
+            without_start(batch_size=1)
     with pytest.raises(ValueError, match="N >= num_components"):
         GaussianMixture.fit(torch.zeros(3, 2), num_components=4)
 
@@ -226,3 +228,14 @@ def test_remote_code_load_needs_only_diffusers(rows_pipeline, tmp_path):
     local = rows_pipeline(batch_size=4, generator=torch.Generator().manual_seed(7), output_type="pt")
     assert torch.equal(remote["images"], local.images)
     assert torch.equal(remote["degraded"], local.degraded)
+
+
+def test_export_keeps_stock_components_of_a_ddpm_pipeline(tmp_path):
+    pipeline = DDPMPipeline(unet=tiny_cnn(1000), scheduler=DDPMScheduler(num_train_timesteps=1000))
+    save_pipeline(pipeline, tmp_path / "ddpm")
+    index = json.loads((tmp_path / "ddpm" / "model_index.json").read_text())
+    assert index["_class_name"] == "DDPMPipeline" and index["scheduler"] == ["diffusers", "DDPMScheduler"]
+    assert index["unet"] == ["coursework_cnn", "CourseworkCNN"] and (tmp_path / "ddpm" / "unet" / "coursework_cnn.py").is_file()
+    loaded = load_pipeline(tmp_path / "ddpm")
+    assert type(loaded) is DDPMPipeline and type(loaded.unet) is CourseworkCNN
+    assert all(torch.equal(a, b) for a, b in zip(pipeline.unet.state_dict().values(), loaded.unet.state_dict().values()))

@@ -12,9 +12,11 @@ from conftest import TINY_RUN
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from PIL import Image
 
+from diffusion_lab import CourseworkCNN
+from diffusion_lab.degradations import RowColumnAveraging
 from diffusion_lab.evaluation import DigitClassifier, evaluate_images, to_signed_unit_range
 from diffusion_lab.evaluation.digit_classifier import SHIPPED_WEIGHTS, DigitFeatures, DigitLogits
-from diffusion_lab.evaluation.evaluate import generate_samples, main
+from diffusion_lab.evaluation.evaluate import main, open_pipeline, restore_images
 from diffusion_lab.evaluation.image_sources import load_dataset_images
 from diffusion_lab.evaluation.metrics import (
     frechet_distances,
@@ -24,6 +26,8 @@ from diffusion_lab.evaluation.metrics import (
 )
 from diffusion_lab.evaluation.plot_run import plot_run, read_metrics
 from diffusion_lab.evaluation.train_digit_classifier import accuracy, to_model_range, train_digit_classifier
+from diffusion_lab.pipelines import ColdDiffusionPipeline
+from diffusion_lab.pipelines.export import save_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,7 @@ def test_shipped_classifier_reaches_its_recorded_accuracy(mnist_test, classifier
 
 
 def test_classifier_training_is_deterministic(mnist_test, tmp_path):
-    images, labels = mnist_test[0][:256], mnist_test[1][:256]
+    images, labels = mnist_test[0][:128], mnist_test[1][:128]
     first = train_digit_classifier(images, labels, num_epochs=1, batch_size=64, seed=3)
     second = train_digit_classifier(images, labels, num_epochs=1, batch_size=64, seed=3)
     other_seed = train_digit_classifier(images, labels, num_epochs=1, batch_size=64, seed=4)
@@ -143,20 +147,33 @@ def test_psnr_ssim_against_references_averages_every_pair():
 
 def test_evaluate_images_reports_every_metric_with_its_floor(mnist_test):
     images, labels = mnist_test
-    reference = images[:2000]
-    ones = images[2000:][labels[2000:] == 1][:100]
+    reference = images[:1000]
+    ones = images[1000:][labels[1000:] == 1][:40]
     result = evaluate_images(
         ones, reference, images_range="uint8", reference_range="uint8", originals=ones, originals_range="uint8"
     )
-    assert result["num_samples"] == result["num_reference"] == 100
-    assert result["digit_fd"] > 5 * result["digit_fd_real"]
-    assert result["digit_is"] < 1.2 < 8 < result["digit_is_real"]
+    assert result["num_samples"] == result["num_reference"] == 40
+    for name in ("digit_fd", "digit_is", "digit_confidence", "psnr", "ssim"):
+        assert math.isfinite(result[name]) and math.isfinite(result[name + "_real"]), name
+    assert result["digit_fd"] > result["digit_fd_real"]
+    assert result["digit_is"] < 1.2 < 6 < result["digit_is_real"]
     assert result["digit_class_1_fraction"] > 0.95
+    assert sum(result[f"digit_class_{k}_fraction"] for k in range(10)) == pytest.approx(1.0)
     assert result["psnr_paired"] == math.inf and result["ssim_paired"] == pytest.approx(1.0)
+    assert set(result["pixel_range_checks"]) == {"images", "reference", "originals"}
     assert all(check["passed"] for check in result["pixel_range_checks"].values())
     if importlib.util.find_spec("torch_fidelity") is None:
         assert "fid" not in result
         assert any("torch-fidelity is not installed" in note for note in result["notes"])
+
+
+def test_rgb_images_get_pixel_metrics_and_skip_notes():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    reference = torch.randint(0, 256, (16, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    result = evaluate_images(images, reference, images_range="uint8", reference_range="uint8")
+    assert "digit_fd" not in result and math.isfinite(result["psnr"]) and math.isfinite(result["ssim_real"])
+    assert any("1x28x28" in note for note in result["notes"])
 
 
 def test_evaluate_refuses_mismatched_shapes(mnist_test):
@@ -165,22 +182,22 @@ def test_evaluate_refuses_mismatched_shapes(mnist_test):
 
 
 def test_cli_on_npz_writes_json(mnist_test, tmp_path, capsys):
-    images = mnist_test[0][:64, 0].numpy()  # (N, H, W) uint8, as a sampler might save it
+    images = mnist_test[0][:32, 0].numpy()  # (N, H, W) uint8, as a sampler might save it
     np.savez(tmp_path / "samples.npz", images=images)
     output = tmp_path / "evaluation.json"
-    main([str(tmp_path / "samples.npz"), "--output", str(output), "--batch_size", "64"])
+    main([str(tmp_path / "samples.npz"), "--output", str(output), "--batch_size", "32"])
     result = json.loads(output.read_text())
-    assert result["num_samples"] == 64
+    assert result["num_samples"] == 32
     assert result["pixel_range_checks"]["images"]["declared"] == "uint8"
     assert {"digit_fd", "digit_fd_real", "digit_is", "psnr", "ssim_real"} <= result.keys()
-    assert "N=64 | digit FD" in capsys.readouterr().out
+    assert "N=32 | digit FD" in capsys.readouterr().out
 
     np.savez(tmp_path / "floats.npz", images=images.astype(np.float32) / 255)
     with pytest.raises(ValueError, match="declare their range with --pixel_range"):
         main([str(tmp_path / "floats.npz"), "--output", str(output)])
 
 
-def test_generate_samples_from_a_saved_pipeline_is_seeded(tmp_path):
+def test_cli_samples_a_saved_pipeline_reproducibly(tmp_path):
     unet = UNet2DModel(
         sample_size=28,
         in_channels=1,
@@ -191,11 +208,32 @@ def test_generate_samples_from_a_saved_pipeline_is_seeded(tmp_path):
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
     )
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(tmp_path)
-    first = generate_samples(str(tmp_path), num_samples=3, batch_size=2, num_inference_steps=2, scheduler="ddim")
-    second = generate_samples(str(tmp_path), num_samples=3, batch_size=2, num_inference_steps=2, scheduler="ddim")
-    assert first.shape == (3, 1, 28, 28) and first.dtype == torch.uint8
-    assert torch.equal(first, second)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(tmp_path / "ddpm")
+    arguments = [str(tmp_path / "ddpm"), "--num_samples", "6", "--batch_size", "4", "--num_inference_steps", "2"]
+    first = main([*arguments, "--scheduler", "ddim", "--output", str(tmp_path / "first.json")])
+    second = main([*arguments, "--scheduler", "ddim", "--output", str(tmp_path / "second.json")])
+    assert first["num_samples"] == 6 and first["pixel_range_checks"]["images"]["declared"] == "uint8"
+    assert (tmp_path / "first.json").read_text() == (tmp_path / "second.json").read_text()
+    with pytest.raises(ValueError, match="cold-diffusion pipelines only"):
+        main([*arguments, "--conditional"])
+
+
+def test_cli_scores_conditional_cold_diffusion_against_each_original(mnist_test, tmp_path):
+    degradation = RowColumnAveraging(group_size=4)
+    torch.manual_seed(0)
+    unet = CourseworkCNN(hidden_channels=(4, 4, 4, 4), time_mlp_width=8, num_train_timesteps=degradation.num_levels)
+    save_pipeline(ColdDiffusionPipeline(unet=unet, degradation=degradation, start_distribution=None), tmp_path / "cold")
+    result = main([
+        str(tmp_path / "cold"), "--conditional", "--num_samples", "8", "--num_inference_steps", "2",
+        "--output", str(tmp_path / "cold.json"),
+    ])
+    assert result["num_samples"] == 8 and result["pixel_range_checks"]["originals"]["declared"] == "uint8"
+    # The originals are the first 8 test images, each scored against its own restoration.
+    originals = mnist_test[0][:8]
+    restored = restore_images(open_pipeline(str(tmp_path / "cold")), originals, 8, 0, num_inference_steps=2)
+    psnr, ssim = paired_psnr_ssim(to_model_range(restored), to_model_range(originals))
+    assert result["psnr_paired"] == pytest.approx(psnr.mean().item(), rel=1e-5)
+    assert result["ssim_paired"] == pytest.approx(ssim.mean().item(), rel=1e-5)
 
 
 def test_training_logs_sample_metrics_and_plot_draws_the_run(tmp_path):

@@ -37,14 +37,14 @@ def _load_dataset_dict(dataset_name: str | None, train_data_dir: str | None):
     if train_data_dir:
         if not Path(train_data_dir).is_dir():
             raise DataError(f"--train_data_dir {train_data_dir} is not a folder: pass a folder of images.")
-        return datasets.load_dataset("imagefolder", data_dir=train_data_dir)
+        return _load_local_folder(f"--train_data_dir {train_data_dir}", "imagefolder", data_dir=train_data_dir)
     source = dataset_name or str(SHIPPED_MNIST)
     path = Path(source)
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
             return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
-        return datasets.load_dataset(str(path))
+        return _load_local_folder(f"dataset folder {path}", str(path))
     if dataset_name is None:
         raise DataError(f"the shipped MNIST copy is missing at {path}: restore data/mnist or pass --dataset_name.")
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
@@ -56,6 +56,15 @@ def _load_dataset_dict(dataset_name: str | None, train_data_dir: str | None):
             f"could not load dataset {source!r} ({type(error).__name__}): pass an existing local folder "
             "or a Hub dataset id reachable from this machine."
         ) from None
+
+
+def _load_local_folder(what: str, *args, **kwargs):
+    import datasets
+
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except (FileNotFoundError, ValueError) as error:  # no data files, or none for the train split
+        raise DataError(f"{what} holds no data ({error}): pass a folder of images, parquet or save_to_disk files.") from None
 
 
 def _image_mode(image: Image.Image) -> str:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .cli import run_command
 from .data import image_grid, load_image_caches
 from .pipelines.export import load_pipeline
+from .training.run_folder import RUN_MARKERS
 
 FAST_SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver": DPMSolverMultistepScheduler}
 
@@ -30,6 +31,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", help="A pipeline folder or Hub id.")
     parser.add_argument("--output_dir", default=None, help="Default: <pipeline folder name>-samples.")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow replacing the samples in --output_dir.")
     parser.add_argument("--num_images", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 1000 for ddpm, 50 for ddim, 20 for dpmsolver.")
@@ -44,13 +46,36 @@ def parse_args(argv):
     cold.add_argument("--dataset_name", default=None, help="With --conditional: the dataset (default: the shipped MNIST).")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    if args.noise < 0:
-        raise ValueError(f"--noise {args.noise} must not be negative.")
+    if not args.noise >= 0:  # also refuses nan
+        raise ValueError(f"--noise {args.noise} must be a number >= 0.")
     for name in ("num_images", "batch_size", "num_inference_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} {value} must be a positive integer.")
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed} must not be negative.")
+    check_device(args.device)
     return args
+
+
+def check_device(device: str) -> None:
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N.") from None
+
+
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuse to write samples over earlier samples or into a run folder (they would be uploaded with it)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"--output_dir {output_dir} is a file: pass a folder path.")
+    taken = [name for name in ("samples.npz", *RUN_MARKERS) if (output_dir / name).exists()]
+    if taken and not overwrite:
+        raise FileExistsError(f"--output_dir {output_dir} already holds {taken[0]}: pass another --output_dir or --overwrite_output_dir.")
+    try:  # fail now rather than after sampling
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"cannot write to --output_dir {output_dir} ({error.strerror}): choose a writable folder.") from None
 
 
 def swap_scheduler(pipeline, name: str) -> None:
@@ -83,26 +108,37 @@ def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
     return image_grid(columns.flatten(0, 1) * 2 - 1, columns=4)
 
 
-def main(argv):
-    args = parse_args(argv)
-    if args.trust_remote_code:
+def is_cold(pipeline) -> bool:
+    """Cold-diffusion pipelines restore a degradation instead of denoising with a scheduler."""
+    return hasattr(pipeline, "degradation")
+
+
+def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
+    """A saved pipeline on `device`, with its sampler swapped if asked (stock-DDPM pipelines only)."""
+    if trust_remote_code:
         from diffusers import DiffusionPipeline
 
-        pipeline = DiffusionPipeline.from_pretrained(args.pipeline, trust_remote_code=True)
+        pipeline = DiffusionPipeline.from_pretrained(name_or_path, trust_remote_code=True, use_safetensors=True)
     else:
-        pipeline = load_pipeline(args.pipeline)
-    # Cold-diffusion pipelines restore a degradation instead of denoising with a scheduler.
-    is_cold = hasattr(pipeline, "degradation")
-    if is_cold and args.scheduler:
-        raise ValueError("--scheduler does not apply to a cold-diffusion pipeline: drop it (use --num_inference_steps).")
-    if not is_cold and (args.noise or args.algorithm != 2 or args.conditional):
-        raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")
-    if args.scheduler:
-        swap_scheduler(pipeline, args.scheduler)
-    pipeline.to(args.device)
+        pipeline = load_pipeline(name_or_path)
+    if scheduler is not None:
+        # A cold pipeline has no noise scheduler; swapping DES's would drop its noise scale s.
+        if is_cold(pipeline) or hasattr(pipeline.scheduler.config, "noise_scale"):
+            raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
+        swap_scheduler(pipeline, scheduler)
     pipeline.set_progress_bar_config(leave=False)
+    return pipeline.to(device)
+
+
+def main(argv):
+    args = parse_args(argv)
     output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
-    cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if is_cold else {}
+    check_output_dir(output_dir, args.overwrite_output_dir)
+    pipeline = open_pipeline(args.pipeline, args.scheduler, args.device, args.trust_remote_code)
+    cold = is_cold(pipeline)
+    if not cold and (args.noise or args.algorithm != 2 or args.conditional):
+        raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")
+    cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if cold else {}
     if args.conditional:
         output_dir.mkdir(parents=True, exist_ok=True)
         restoration_figure(pipeline, args, cold_kwargs).save(output_dir / "four_columns.png")

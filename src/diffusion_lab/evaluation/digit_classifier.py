@@ -16,7 +16,7 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "digit_classifie
 
 
 class DigitClassifier(nn.Module):
-    """Two conv blocks (conv 3x3 -> ReLU -> 2x2 max-pool) then a hidden linear layer and the 10 logits.
+    """Two conv blocks (conv 3x3 -> batch norm -> ReLU -> 2x2 max-pool), a hidden linear layer, the 10 logits.
 
     Input: 1x28x28 images in [-1, 1]. `features` returns the hidden layer (after ReLU), the space in
     which the Fréchet distance is measured.
@@ -30,7 +30,7 @@ class DigitClassifier(nn.Module):
             *(
                 layer
                 for c_in, c_out in zip(widths[:-1], widths[1:])
-                for layer in (nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+                for layer in (nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2))
             ),
             nn.Flatten(),
             nn.Linear(widths[-1] * 7 * 7, num_features),

@@ -1,6 +1,7 @@
 """`python -m diffusion_lab.evaluate INPUT`: score generated images against a reference dataset.
 
-INPUT is a pipeline (a saved folder or a Hub id: N samples are generated), a folder of PNGs, or an .npz.
+INPUT is a pipeline (a saved folder or a Hub id: N samples are generated, or with --conditional a cold-diffusion
+pipeline restores N reference images), a folder of PNGs, or an .npz.
 Writes a JSON with every metric and its real-vs-real value, and prints a one-line summary.
 """
 
@@ -10,59 +11,36 @@ from pathlib import Path
 import torch
 
 from ..cli import run_command
-from ..pipelines.export import load_pipeline
-from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, generate, swap_scheduler
+from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, check_device, generate, is_cold, open_pipeline
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
 from .pixel_range import PIXEL_RANGES
 
 
-def generate_samples(
-    pipeline_name_or_path: str,
-    num_samples: int,
-    batch_size: int,
-    num_inference_steps: int | None = None,
-    scheduler: str | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    trust_remote_code: bool = False,
-) -> torch.Tensor:
-    """N images from a saved pipeline, uint8 (N, C, H, W), drawn as `python -m diffusion_lab.sample` draws them."""
-    if trust_remote_code:
-        from diffusers import DiffusionPipeline
-
-        pipeline = DiffusionPipeline.from_pretrained(pipeline_name_or_path, trust_remote_code=True)
-    else:
-        pipeline = load_pipeline(pipeline_name_or_path)
-    if scheduler is not None:
-        swap_scheduler(pipeline, scheduler)
-    pipeline.to(device)
-    pipeline.set_progress_bar_config(leave=False, disable=None)
-    steps = num_inference_steps or DEFAULT_STEPS[scheduler]
-    images = generate(pipeline, num_samples, batch_size, seed, steps)
-    return to_nchw(torch.from_numpy(images), source="pipeline output")
+@torch.no_grad()
+def restore_images(pipeline, originals: torch.Tensor, batch_size: int, seed: int, **call_kwargs) -> torch.Tensor:
+    """Conditional cold diffusion: each uint8 original degraded to level T and restored, as uint8 (N, C, H, W)."""
+    generator = torch.Generator().manual_seed(seed)
+    restored = [
+        pipeline(images=batch.float() / 127.5 - 1, generator=generator, output_type="pt", **call_kwargs).images
+        for batch in originals.split(batch_size)
+    ]
+    return (torch.cat(restored).cpu() * 255).round().to(torch.uint8)
 
 
-def load_input_images(args: argparse.Namespace) -> tuple[torch.Tensor, str]:
-    """The images to evaluate and their declared pixel range, from whichever kind of INPUT was given."""
-    path = Path(args.input)
-    if path.suffix == ".npz":
-        images = load_npz_images(path, args.npz_key)
-    elif path.is_dir() and not (path / "model_index.json").is_file():
-        images = load_png_folder(path)
-    else:
-        images = generate_samples(
-            args.input,
-            args.num_samples,
-            args.batch_size,
-            args.num_inference_steps,
-            args.scheduler,
-            args.seed,
-            args.device,
-            args.trust_remote_code,
-        )
-        return images, "uint8"
-    return images, declared_range(images, args.pixel_range, args.input)
+def pipeline_images(args: argparse.Namespace, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 images from the pipeline INPUT, and the originals they restore (--conditional) or None."""
+    pipeline = open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code)
+    cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if is_cold(pipeline) else {}
+    if not cold_kwargs and (args.conditional or args.noise or args.algorithm != 2):
+        raise ValueError("--conditional, --noise and --algorithm apply to cold-diffusion pipelines only: drop them.")
+    if args.conditional:
+        originals = reference[: args.num_samples]
+        steps = {"num_inference_steps": args.num_inference_steps} if args.num_inference_steps else {}
+        return restore_images(pipeline, originals, args.batch_size, args.seed, **steps, **cold_kwargs), originals
+    steps = args.num_inference_steps or DEFAULT_STEPS[args.scheduler]
+    images = generate(pipeline, args.num_samples, args.batch_size, args.seed, steps, **cold_kwargs)
+    return to_nchw(torch.from_numpy(images), source="pipeline output"), None
 
 
 def declared_range(images: torch.Tensor, pixel_range: str | None, source: str) -> str:
@@ -72,13 +50,17 @@ def declared_range(images: torch.Tensor, pixel_range: str | None, source: str) -
     raise ValueError(f"{source} holds {images.dtype} images: declare their range with --pixel_range.")
 
 
+def load_images(path: str, npz_key: str = "images") -> torch.Tensor:
+    return load_npz_images(path, npz_key) if str(path).endswith(".npz") else load_png_folder(path)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="pipeline folder or Hub id, folder of PNGs, or .npz of images")
     parser.add_argument("--output", type=Path, default=Path("evaluation.json"), help="where to write the JSON")
     parser.add_argument("--pixel_range", choices=PIXEL_RANGES, help="range of float .npz images (uint8 is inferred)")
     parser.add_argument("--npz_key", default="images", help="array to read from the .npz")
-    parser.add_argument("--originals", help="for conditional generation: .npz or PNG folder of the target images")
+    parser.add_argument("--originals", help="with image INPUT from conditional generation: the target images")
     parser.add_argument("--reference", default=None, help="dataset folder or Hub id (default: shipped MNIST)")
     parser.add_argument("--reference_split", default="test")
     parser.add_argument("--image_column", default="image")
@@ -87,25 +69,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None, help="swap the pipeline's sampler")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, and the choice of real subsets")
     parser.add_argument("--trust_remote_code", action="store_true", help="load pipelines that carry their own code")
+    cold = parser.add_argument_group("cold diffusion")
+    cold.add_argument(
+        "--conditional",
+        action="store_true",
+        help="restore the first N reference images; they are scored against their originals (paired PSNR/SSIM) "
+        "and the rest of the split is the reference",
+    )
+    cold.add_argument("--noise", type=float, default=0.0, help="std of noise added to the fully degraded start")
+    cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="cold sampler: 1 or 2 (improved)")
     parser.add_argument("--inception_weights", default=None, help="Inception-v3 weights file for FID/IS")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     args = parser.parse_args(argv)
-    if args.num_samples < 2 or args.batch_size < 1:
-        raise ValueError("--num_samples must be >= 2 and --batch_size >= 1.")
+    if args.num_samples < 2 or args.batch_size < 1 or args.noise < 0:
+        raise ValueError("--num_samples must be >= 2, --batch_size >= 1 and --noise >= 0.")
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
+        raise ValueError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer.")
+    check_device(args.device)
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    images, images_range = load_input_images(args)
-    originals, originals_range = None, "[-1,1]"
-    if args.originals is not None:
-        load = load_npz_images if args.originals.endswith(".npz") else load_png_folder
-        originals = load(args.originals)
-        originals_range = declared_range(originals, args.pixel_range, args.originals)
     reference, _ = load_dataset_images(args.reference, args.reference_split, args.image_column)
+    is_image_file_input = args.input.endswith(".npz") or (
+        Path(args.input).is_dir() and not (Path(args.input) / "model_index.json").is_file()
+    )
+    if is_image_file_input:
+        images = load_images(args.input, args.npz_key)
+        images_range = declared_range(images, args.pixel_range, args.input)
+        originals = None if args.originals is None else load_images(args.originals, args.npz_key)
+    elif args.originals is not None:
+        raise ValueError("--originals goes with image INPUT; a cold-diffusion pipeline takes --conditional instead.")
+    else:
+        images, originals = pipeline_images(args, reference)
+        images_range = "uint8"
+        if originals is not None:
+            # The restored originals are left out of the reference, so the distribution metrics see new images.
+            reference = reference[len(originals) :]
     result = evaluate_images(
         images,
         reference,
@@ -114,7 +117,7 @@ def main(argv=None) -> dict:
         images_range=images_range,
         reference_range="uint8",
         originals=originals,
-        originals_range=originals_range,
+        originals_range="[-1,1]" if originals is None else declared_range(originals, args.pixel_range, "originals"),
         inception_weights=args.inception_weights,
         seed=args.seed,
     )

@@ -54,16 +54,9 @@ def evaluate_images(
     if reference is None:
         reference, _ = load_dataset_images(split="test")
         reference_range = "uint8"
-    reference, reference_check = to_signed_unit_range(reference, reference_range, "reference images")
-    if images.shape[1:] != reference.shape[1:]:
-        raise ValueError(
-            f"Generated images are {tuple(images.shape[1:])} but reference images {tuple(reference.shape[1:])}: "
-            "evaluate against a reference dataset of the same channels and resolution."
-        )
-    result = {"num_samples": len(images)}
-    checks = {"images": images_check, "reference": reference_check}
+    if len(reference) < 4:
+        raise ValueError(f"The reference has {len(reference)} images: pass at least 4 (two disjoint real subsets of 2).")
     notes = []
-
     # Two disjoint real subsets of up to N images: `compared` is what generated images are measured
     # against, `stand_in` replaces the generated images to give the real-vs-real value.
     num_reference = min(len(images), len(reference) // 2)
@@ -72,9 +65,18 @@ def evaluate_images(
             f"The reference has {len(reference)} images, fewer than 2N: real subsets of {num_reference} are used."
         )
     order = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
-    compared, stand_in = reference[order[:num_reference]], reference[order[num_reference : 2 * num_reference]]
+    real, reference_check = to_signed_unit_range(
+        reference[order[: 2 * num_reference]], reference_range, "reference images"
+    )
+    if images.shape[1:] != real.shape[1:]:
+        raise ValueError(
+            f"Generated images are {tuple(images.shape[1:])} but reference images {tuple(real.shape[1:])}: "
+            "evaluate against a reference dataset of the same channels and resolution."
+        )
+    compared, stand_in = real[:num_reference], real[num_reference:]
+    result = {"num_samples": len(images), "num_reference": num_reference}
+    checks = {"images": images_check, "reference": reference_check}
     candidates = {"generated": images, "real": stand_in}
-    result["num_reference"] = num_reference
 
     if tuple(images.shape[1:]) == (1, 28, 28):
         classifier = DigitClassifier.from_file() if classifier is None else classifier

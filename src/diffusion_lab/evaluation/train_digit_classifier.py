@@ -1,8 +1,8 @@
 """Train the shipped digit classifier: `python -m diffusion_lab.evaluation.train_digit_classifier`.
 
 Deterministic on CPU: a fixed seed, a seeded shuffle, deterministic kernels and a fixed thread count give
-the same weights on every run of the same environment. Defaults (3 epochs, batch 128, Adam 1e-3) reach
->= 99% test accuracy on the shipped MNIST in a few CPU minutes.
+the same weights on every run of the same environment. The defaults (4 epochs, batch 128, Adam 2e-3 with
+cosine decay) reach >= 99% test accuracy on the shipped MNIST in a few CPU minutes.
 """
 
 import argparse
@@ -24,9 +24,9 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 def train_digit_classifier(
     images: torch.Tensor,
     labels: torch.Tensor,
-    num_epochs: int = 3,
+    num_epochs: int = 4,
     batch_size: int = 128,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 2e-3,
     seed: int = 0,
 ) -> DigitClassifier:
     """Train a `DigitClassifier` with Adam and cross-entropy on uint8 (N, 1, 28, 28) images."""
@@ -34,7 +34,7 @@ def train_digit_classifier(
     classifier = DigitClassifier()
     optimizer = torch.optim.Adam(classifier.parameters(), lr=learning_rate)
     steps_per_epoch = -(-len(images) // batch_size)
-    # Cosine decay to zero: the last, small steps settle the weights (~0.5% more accuracy than a flat rate).
+    # Cosine decay to zero: the last, small steps settle the weights.
     lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_epochs * steps_per_epoch)
     shuffle_generator = torch.Generator().manual_seed(seed)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
@@ -65,9 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the shipped MNIST)")
     parser.add_argument("--output", type=Path, default=SHIPPED_WEIGHTS, help="weights file (.safetensors)")
-    parser.add_argument("--num_epochs", type=int, default=3)
+    parser.add_argument("--num_epochs", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--learning_rate", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_threads", type=int, default=1, help="CPU threads; keep it fixed to reproduce weights")
     args = parser.parse_args(argv)
@@ -81,11 +81,11 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.num_threads)
     train_images, train_labels = load_dataset_images(args.dataset, split="train", label_column="label")
     test_images, test_labels = load_dataset_images(args.dataset, split="test", label_column="label")
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     classifier = train_digit_classifier(
         train_images, train_labels, args.num_epochs, args.batch_size, args.learning_rate, args.seed
     )
-    train_seconds = time.perf_counter() - start
+    train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     test_accuracy = accuracy(classifier, test_images, test_labels)
     classifier.save(
         args.output,
@@ -99,10 +99,14 @@ def main(argv=None) -> None:
             "num_threads": args.num_threads,
             "torch_version": torch.__version__,
             "train_seconds": round(train_seconds, 1),
+            "train_cpu_seconds": round(train_cpu_seconds, 1),
             "test_accuracy": test_accuracy,
         },
     )
-    print(f"test accuracy {test_accuracy:.4f} after {train_seconds:.0f} s of training; saved {args.output}")
+    print(
+        f"test accuracy {test_accuracy:.4f} after {train_seconds:.0f} s of training "
+        f"({train_cpu_seconds:.0f} s CPU); saved {args.output}"
+    )
 
 
 if __name__ == "__main__":

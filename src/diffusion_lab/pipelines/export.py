@@ -12,7 +12,10 @@ import json
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+
+from ..staging import staging_folder
 
 
 def _is_ours(obj) -> bool:
@@ -34,14 +37,24 @@ def _copy_source(cls: type, folder: Path) -> str:
     return source.stem
 
 
+STAGING_NAME = ".pipeline.tmp"
+
+
 def save_pipeline(pipeline, output_dir: str | os.PathLike) -> None:
-    """`save_pretrained` (safetensors) into `output_dir`, replacing the previous pipeline there as a whole."""
+    """`save_pretrained` (safetensors) into `output_dir`, replacing the previous pipeline there as a whole.
+
+    The new pipeline is first written completely into `.pipeline.tmp` (a full disk stops here, the old pipeline
+    untouched). Then `model_index.json` is removed, the components are moved in and the new `model_index.json`
+    goes last: a run killed during the swap leaves a folder that refuses to load, never one that mixes old and
+    new parts; resuming the run writes the pipeline again.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / ".pipeline.tmp"
-    if tmp.exists():
+    tmp = output_dir / STAGING_NAME
+    if tmp.exists():  # left by a run killed while saving
         shutil.rmtree(tmp)
-    pipeline.save_pretrained(tmp, safe_serialization=True)
+    with staging_folder(tmp, f"the pipeline in {output_dir}"):
+        pipeline.save_pretrained(tmp, safe_serialization=True)
     index = json.loads((tmp / "model_index.json").read_text())
     if _is_ours(pipeline):
         index["_class_name"] = [_copy_source(type(pipeline), tmp), type(pipeline).__name__]
@@ -49,13 +62,16 @@ def save_pipeline(pipeline, output_dir: str | os.PathLike) -> None:
         if component is not None and _is_ours(component):
             index[name] = [_copy_source(type(component), tmp / name), type(component).__name__]
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    # model_index.json moves last: until then, the folder still describes the previous pipeline.
+    (output_dir / "model_index.json").unlink(missing_ok=True)
     for entry in sorted(tmp.iterdir(), key=lambda path: path.name == "model_index.json"):
-        target = output_dir / entry.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(entry, target)
+        _move_into_place(entry, output_dir / entry.name)
     tmp.rmdir()
+
+
+def _move_into_place(entry: Path, target: Path) -> None:
+    if target.is_dir():
+        shutil.rmtree(target)
+    os.replace(entry, target)
 
 
 def _our_class(name: str):
@@ -72,30 +88,108 @@ def _our_class(name: str):
     return None
 
 
-def load_pipeline(path_or_id: str, **kwargs):
-    """Load a saved pipeline using diffusion_lab's own classes, so no code from the folder is run."""
-    import diffusers
+def _pipeline_folder(path_or_id: str) -> Path:
+    """The local folder of a pipeline: `path_or_id` itself, or its Hub snapshot."""
     from huggingface_hub import snapshot_download
 
     folder = Path(path_or_id)
-    if not folder.is_dir():
-        folder = Path(snapshot_download(path_or_id))
+    if folder.is_dir():
+        return folder
+    if folder.exists() or path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1:
+        raise FileNotFoundError(f"pipeline folder {path_or_id} does not exist: pass a folder written by our trainers (or save_pretrained) or a Hub id.")
+    try:
+        return Path(snapshot_download(path_or_id))
+    except Exception as error:  # offline, unknown id, gated repo...
+        raise FileNotFoundError(
+            f"could not download pipeline {path_or_id!r} from the Hub ({type(error).__name__}): check the id and the "
+            "network, or pass a local folder."
+        ) from None
+
+
+def _index_class(entry, key: str, base: type) -> type | None:
+    """The class a `model_index.json` entry names (None for an absent optional component), if it is a `base`."""
+    import diffusers
+
+    if entry == [None, None]:
+        return None
+    if isinstance(entry, str):
+        entry = ["diffusers", entry]
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)):
+        raise ValueError(f"model_index.json has a malformed {key!r} entry {entry!r}: re-save or re-download the pipeline.")
+    library, class_name = entry
+    found = getattr(diffusers, class_name, None) if library == "diffusers" else _our_class(class_name)
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise ValueError(
+            f"{key} is a {class_name} ({library}), which diffusion_lab does not know: upgrade diffusion_lab and diffusers, "
+            "or load it with DiffusionPipeline.from_pretrained(..., trust_remote_code=True) if you trust its code."
+        )
+    return found
+
+
+@contextmanager
+def _diffusers_warnings_off():
+    from diffusers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def _load_component(component_class: type, folder: Path, name: str):
+    """One component, weights from safetensors only, refusing weights that do not fit the model exactly."""
+    from diffusers import ModelMixin
+    from safetensors import SafetensorError
+
+    try:
+        with _diffusers_warnings_off():  # the error below says it in one line
+            if not issubclass(component_class, ModelMixin):
+                return component_class.from_pretrained(folder, subfolder=name)
+            model, info = component_class.from_pretrained(folder, subfolder=name, use_safetensors=True, output_loading_info=True)
+    except (OSError, ValueError, NotImplementedError, SafetensorError) as error:
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0].rstrip(".")
+        raise ValueError(f"cannot load {name} from {folder} ({reason}): re-save or re-download the pipeline.") from None
+    mismatches = {kind: info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[kind]}
+    if mismatches:
+        kind, keys = next(iter(mismatches.items()))
+        raise ValueError(
+            f"the weights in {folder / name} do not fit {component_class.__name__} ({kind.replace('_', ' ')}: {keys[0]}...): "
+            "re-save or re-download the pipeline."
+        )
+    return model
+
+
+def load_pipeline(path_or_id: str, **kwargs):
+    """Load a saved pipeline using diffusion_lab's own classes, so no code from the folder is run.
+
+    Weights are read from safetensors only (never pickle) and must fit the model exactly; a damaged folder raises
+    a one-line error instead of loading partly random weights.
+    """
+    from diffusers import ConfigMixin, DiffusionPipeline
+
+    folder = _pipeline_folder(path_or_id)
     index_path = folder / "model_index.json"
     if not index_path.is_file():
+        if (folder / STAGING_NAME).is_dir():
+            raise FileNotFoundError(
+                f"saving the pipeline in {folder} was cut off: resume the run (--resume_from_checkpoint latest) to write it again."
+            )
         raise FileNotFoundError(f"{folder} holds no model_index.json: pass a folder written by save_pretrained / our trainers.")
     try:
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{index_path} is not valid JSON ({error.msg}): re-save or re-download the pipeline.") from None
-    class_name = index["_class_name"]
-    pipeline_class = _our_class(class_name[1]) if isinstance(class_name, list) else getattr(diffusers, class_name)
+    if not isinstance(index, dict) or not index.get("_class_name"):
+        raise ValueError(f"{index_path} names no pipeline class (_class_name): re-save or re-download the pipeline.")
+    pipeline_class = _index_class(index["_class_name"], "_class_name", DiffusionPipeline)
     components = {}
     for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list):
-            continue
-        library, component_class_name = entry
-        component_class = _our_class(component_class_name) if library not in ("diffusers", None) else getattr(diffusers, component_class_name, None)
-        if component_class is None:
-            raise ValueError(f"component {name} needs class {component_class_name}, which is unknown here: upgrade diffusion_lab / diffusers.")
-        components[name] = component_class.from_pretrained(folder, subfolder=name)
-    return pipeline_class(**components, **kwargs)
+        if not name.startswith("_") and isinstance(entry, list):  # other entries are pipeline settings
+            component_class = _index_class(entry, name, ConfigMixin)
+            components[name] = None if component_class is None else _load_component(component_class, folder, name)
+    try:
+        return pipeline_class(**components, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"{index_path} does not list the components {pipeline_class.__name__} takes ({error}): re-save the pipeline.") from None

@@ -49,7 +49,7 @@ class EntropyScaledDDPMPipeline(DiffusionPipeline):
         image_shape = (batch_size, self.unet.config.in_channels, *sample_size)
         device = self._execution_device
 
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_timesteps(num_inference_steps)
         image = randn_tensor(image_shape, generator=generator, device=device, dtype=self.unet.dtype)
         # z_T ~ N(0, s^2): the scale of the noise the model was trained with.
         image = image * self.scheduler.init_noise_sigma

@@ -56,6 +56,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="Default: what `accelerate launch` was configured with.")
     run.add_argument("--torch_compile", action="store_true", help="torch.compile the model for training; the first step compiles it (1 min for the CNN, 6 for the UNet on 2 CPU cores).")
     run.add_argument("--allow_tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matmuls and convolutions on CUDA GPUs (no effect on CPUs).")
+    run.add_argument("--skip_nonfinite", action="store_true", help="Skip the update of a step whose loss is NaN/inf instead of stopping the run (costs a device sync per step).")
+    run.add_argument("--deterministic", action="store_true", help="Deterministic GPU kernels, no cuDNN benchmarking, no TF32: repeatable GPU runs, somewhat slower (docs/determinism.md).")
 
     output = parser.add_argument_group("outputs")
     output.add_argument("--logger", choices=("tensorboard", "wandb", "none"), default="tensorboard")
@@ -82,8 +84,16 @@ POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "num_epochs", "gradient_
 NON_NEGATIVE = ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers", "eval_every_epochs")
 
 
+MAX_SEED = 2**32 - 1  # numpy's limit
+
+
 def validate_training_args(args: argparse.Namespace) -> None:
     """Refuse values that make no sense, before anything is written."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ArgumentError(f"--{name} {value} must be a finite number.")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ArgumentError(f"--seed {args.seed} must be between 0 and {MAX_SEED}.")
     for name in POSITIVE_INTS:
         if getattr(args, name) < 1:
             raise ArgumentError(f"--{name} {getattr(args, name)} must be a positive integer.")
@@ -99,7 +109,8 @@ def validate_training_args(args: argparse.Namespace) -> None:
     for name in ("adam_beta1", "adam_beta2", "ema_max_decay"):
         if not 0 <= getattr(args, name) < 1:
             raise ArgumentError(f"--{name} {getattr(args, name)} must be in [0, 1).")
-    if args.adam_epsilon <= 0:
-        raise ArgumentError(f"--adam_epsilon {args.adam_epsilon} must be positive.")
+    for name in ("adam_epsilon", "ema_inv_gamma", "ema_power"):
+        if getattr(args, name) <= 0:
+            raise ArgumentError(f"--{name} {getattr(args, name)} must be positive.")
     if args.push_to_hub and args.hub_model_id is None:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-mnist).")

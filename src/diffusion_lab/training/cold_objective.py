@@ -104,6 +104,15 @@ class ColdObjective:
             self.start_statistics.append(self.degradation.start_statistics(fully_degraded).float().cpu())
             self._start_distribution = None
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps (see the training loop): the statistics collected so far."""
+        return {"start_statistics": torch.cat(self.start_statistics) if self.start_statistics else torch.empty(0)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        statistics = state["start_statistics"]
+        self.start_statistics = [statistics] if len(statistics) else []
+        self._start_distribution = None
+
     def start_distribution(self) -> GaussianMixture:
         """The mixture fitted to the statistics collected so far (refitted only when more have arrived)."""
         if self._start_distribution is None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..hub import prepare_upload, push
@@ -27,8 +30,9 @@ from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, ra
 from ..models import build_model
 from ..pipelines.export import save_pipeline
 from .arguments import ArgumentError, validate_training_args
-from .checkpoints import resolve_resume_path, save_checkpoint, step_of
-from .run_folder import check_output_dir, write_run_info
+from .checkpoints import complete_checkpoints, resolve_resume_path, save_checkpoint, step_of
+from .run_folder import check_output_dir, public_args, write_run_info
+from .stopping import RESUME_HINT, StopSignals, TrainingStopped
 
 VALIDATION_SEED = 1234
 
@@ -55,25 +59,37 @@ def _make_optimizer(args: argparse.Namespace, parameters) -> torch.optim.Optimiz
     )
 
 
-def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None) -> None:
-    """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default."""
+def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, objective) -> None:
+    """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default.
+
+    An objective that learns something besides the model (cold diffusion's start statistics) has `state_dict` and
+    `load_state_dict` over tensors; its state goes into the checkpoint too, as `objective.safetensors`.
+    """
+    keeps_state = hasattr(objective, "state_dict")
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
+            if keeps_state:
+                save_file(objective.state_dict(), Path(output_dir) / "objective.safetensors")
             if ema is not None:
-                ema.save_pretrained(Path(output_dir) / "model_ema")
+                # EMAModel.save_pretrained builds a model, whose random init would draw from the training RNG and
+                # make the weights depend on when checkpoints are written.
+                with torch.random.fork_rng(devices=[]):
+                    ema.save_pretrained(Path(output_dir) / "model_ema")
             for model in models:
                 accelerator.unwrap_model(model, keep_torch_compile=False).save_pretrained(Path(output_dir) / "model", safe_serialization=True)
                 weights.pop()
 
     def load_hook(models, input_dir):
+        if keeps_state:
+            objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
         if ema is not None:
             saved = EMAModel.from_pretrained(Path(input_dir) / "model_ema", model_cls=ema.model_cls)
             ema.load_state_dict(saved.state_dict())
             ema.to(accelerator.device)
         while models:
             model = accelerator.unwrap_model(models.pop(), keep_torch_compile=False)
-            saved = type(model).from_pretrained(input_dir, subfolder="model")
+            saved = type(model).from_pretrained(input_dir, subfolder="model", use_safetensors=True)
             model.load_state_dict(saved.state_dict())
 
     accelerator.register_save_state_pre_hook(save_hook)
@@ -99,11 +115,22 @@ def _check_model_takes(model, channels: int, resolution: int) -> None:
         ) from None
 
 
+def _use_deterministic_algorithms() -> None:
+    """Bitwise-repeatable GPU runs at some cost in speed (see docs/determinism.md); CPU runs are repeatable anyway."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when CUDA starts; older torch needs it
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 class Trainer:
     def __init__(self, args: argparse.Namespace, objective, argv: list[str]):
         self.args = args
         self.objective = objective
         self.output_dir = Path(args.output_dir)
+        if args.deterministic:
+            _use_deterministic_algorithms()
         accelerator_kwargs = {} if args.mixed_precision is None else {"mixed_precision": args.mixed_precision}
         if args.torch_compile:
             accelerator_kwargs["dynamo_backend"] = "inductor"  # accelerator.prepare compiles the model
@@ -139,6 +166,13 @@ class Trainer:
             raise ArgumentError("--gradient_accumulation_steps is larger than the batches in one epoch: lower it or add data.")
         self.max_train_steps = args.max_train_steps or args.num_epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
+        # Checked before anything is written into the run folder.
+        checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+        if checkpoint is not None and step_of(checkpoint) > self.max_train_steps:
+            raise ArgumentError(
+                f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
+                "--num_epochs, or resume from an earlier checkpoint."
+            )
 
         self.ema = EMAModel(
             model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
@@ -153,18 +187,27 @@ class Trainer:
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
         if self.ema is not None:
             self.ema.to(accelerator.device)
-        _register_checkpoint_hooks(accelerator, self.ema)
+        _register_checkpoint_hooks(accelerator, self.ema, objective)
+        # Stop requests are agreed over a CPU group each step, which costs no device sync.
+        self.stop_group = torch.distributed.new_group(backend="gloo") if accelerator.num_processes > 1 else None
+        self.signals = StopSignals()
+        self.first_nonfinite_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0: none yet
 
         if accelerator.is_main_process:
             write_run_info(self.output_dir, args, argv)
-            accelerator.init_trackers("train", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"})
+            accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
         self.global_step = 0
-        if args.resume_from_checkpoint:
-            checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint)
+        if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")
             accelerator.load_state(str(checkpoint))
             self.global_step = step_of(checkpoint)
+            saved_by = len(list(checkpoint.glob("random_states_*.pkl")))
+            if saved_by != accelerator.num_processes:
+                accelerator.print(
+                    f"warning: {checkpoint.name} was written by {saved_by} process(es), this run has "
+                    f"{accelerator.num_processes}: training goes on but will not repeat an uninterrupted run exactly."
+                )
 
     # -- pieces of one step ------------------------------------------------------------------------------------
 
@@ -176,24 +219,67 @@ class Trainer:
             images = random_flip(images, generator=None)
         return images.to(self.accelerator.device, non_blocking=True)
 
-    def _train_step(self) -> torch.Tensor:
-        """One optimizer step over `gradient_accumulation_steps` micro-batches; returns the mean loss (on device)."""
+    def _on_any_process(self, flag: torch.Tensor) -> bool:
+        return bool(self.accelerator.reduce(flag.float(), reduction="sum") > 0)
+
+    def _train_step(self) -> tuple[torch.Tensor, bool]:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches.
+
+        Returns the mean loss (on device) and whether the update was skipped for a non-finite loss (--skip_nonfinite).
+        Without --skip_nonfinite, the first step with a non-finite loss is only recorded here, on the device, and
+        acted on at the next host sync (`_stop_if_nonfinite`).
+        """
         accelerator, args = self.accelerator, self.args
         total = torch.zeros((), device=accelerator.device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+        skipped = False
         for micro in range(args.gradient_accumulation_steps):
             clean = self._batch(self.global_step * args.gradient_accumulation_steps + micro)
             with accelerator.accumulate(self.model):
                 loss = self.objective.loss(self.model, clean)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                self.optimizer.step()
+                nonfinite |= ~torch.isfinite(loss.detach())
+                if accelerator.sync_gradients:
+                    # Gradients are shared, so every process must agree to skip (one sync per step, opt-in).
+                    skipped = args.skip_nonfinite and self._on_any_process(nonfinite)
+                    if not skipped:
+                        if args.max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                        self.optimizer.step()
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             total += loss.detach()
+        if not args.skip_nonfinite:
+            step = self.global_step + 1
+            self.first_nonfinite_step = torch.where(nonfinite & (self.first_nonfinite_step == 0), step, self.first_nonfinite_step)
         if self.ema is not None:
             self.ema.step(self.model.parameters())
-        return total / args.gradient_accumulation_steps
+        return total / args.gradient_accumulation_steps, skipped
+
+    def _stop_signal(self) -> int:
+        """The signal any process received (0: none), so that all processes stop after the same step."""
+        if self.stop_group is None:
+            return self.signals.received
+        received = torch.tensor(self.signals.received)
+        torch.distributed.all_reduce(received, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
+        return int(received)
+
+    def _last_checkpoint_name(self) -> str:
+        checkpoints = complete_checkpoints(self.output_dir)
+        return checkpoints[-1].name if checkpoints else "none yet"
+
+    def _stop_if_nonfinite(self) -> None:
+        """Called before anything is logged or written: stop if a loss was not finite since the last call."""
+        first = self.accelerator.gather(self.first_nonfinite_step.reshape(1))
+        first = first[first > 0]
+        if len(first):
+            raise TrainingStopped(
+                f"the loss was not finite at step {int(first.min())}; stopped at step {self.global_step} without saving, "
+                f"the last checkpoint ({self._last_checkpoint_name()}) is intact. Resume it with --resume_from_checkpoint "
+                "latest and --skip_nonfinite (skips such steps) or a smaller --max_grad_norm, or start afresh with a "
+                "lower --learning_rate.",
+                exit_code=1,
+            )
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -275,22 +361,55 @@ class Trainer:
             f"{accelerator.num_processes} process(es), {self.max_train_steps} steps ({self.steps_per_epoch} per epoch)"
         )
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
+        start_step = self.global_step
+        try:
+            with self.signals:
+                self._train_steps(progress)
+        except TrainingStopped:
+            accelerator.end_training()
+            raise
+        finally:
+            progress.close()  # so that a message that follows starts on a line of its own
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if self.global_step == start_step:
+                # Resumed from the last step's checkpoint: the run ended before or while writing the pipeline.
+                self.save_pipeline()
+            upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
+            if args.push_to_hub:
+                accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
+        accelerator.end_training()
+
+    def _train_steps(self, progress) -> None:
+        accelerator, args = self.accelerator, self.args
         epoch_loss_sum = torch.zeros((), device=accelerator.device)
-        steps_in_epoch = 0  # counted, not derived: a resumed run starts mid-epoch
+        losses_in_epoch = 0  # counted, not derived: a resumed run starts mid-epoch, skipped steps do not count
         window_loss_sum = torch.zeros((), device=accelerator.device)
+        losses_in_window = 0
         window_start = time.perf_counter()
         while self.global_step < self.max_train_steps:
-            loss = self._train_step()
+            loss, skipped = self._train_step()
             self.global_step += 1
-            epoch_loss_sum += loss
-            steps_in_epoch += 1
-            window_loss_sum += loss
             progress.update(1)
             step, epoch = self.global_step, math.ceil(self.global_step / self.steps_per_epoch)
-            if step % args.logging_steps == 0 or step == self.max_train_steps:
-                # The only host-device sync in the loop happens here, every --logging_steps steps.
+            if skipped:
+                accelerator.print(f"step {step}: non-finite loss, update skipped (--skip_nonfinite)")
+            else:
+                epoch_loss_sum += loss
+                losses_in_epoch += 1
+                window_loss_sum += loss
+                losses_in_window += 1
+            logging_due = step % args.logging_steps == 0 or step == self.max_train_steps
+            checkpoint_due = step % args.checkpointing_steps == 0
+            epoch_ends = step % self.steps_per_epoch == 0 or step == self.max_train_steps
+            stop_signal = self._stop_signal()
+            if logging_due or checkpoint_due or epoch_ends or stop_signal:
+                self._stop_if_nonfinite()
+            if logging_due:
+                # The host-device syncs of the loop happen here, every --logging_steps steps.
                 steps_in_window = (step - 1) % args.logging_steps + 1
-                mean_loss = accelerator.reduce(window_loss_sum, reduction="mean").item() / steps_in_window
+                # NaN when every step of the window was skipped (--skip_nonfinite).
+                mean_loss = accelerator.reduce(window_loss_sum, reduction="mean").item() / losses_in_window if losses_in_window else math.nan
                 values = {"epoch": epoch, "loss": mean_loss, "lr": self.lr_scheduler.get_last_lr()[0],
                           "steps_per_second": steps_in_window / (time.perf_counter() - window_start)}
                 if self.ema is not None:
@@ -298,21 +417,21 @@ class Trainer:
                 self.metrics.log(values, step)
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{values['lr']:.2e}")
                 window_loss_sum.zero_()
+                losses_in_window = 0
                 window_start = time.perf_counter()
-            if step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
-            if step % self.steps_per_epoch == 0 or step == self.max_train_steps:
-                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / steps_in_epoch
+            if checkpoint_due or stop_signal:
+                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
+            if stop_signal:
+                raise TrainingStopped(
+                    f"{signal.Signals(stop_signal).name} received: stopped after step {step} and wrote {checkpoint.name}; "
+                    f"to go on, {RESUME_HINT}.",
+                    exit_code=128 + stop_signal,
+                )
+            if epoch_ends:
+                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / losses_in_epoch if losses_in_epoch else math.nan
                 self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
                 epoch_loss_sum.zero_()
-                steps_in_epoch = 0
-        progress.close()
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
-            if args.push_to_hub:
-                accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
-        accelerator.end_training()
+                losses_in_epoch = 0
 
     def end_of_epoch(self, epoch: int, train_loss: float, final: bool) -> None:
         accelerator, args = self.accelerator, self.args

@@ -1,0 +1,60 @@
+"""Run a train script that pauses at one point, so that test_crash_safety.py can kill it exactly there.
+
+    python tests/pausing_worker.py POINT SCRIPT [flags...]      (or under `accelerate launch`)
+
+POINT is `step-N` (in step N, between forward and backward), `checkpoint-N` (writing checkpoint-N: the model is
+saved, optimizer and RNG states are not), `pipeline` (swapping in a saved pipeline: its first part is moved in,
+model_index.json is not), or `none`. The main process prints "paused at POINT" to stderr there and waits for a
+signal; the production code has no test hooks, the points are wrapped here.
+"""
+
+import ctypes
+import importlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+# torch's launcher starts each rank in a session of its own, out of reach of the test's killpg: have the kernel
+# kill this worker when its parent (the launcher) dies, so that no paused rank outlives a killed run.
+PR_SET_PDEATHSIG = 1
+ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import accelerate.accelerator  # noqa: E402
+from diffusion_lab.cli import run_command  # noqa: E402
+from diffusion_lab.pipelines import export  # noqa: E402
+from diffusion_lab.training import loop  # noqa: E402
+
+point, script, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+
+def pause(name: str) -> None:
+    if name == point and int(os.environ.get("RANK", "0")) == 0:
+        print(f"paused at {name}", file=sys.stderr, flush=True)
+        signal.pause()
+
+
+def wrap(owner, name, before=None, after=None):
+    original = getattr(owner, name)
+
+    def wrapped(*args, **kwargs):
+        if before:
+            before(*args)
+        result = original(*args, **kwargs)
+        if after:
+            after(*args)
+        return result
+
+    setattr(owner, name, wrapped)
+
+
+step = [0]
+wrap(loop.Trainer, "_train_step", before=lambda trainer: step.__setitem__(0, trainer.global_step + 1))
+wrap(accelerate.Accelerator, "backward", before=lambda *_: pause(f"step-{step[0]}"))
+wrap(accelerate.accelerator, "save_accelerator_state", before=lambda output_dir, *_: pause(Path(output_dir).stem))
+moved = []
+wrap(export, "_move_into_place", after=lambda entry, target: moved.append(entry) or (len(moved) == 1 and pause("pipeline")))
+
+run_command(importlib.import_module(Path(script).stem).main, flags)

@@ -1,0 +1,384 @@
+"""Bad input to every command, tried systematically: one line on stderr, exit status 2, no traceback (unless
+--debug), nothing existing overwritten. docs/troubleshooting.md lists these cases."""
+
+import argparse
+import importlib
+import json
+import re
+import resource
+import shutil
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler
+from safetensors.torch import load_file, save_file
+
+import train_ddpm
+from conftest import ROOT, TINY_RUN
+from diffusion_lab import sample
+from diffusion_lab.cli import run_command
+from diffusion_lab.models import build_model
+from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
+from test_data import make_folder
+
+SMALL_RUN = [*TINY_RUN, "--max_train_samples", "32", "--train_batch_size", "8"]
+WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+PROGRESS_BAR = re.compile(r"\[\d\d:\d\d[<,]")  # tqdm's "[00:01<00:02, ...]"
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    """A finished two-step run (checkpoint-2 and its pipeline) and a pipeline folder, shared by the cases."""
+    root = tmp_path_factory.mktemp("bad_input")
+    run = root / "run"
+    train_ddpm.main(["--output_dir", str(run), *SMALL_RUN, "--max_train_steps", "2", "--checkpointing_steps", "2"])
+    torch.manual_seed(0)
+    pipeline = root / "pipeline"
+    save_pipeline(DDPMPipeline(unet=build_model("cnn", 28, 1, 1000, None), scheduler=DDPMScheduler()), pipeline)
+    return SimpleNamespace(root=root, run=run, pipeline=pipeline)
+
+
+def snapshot(*folders):
+    return {path: path.read_bytes() for folder in folders for path in folder.rglob("*") if path.is_file()}
+
+
+def existing_folders(c, argv):
+    """The folders a command is given that exist already: none of their files may change."""
+    return [c.run, c.pipeline, *(arg for arg in argv if isinstance(arg, Path) and arg.is_dir())]
+
+
+def run_and_read_error(main, argv, capsys):
+    """Run a command as its console script would; returns (exit status, the stderr lines that are not progress bars)."""
+    capsys.readouterr()  # drop the output of the setup
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(main, list(map(str, argv)))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return exit_info.value.code, [line for line in err.splitlines() if line.strip() and not PROGRESS_BAR.search(line)]
+
+
+def fresh(c, name):
+    return c.root / f"{name}-{len(list(c.root.iterdir()))}"
+
+
+def image_folder(c, damage=None):
+    folder = make_folder(fresh(c, "images"), count=8, size=(20, 20))
+    if damage:
+        damage(folder / "3.png")
+    return folder
+
+
+def empty_parquet(c):
+    folder = fresh(c, "parquet")
+    folder.mkdir()
+    datasets.Dataset.from_dict({"image": []}, features=datasets.Features({"image": datasets.Image()})).to_parquet(str(folder / "train.parquet"))
+    return folder
+
+
+def labels_only(c):
+    folder = fresh(c, "labels")
+    datasets.Dataset.from_dict({"label": list(range(8))}).save_to_disk(str(folder))
+    return folder
+
+
+def empty_folder(c):
+    folder = fresh(c, "empty")
+    folder.mkdir()
+    return folder
+
+
+def a_file(c):
+    path = fresh(c, "file")
+    path.write_text("not a folder")
+    return path
+
+
+def damaged_run(c):
+    copy = fresh(c, "damaged")
+    shutil.copytree(c.run, copy)
+    (copy / "checkpoint-2" / "optimizer.bin").unlink()
+    return copy
+
+
+TRAIN_CASES = {
+    "missing dataset folder": (lambda c: ["--dataset_name", c.root / "no" / "such"], "dataset folder"),
+    "missing image folder": (lambda c: ["--train_data_dir", c.root / "nothing"], "is not a folder"),
+    "empty image folder": (lambda c: ["--train_data_dir", empty_folder(c)], "holds no data"),
+    "empty dataset (parquet)": (lambda c: ["--dataset_name", empty_parquet(c)], "holds no data"),
+    "corrupt image file": (lambda c: ["--train_data_dir", image_folder(c, lambda p: p.write_bytes(b"not an image")), "--resolution", 16], "3.png) cannot be decoded"),
+    "truncated image file": (lambda c: ["--train_data_dir", image_folder(c, lambda p: p.write_bytes(p.read_bytes()[:200])), "--resolution", 16], "image file is truncated"),
+    "wrong --image_column": (lambda c: ["--image_column", "picture"], "column 'picture' not found (columns: image, label)"),
+    "column without images": (lambda c: ["--dataset_name", labels_only(c), "--image_column", "label"], "holds int, not images"),
+    "--beta_end not above --beta_start": (lambda c: ["--beta_start", 0.02, "--beta_end", 0.01], "--beta_end 0.01 must be larger than --beta_start 0.02"),
+    "resolution the model cannot take": (lambda c: ["--resolution", 30, "--model", "unet"], "cannot take 30x30 images"),
+    "--output_dir under a file": (lambda c: ["--output_dir", a_file(c) / "out"], "cannot write to --output_dir"),
+    "--output_dir is a file": (lambda c: ["--output_dir", a_file(c)], "is a file"),
+    "--output_dir of another run": (lambda c: ["--output_dir", c.run], "already holds a run"),
+    "resume without a checkpoint": (lambda c: ["--output_dir", fresh(c, "new"), "--resume_from_checkpoint", "latest"], "no complete checkpoint"),
+    "resume from a cut-off checkpoint": (lambda c: ["--output_dir", c.run, "--resume_from_checkpoint", c.run / "checkpoint-4.tmp"], "is not a complete checkpoint folder"),
+    "resume from a damaged checkpoint": (lambda c: ["--output_dir", damaged_run(c), "--resume_from_checkpoint", "latest"], "is damaged (missing optimizer.bin)"),
+    "resume past --max_train_steps": (lambda c: ["--output_dir", c.run, "--resume_from_checkpoint", "latest", "--max_train_steps", 1], "checkpoint-2 is past the 1 steps"),
+}
+
+# Every numeric flag of each train script with a value it must refuse (test_every_numeric_flag_has_a_case keeps
+# these complete): (flag, value, message, flags it needs).
+SHARED_NUMERIC_CASES = [
+    *[(flag, 0, "must be a positive integer") for flag in (
+        "train_batch_size", "eval_batch_size", "num_epochs", "max_train_steps", "gradient_accumulation_steps", "logging_steps",
+        "save_images_epochs", "save_model_epochs", "checkpointing_steps", "checkpoints_total_limit", "eval_num_samples",
+        "max_train_samples", "resolution", "num_inference_steps")],
+    *[(flag, -1, "must not be negative") for flag in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers", "eval_every_epochs")],
+    ("seed", -1, "must be between 0 and 4294967295"),
+    ("learning_rate", 0, "must be a positive number"),
+    ("adam_beta1", 1, "must be in [0, 1)"),
+    ("adam_beta2", -0.1, "must be in [0, 1)"),
+    ("ema_max_decay", 1.5, "must be in [0, 1)"),
+    ("adam_epsilon", 0, "must be positive"),
+    ("ema_inv_gamma", 0, "must be positive"),
+    ("ema_power", -1, "must be positive"),
+    ("validation_fraction", 1, "must be in (0, 1)"),
+    *[(flag, "nan", "must be a finite number") for flag in ("adam_weight_decay", "max_grad_norm", "ema_inv_gamma", "ema_power", "adam_epsilon")],
+    ("learning_rate", "inf", "must be a finite number"),
+    ("validation_fraction", "nan", "must be a finite number"),
+]
+SCRIPT_NUMERIC_CASES = {
+    "train_ddpm.py": [
+        ("ddpm_num_steps", 1, "must be at least 2"),
+        ("beta_start", 0, "must lie in (0, 1)"),
+        ("beta_end", 1.5, "must lie in (0, 1)"),
+        ("beta_end", "nan", "must lie in (0, 1)"),
+    ],
+    "train_cold.py": [
+        ("group_size", 0, "group_size 0 must lie in 1..28"),
+        ("num_levels", 0, "num_levels 0 must be positive", "--degradation", "blur"),
+        ("kernel_size", 4, "kernel_size 4 a positive odd number", "--degradation", "blur"),
+        ("kernel_std", -1, "give a non-positive std", "--degradation", "blur"),
+        ("kernel_std", "nan", "must be a finite number", "--degradation", "blur"),
+        ("kernel_std_growth", -1, "give a non-positive std", "--degradation", "blur"),
+        ("block_sizes", 0, "must be a non-empty list of positive sizes", "--degradation", "pixelate"),
+        ("rings_per_level", 0, "rings_per_level 0 must lie in 1..14", "--degradation", "mask"),
+        ("fill_value", "nan", "must be a finite number", "--degradation", "mask"),
+        ("start_components", 0, "must be at least --start_components 0"),
+        ("start_samples", 0, "--start_samples 0 must be at least"),
+        ("noise", -1, "--noise -1.0 must not be negative"),
+        ("noise", "nan", "must be a finite number"),
+    ],
+}
+# Numeric flags with no invalid number.
+ANY_NUMBER = {"order_seed"}  # any integer seeds the random order
+ARGUMENT_ADDERS = {"train_ddpm.py": "add_ddpm_args", "train_cold.py": "add_cold_args"}
+SCRIPTS = [script for script in SCRIPT_NUMERIC_CASES if (ROOT / script).exists()]
+NUMERIC_CASES = [(script, case) for script in SCRIPTS for case in SHARED_NUMERIC_CASES + SCRIPT_NUMERIC_CASES[script]]
+
+
+def script_module(script):
+    return importlib.import_module(script.removesuffix(".py"))
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES)
+def test_train_refuses_bad_input_in_one_line(case, ctx, capsys):
+    make_argv, message = TRAIN_CASES[case]
+    argv = ["--output_dir", fresh(ctx, "out"), *SMALL_RUN, "--max_train_steps", 1, *make_argv(ctx)]
+    before = snapshot(*existing_folders(ctx, argv))
+    status, lines = run_and_read_error(train_ddpm.main, argv, capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert all(path.read_bytes() == data for path, data in before.items())
+
+
+@pytest.mark.parametrize("script, case", NUMERIC_CASES, ids=[f"{script}:{case[0]}={case[1]}" for script, case in NUMERIC_CASES])
+def test_train_refuses_invalid_numbers(script, case, ctx, capsys):
+    flag, value, message, *needs = case
+    argv = ["--output_dir", fresh(ctx, "out"), *SMALL_RUN, *needs, f"--{flag}", value]
+    status, lines = run_and_read_error(script_module(script).main, argv, capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: --") and flag in lines[0] and message in lines[0], lines
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_numeric_flag_has_a_case(script):
+    module, parser = script_module(script), argparse.ArgumentParser()
+    module.add_training_args(parser)
+    getattr(module, ARGUMENT_ADDERS[script])(parser)
+    numeric = {action.dest for action in parser._actions if action.type in (int, float)} - ANY_NUMBER
+    assert numeric == {case[0] for case in SHARED_NUMERIC_CASES + SCRIPT_NUMERIC_CASES[script]}
+
+
+def test_a_value_that_is_no_number_gets_argparse_usage_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(train_ddpm.main, ["--train_batch_size", "many"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("error: argument --train_batch_size: invalid int value: 'many'")
+
+
+def test_debug_shows_the_traceback(ctx):
+    with pytest.raises(ValueError, match="column 'picture' not found"):
+        run_command(train_ddpm.main, ["--output_dir", str(fresh(ctx, "out")), *SMALL_RUN, "--image_column", "picture", "--debug"])
+
+
+def test_mixed_image_sizes_and_modes_are_resized_and_converted(ctx):
+    folder = make_folder(fresh(ctx, "mixed"), count=6, size=(20, 20))  # RGB first: the data becomes RGB
+    from PIL import Image
+
+    Image.new("L", (33, 17), 200).save(folder / "6.png")
+    Image.new("RGBA", (16, 16), (10, 20, 30, 0)).save(folder / "7.png")
+    Image.new("P", (50, 40)).save(folder / "8.png")
+    Image.new("I;16", (10, 12)).save(folder / "9.png")
+    output_dir = fresh(ctx, "out")
+    train_ddpm.main(["--output_dir", str(output_dir), *SMALL_RUN, "--train_data_dir", str(folder), "--resolution", "16",
+                     "--validation_fraction", "0.2", "--train_batch_size", "2", "--max_train_steps", "1"])
+    from diffusion_lab.data import load_image_caches
+
+    train, validation = load_image_caches(train_data_dir=str(folder), resolution=16, validation_fraction=0.2)
+    images = {tuple(image.reshape(3, -1)[:, 0]) for image in [*train.images, *validation.images]}
+    assert train.images.shape[1:] == (3, 16, 16) and len(train) + len(validation) == 10
+    assert (200, 200, 200) in images and (10, 20, 30) in images  # gray and RGBA converted to RGB
+    assert load_pipeline(str(output_dir)).unet.config.in_channels == 3
+
+
+@contextmanager
+def file_size_limit(limit):
+    """Writes past `limit` bytes fail (EFBIG) as they do on a full disk, from Python, torch.save and safetensors."""
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize("write, flags", [
+    ("checkpoint-3", ["--checkpointing_steps", "3"]),
+    ("the pipeline", ["--checkpointing_steps", "100"]),
+])
+def test_a_full_disk_stops_with_one_line_and_keeps_what_was_saved(write, flags, ctx, capsys):
+    folder = fresh(ctx, "full")
+    shutil.copytree(ctx.run, folder)
+    saved = snapshot(folder / "checkpoint-2", folder / "unet", folder / "scheduler")
+    saved[folder / "model_index.json"] = (folder / "model_index.json").read_bytes()
+    with file_size_limit(64 * 1024):
+        status, lines = run_and_read_error(
+            train_ddpm.main, ["--output_dir", folder, *SMALL_RUN, "--max_train_steps", 3, "--resume_from_checkpoint", "latest", *flags], capsys)
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: could not write {write}") and "File too large (os error 27)): free disk space" in lines[0]
+    assert {path: data for path, data in snapshot(folder).items() if path in saved} == saved  # nothing saved before changed
+    assert folder / "checkpoint-2" / "optimizer.bin" in saved and folder / WEIGHTS in saved
+    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))  # the partial write is cleaned up
+    load_pipeline(str(folder))
+
+
+def broken_pipeline(c, damage):
+    folder = fresh(c, "pipeline")
+    shutil.copytree(c.pipeline, folder)
+    damage(folder)
+    return folder
+
+
+def rewrite_index(entries):
+    return lambda folder: (folder / "model_index.json").write_text(json.dumps(entries))
+
+
+def rewrite_weights(change):
+    def damage(folder):
+        tensors = load_file(folder / WEIGHTS)
+        change(tensors)
+        save_file(tensors, folder / WEIGHTS)
+    return damage
+
+
+def pickle_instead_of_safetensors(folder):
+    torch.save(load_file(folder / WEIGHTS), folder / "unet" / "diffusion_pytorch_model.bin")
+    (folder / WEIGHTS).unlink()
+
+
+def samples_folder(c):
+    folder = fresh(c, "samples")
+    folder.mkdir()
+    (folder / "samples.npz").write_bytes(b"earlier samples")
+    return folder
+
+
+SAMPLE_CASES = {
+    "pipeline folder missing": (lambda c: [c.root / "no" / "such"], "pipeline folder"),
+    "Hub id unreachable (offline)": (lambda c: ["someone/no-such-pipeline"], "could not download pipeline 'someone/no-such-pipeline'"),
+    "model_index.json missing": (lambda c: [broken_pipeline(c, lambda f: (f / "model_index.json").unlink())], "holds no model_index.json"),
+    "model_index.json not JSON": (lambda c: [broken_pipeline(c, lambda f: (f / "model_index.json").write_text("{"))], "is not valid JSON"),
+    "model_index.json malformed entry": (lambda c: [broken_pipeline(c, rewrite_index({"_class_name": "DDPMPipeline", "unet": ["diffusers"]}))], "malformed 'unet' entry"),
+    "model_index.json names an unknown class": (lambda c: [broken_pipeline(c, rewrite_index({"_class_name": "os.system", "unet": ["diffusers", "UNet2DModel"]}))], "diffusion_lab does not know"),
+    "component config not JSON": (lambda c: [broken_pipeline(c, lambda f: (f / "unet" / "config.json").write_text("{"))], "not a valid JSON file"),
+    "safetensors file missing": (lambda c: [broken_pipeline(c, lambda f: (f / WEIGHTS).unlink())], "no file named diffusion_pytorch_model.safetensors"),
+    "pickle (.bin) weights only": (lambda c: [broken_pipeline(c, pickle_instead_of_safetensors)], "no file named diffusion_pytorch_model.safetensors"),
+    "safetensors file truncated": (lambda c: [broken_pipeline(c, lambda f: (f / WEIGHTS).write_bytes((f / WEIGHTS).read_bytes()[:500]))], "Unable to load weights"),
+    "safetensors with wrong shapes": (lambda c: [broken_pipeline(c, rewrite_weights(lambda t: t.update({"blocks.0.conv.bias": torch.zeros(3, 3)})))], "expected shape"),
+    "safetensors missing a weight": (lambda c: [broken_pipeline(c, rewrite_weights(lambda t: t.pop("blocks.0.conv.bias")))], "(missing keys: blocks.0.conv.bias"),
+    "--num_images 0": (lambda c: [c.pipeline, "--num_images", 0], "--num_images 0 must be a positive integer"),
+    "--batch_size -1": (lambda c: [c.pipeline, "--batch_size", -1], "--batch_size -1 must be a positive integer"),
+    "--num_inference_steps 0": (lambda c: [c.pipeline, "--num_inference_steps", 0], "--num_inference_steps 0 must be a positive integer"),
+    "--seed -1": (lambda c: [c.pipeline, "--seed", -1], "--seed -1 must not be negative"),
+    "--noise -1": (lambda c: [c.pipeline, "--noise", -1], "--noise -1.0 must be a number >= 0"),
+    "--noise nan": (lambda c: [c.pipeline, "--noise", "nan"], "--noise nan must be a number >= 0"),
+    "--device unknown": (lambda c: [c.pipeline, "--device", "gpu7"], "--device 'gpu7' is not a device"),
+    "--output_dir under a file": (lambda c: [c.pipeline, "--output_dir", a_file(c) / "out"], "cannot write to --output_dir"),
+    "--output_dir holding samples": (lambda c: [c.pipeline, "--output_dir", samples_folder(c)], "already holds samples.npz"),
+    "--output_dir of a run": (lambda c: [c.pipeline, "--output_dir", c.run], "already holds model_index.json"),
+}
+
+
+@pytest.mark.parametrize("case", SAMPLE_CASES)
+def test_sample_refuses_bad_input_in_one_line(case, ctx, capsys):
+    make_argv, message = SAMPLE_CASES[case]
+    pipeline, *flags = make_argv(ctx)
+    argv = [pipeline, "--num_images", 1, "--num_inference_steps", 2, *flags]
+    if "--output_dir" not in argv:
+        argv += ["--output_dir", fresh(ctx, "samples")]
+    before = snapshot(*existing_folders(ctx, argv))
+    status, lines = run_and_read_error(sample.main, argv, capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert all(path.read_bytes() == data for path, data in before.items())
+
+
+def npz_of(c, array):
+    path = fresh(c, "images").with_suffix(".npz")
+    np.savez(path, images=array)
+    return path
+
+
+def random_images(count=8):
+    return np.random.default_rng(0).integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
+
+
+EVALUATE_CASES = {
+    "input that does not exist": (lambda c: [c.root / "nothing"], "does not exist"),
+    ".npz that does not exist": (lambda c: [c.root / "nothing.npz"], "No such file or directory"),
+    ".npz of the wrong shape": (lambda c: [npz_of(c, np.zeros((4, 5), np.uint8))], "has shape (4, 5): expected (N, H, W)"),
+    "folder without PNGs": (lambda c: [empty_folder(c)], "No .png files in"),
+    "corrupt PNG": (lambda c: [image_folder(c, lambda p: p.write_bytes(b"not an image"))], "cannot identify image file"),
+    "damaged pipeline": (lambda c: [broken_pipeline(c, lambda f: (f / WEIGHTS).unlink())], "no file named diffusion_pytorch_model.safetensors"),
+    "--num_samples 1": (lambda c: [c.pipeline, "--num_samples", 1], "--num_samples must be >= 2"),
+    "--batch_size 0": (lambda c: [c.pipeline, "--batch_size", 0], "--batch_size >= 1"),
+    "--num_inference_steps 0": (lambda c: [c.pipeline, "--num_inference_steps", 0], "--num_inference_steps 0 must be a positive integer"),
+    "--device unknown": (lambda c: [c.pipeline, "--device", "gpu7"], "--device 'gpu7' is not a device"),
+    "--reference that does not exist": (lambda c: [npz_of(c, random_images()), "--reference", c.root / "nothing"], "not found"),
+    "wrong --image_column": (lambda c: [npz_of(c, random_images()), "--image_column", "picture"], "Column 'picture' is not in the dataset"),
+    "unknown --reference_split": (lambda c: [npz_of(c, random_images()), "--reference_split", "holdout"], "Unknown split \"holdout\""),
+}
+
+
+@pytest.mark.skipif(not (ROOT / "src" / "diffusion_lab" / "evaluate.py").exists(), reason="no evaluate command")
+@pytest.mark.parametrize("case", EVALUATE_CASES)
+def test_evaluate_refuses_bad_input_in_one_line(case, ctx, capsys):
+    from diffusion_lab.evaluation.evaluate import main
+
+    make_argv, message = EVALUATE_CASES[case]
+    source, *flags = make_argv(ctx)
+    argv = [source, "--num_samples", 2, "--num_inference_steps", 2, "--output", fresh(ctx, "evaluation").with_suffix(".json"), *flags]
+    before = snapshot(*existing_folders(ctx, argv))
+    status, lines = run_and_read_error(main, argv, capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert all(path.read_bytes() == data for path, data in before.items())

@@ -1,0 +1,222 @@
+"""Runs killed at the worst moments resume to exactly the weights of an uninterrupted run; clean stops.
+
+The kill chain, for each train script, one and two CPU processes: SIGKILL in a step, SIGTERM in a step (clean
+stop), SIGKILL while writing a checkpoint, SIGKILL while swapping in the pipeline, then a resume that finishes.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train_ddpm
+from conftest import ROOT, TINY_RUN
+from diffusion_lab.pipelines.export import load_pipeline
+from diffusion_lab.training.stopping import TrainingStopped
+
+SCRIPTS = [name for name in ("train_ddpm.py", "train_cold.py") if (ROOT / name).exists()]
+# 64 images, a global batch of 16: 4 steps per epoch, so a pipeline is saved at steps 4 and 8, checkpoints likewise.
+KILL_RUN = [*TINY_RUN, "--max_train_samples", "64", "--max_train_steps", "8", "--checkpointing_steps", "4",
+            "--checkpoints_total_limit", "2", "--use_ema", "--learning_rate", "1e-3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Run:
+    """One training command in its own process group, paused at `point` (see pausing_worker.py)."""
+
+    def __init__(self, script, processes, output_dir, *flags, point="none"):
+        worker = [ROOT / "tests" / "pausing_worker.py", point, script, "--output_dir", output_dir, *KILL_RUN,
+                  "--train_batch_size", 16 // processes, *flags]
+        if processes == 1:
+            command = [sys.executable, *worker]
+        else:
+            command = [shutil.which("accelerate"), "launch", "--multi_gpu", "--num_processes", processes, "--num_machines", 1,
+                       "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", _free_port(), *worker]
+        self.log_path = output_dir.parent / f"{output_dir.name}-{point}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(list(map(str, command)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for_pause(self, timeout=300) -> None:
+        deadline = time.monotonic() + timeout
+        while "paused at" not in self.log:
+            assert self.process.poll() is None, f"exited with {self.process.returncode} before pausing:\n{self.log[-3000:]}"
+            assert time.monotonic() < deadline, f"did not pause within {timeout} s:\n{self.log[-3000:]}"
+            time.sleep(0.1)
+
+    def signal(self, signum) -> int:
+        """Send `signum` to the whole process group (as Ctrl-C or a scheduler would) and wait for the end."""
+        os.killpg(self.process.pid, signum)
+        try:
+            return self.process.wait(timeout=120)
+        finally:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def finish(self) -> None:
+        assert self.process.wait(timeout=300) == 0, self.log[-3000:]
+
+
+def checkpoints(folder):
+    return sorted(path.name for path in folder.glob("checkpoint-*"))
+
+
+def safetensors_of(folder):
+    """Every tensor of the pipeline and of the last checkpoint (raw and EMA weights), by file and name."""
+    files = [path for path in folder.rglob("*.safetensors") if "checkpoint-8" in path.parts or "checkpoint" not in str(path.relative_to(folder))]
+    return {f"{path.relative_to(folder)}:{name}": tensor for path in files for name, tensor in load_file(path).items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_killed_runs_resume_to_the_weights_of_an_uninterrupted_run(script, processes, tmp_path):
+    reference = tmp_path / "reference"
+    Run(script, processes, reference).finish()
+
+    folder = tmp_path / "killed"
+    run = Run(script, processes, folder, point="step-6")
+    run.wait_for_pause()
+    run.signal(signal.SIGKILL)
+    assert checkpoints(folder) == ["checkpoint-4"]
+
+    resume = ("--resume_from_checkpoint", "latest")
+    run = Run(script, processes, folder, *resume, point="step-7")
+    run.wait_for_pause()
+    assert run.signal(signal.SIGTERM) != 0
+    assert "stopped after step 7 and wrote checkpoint-7; to go on, rerun the same command with --resume_from_checkpoint latest" in run.log
+    assert checkpoints(folder) == ["checkpoint-4", "checkpoint-7"]
+
+    run = Run(script, processes, folder, *resume, point="checkpoint-8")
+    run.wait_for_pause()
+    run.signal(signal.SIGKILL)
+    assert checkpoints(folder) == ["checkpoint-4", "checkpoint-7", "checkpoint-8.tmp"]  # cut off: never 'latest'
+    assert not (folder / "checkpoint-8.tmp" / "optimizer.bin").exists()
+
+    run = Run(script, processes, folder, *resume, point="pipeline")
+    run.wait_for_pause()
+    run.signal(signal.SIGKILL)
+    assert checkpoints(folder) == ["checkpoint-7", "checkpoint-8"]  # pruned to 2, the stale .tmp removed
+    with pytest.raises(FileNotFoundError, match="saving the pipeline in .* was cut off: resume the run"):
+        load_pipeline(str(folder))  # half old, half new: refuses to load rather than mixing weights
+
+    Run(script, processes, folder, *resume).finish()
+    expected, resumed = safetensors_of(reference), safetensors_of(folder)
+    assert expected.keys() == resumed.keys() and len(expected) > 0
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected), [k for k in expected if not torch.equal(expected[k], resumed[k])]
+    load_pipeline(str(folder))
+
+
+def train_in_process(folder, *flags):
+    """A short in-process run: 6 steps of 16 images, checkpoints every 2 steps."""
+    argv = ["--output_dir", str(folder), *TINY_RUN, "--train_batch_size", "16", "--max_train_steps", "6", "--checkpointing_steps", "2"]
+    args = train_ddpm.parse_args([*argv, *map(str, flags)])
+    return train_ddpm.run_training(args, train_ddpm.DDPMObjective.from_args(args), argv=["train_ddpm.py"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train_in_process(folder)
+    return folder
+
+
+def unet_weights(folder):
+    return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def same_tensors(expected, actual):
+    return expected.keys() == actual.keys() and all(torch.equal(expected[key], actual[key]) for key in expected)
+
+
+def _patch_training_loss(monkeypatch, change):
+    """Wrap the DDPM loss of training steps (not validation): `change(step, loss)` returns the loss to use."""
+    objective_loss = train_ddpm.DDPMObjective.loss
+    steps = []
+
+    def loss(self, model, clean, generator=None):
+        value = objective_loss(self, model, clean, generator)
+        if generator is not None:
+            return value
+        steps.append(len(steps) + 1)
+        return change(steps[-1], value)
+
+    monkeypatch.setattr(train_ddpm.DDPMObjective, "loss", loss)
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(uninterrupted, tmp_path, monkeypatch):
+    folder = tmp_path / "stopped"
+    handler = signal.getsignal(signal.SIGINT)
+    def press_ctrl_c_in_step_3(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    _patch_training_loss(monkeypatch, press_ctrl_c_in_step_3)
+    with pytest.raises(TrainingStopped) as stopped:
+        train_in_process(folder)
+    assert stopped.value.exit_code == 130
+    assert str(stopped.value) == ("SIGINT received: stopped after step 3 and wrote checkpoint-3; "
+                                  "to go on, rerun the same command with --resume_from_checkpoint latest.")
+    assert checkpoints(folder) == ["checkpoint-2", "checkpoint-3"] and not (folder / "model_index.json").exists()
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler is given back
+    monkeypatch.undo()
+    train_in_process(folder, "--resume_from_checkpoint", "latest")
+    assert same_tensors(unet_weights(uninterrupted), unet_weights(folder))
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    _patch_training_loss(monkeypatch, lambda step, loss: loss * float("nan") if step == 3 else loss)
+    # Checked at host syncs only (every --logging_steps 2 and at checkpoints), not after every step.
+    with pytest.raises(TrainingStopped) as stopped:
+        train_in_process(folder)
+    assert stopped.value.exit_code == 1
+    message = str(stopped.value)
+    assert message.startswith("the loss was not finite at step 3; stopped at step 4 without saving, the last checkpoint (checkpoint-2) is intact.")
+    assert "--skip_nonfinite" in message
+    assert checkpoints(folder) == ["checkpoint-2"] and not (folder / "model_index.json").exists()
+    assert all(torch.isfinite(t).all() for t in load_file(folder / "checkpoint-2" / "model" / "diffusion_pytorch_model.safetensors").values())
+    assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [2]  # no NaN logged
+
+
+def test_skip_nonfinite_skips_exactly_the_bad_steps(uninterrupted, tmp_path, monkeypatch, capsys):
+    _patch_training_loss(monkeypatch, lambda step, loss: loss * float("nan") if step in (5, 6) else loss)
+    folder = tmp_path / "skipping"
+    train_in_process(folder, "--skip_nonfinite")
+    assert "step 5: non-finite loss, update skipped (--skip_nonfinite)" in capsys.readouterr().out
+    # Steps 5 and 6 changed nothing: the weights are those after step 4 of the uninterrupted run.
+    after_step_4 = load_file(uninterrupted / "checkpoint-4" / "model" / "diffusion_pytorch_model.safetensors")
+    assert same_tensors(after_step_4, unet_weights(folder))
+    losses = [record["loss"] for record in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if "loss" in record]
+    assert math.isfinite(losses[1]) and math.isnan(losses[2])  # the window of steps 5-6 had no loss to average
+
+
+def test_pruning_keeps_the_checkpoint_just_written_and_ignores_cut_off_ones(tmp_path):
+    from diffusion_lab.training.checkpoints import complete_checkpoints, prune_checkpoints
+
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8.tmp"):
+        (tmp_path / name).mkdir()
+    # checkpoint-4 was just rewritten after resuming from checkpoint-2; 6 is left over from before.
+    prune_checkpoints(tmp_path, keep=2, newest=tmp_path / "checkpoint-4")
+    assert checkpoints(tmp_path) == ["checkpoint-4", "checkpoint-6", "checkpoint-8.tmp"]
+    prune_checkpoints(tmp_path, keep=1, newest=tmp_path / "checkpoint-4")
+    assert [path.name for path in complete_checkpoints(tmp_path)] == ["checkpoint-4"]

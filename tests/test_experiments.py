@@ -1,0 +1,78 @@
+"""The experiment runner: at the tiny budget it trains, samples and scores each selected variant into a full table."""
+
+import csv
+import json
+
+import pytest
+from conftest import ROOT
+
+from diffusion_lab import experiments
+
+
+def test_tiny_budget_produces_a_complete_table_and_resumes_without_redoing_work(tmp_path):
+    output_dir = tmp_path / "tiny"
+    argv = ["--budget", "tiny", "--only", "linear", "cold_rows_g4", "--configs_dir", str(ROOT / "experiments"),
+            "--output_dir", str(output_dir), "--device", "cpu"]
+    experiments.main(argv)
+
+    with (output_dir / "results.csv").open() as file:
+        reader = csv.DictReader(file)
+        assert tuple(reader.fieldnames) == experiments.COLUMNS
+        rows = {row["row"]: row for row in reader}
+    cold_rows = [f"cold_rows_g4-{name}" for name in ("alg2_uncond", "alg1_uncond", "alg2_cond", "alg1_cond")]
+    assert list(rows) == ["linear", *cold_rows]  # one row per variant and sampling, in the configs' order
+    budget = experiments.BUDGETS["tiny"]
+    for name, row in rows.items():
+        assert row["status"] == "done", row
+        assert int(row["num_samples"]) == budget.num_samples and int(row["train_steps"]) == budget.train_steps
+        for metric in ("digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "train_loss", "val_loss"):
+            float(row[metric])  # present and numeric
+        conditional = name.endswith("_cond")
+        assert (row["psnr_paired"] != "") == conditional and (row["ssim_paired"] != "") == conditional
+        assert (output_dir / "figures" / f"exp_{name}.png").is_file()
+    assert rows["linear"]["sampler"] == f"DDPM ancestral, {budget.num_inference_steps} steps"
+    assert "Algorithm 1 (conditional)" in rows["cold_rows_g4-alg1_cond"]["sampler"]
+    for figure in ("loss_linear.png", "loss_cold_rows_g4.png", "losses.png", "schedules.png"):
+        assert (output_dir / "figures" / figure).is_file()
+    markdown = (output_dir / "results.md").read_text()
+    assert "PARTIAL" not in markdown and "5 of 5 rows done" in markdown and "real test images (floor)" in markdown
+
+    # A second run finds every training and evaluation done and only rewrites the table.
+    def finished_work():
+        paths = [*output_dir.glob("runs/*/model_index.json"), *output_dir.glob("rows/*/*.json")]
+        return {path: path.stat().st_mtime_ns for path in paths}
+
+    finished = finished_work()
+    assert len(finished) == 2 + 2 * 5  # a pipeline per variant; evaluation.json and row.json per row
+    assert [row["row"] for row in experiments.main(argv)] == list(rows)
+    assert finished_work() == finished
+
+
+def test_a_skipped_variant_marks_the_table_partial(tmp_path):
+    (tmp_path / "configs").mkdir()
+    config = {"script": "train_ddpm.py", "flags": ["--model", "cnn"], "skip_budgets": {"tiny": "too slow here"}}
+    (tmp_path / "configs" / "big.json").write_text(json.dumps(config))
+    rows = experiments.main(["--budget", "tiny", "--configs_dir", str(tmp_path / "configs"), "--output_dir", str(tmp_path / "out")])
+    assert rows[0]["status"] == "not run at budget tiny: too slow here"
+    assert "(PARTIAL)" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_unknown_variants_and_config_keys_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"--only nope: no such variant; known: .*linear"):
+        experiments.load_variants(ROOT / "experiments", only=["nope"])
+    (tmp_path / "typo.json").write_text(json.dumps({"script": "train_ddpm.py", "flag": ["--model", "unet"]}))
+    with pytest.raises(ValueError, match=r"typo.json: keys \['flag'\] are unknown"):
+        experiments.load_variant(tmp_path / "typo.json")
+
+
+def test_every_shipped_config_loads_and_names_an_existing_script():
+    variants = experiments.load_variants(ROOT / "experiments")
+    assert len({v.order for v in variants}) == len(variants)  # a definite run order
+    for variant in variants:
+        assert (ROOT / variant.script).is_file(), variant
+    cold = [v for v in variants if v.is_cold]
+    assert {v.name for v in cold} == {"cold_rows_g4", "cold_rows_g1", "cold_columns_g4", "cold_columns_g1"}
+    for variant in cold:
+        assert {(s.flags, s.conditional) for s in variant.samplings} == {
+            (("--algorithm", a), c) for a in ("1", "2") for c in (False, True)
+        }
