@@ -141,7 +141,7 @@ class Trainer:
             **accelerator_kwargs,
         )
         accelerator = self.accelerator
-        if args.allow_tf32 and accelerator.device.type == "cuda":
+        if args.allow_tf32 and not args.deterministic and accelerator.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         if accelerator.is_main_process:
