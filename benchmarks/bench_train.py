@@ -67,7 +67,10 @@ def _autocast(mixed_precision: str):
 
 
 def trainer_setup(model_name: str, args, workdir: Path):
-    """(a): the real Trainer on the shipped MNIST; returns (run(steps) -> seconds, model description)."""
+    """(a): the real Trainer on the shipped MNIST (or --dataset).
+
+    Returns run(steps) -> seconds, fetch(batches) -> seconds (data only) and the data's (channels, resolution).
+    """
     from diffusion_lab.training.arguments import add_training_args
     from diffusion_lab.training.ddpm_objective import DDPMObjective, add_ddpm_args
     from diffusion_lab.training.loop import Trainer
@@ -114,7 +117,7 @@ def _build(model_name: str, channels: int, resolution: int, compile_model: bool)
 
 
 def bare_setup(model_name: str, args, channels: int, resolution: int):
-    """(b): forward, loss, backward, optimizer step on tensors already in memory."""
+    """(b): forward, loss, backward, optimizer step on tensors already in memory; no data to fetch."""
     model = _build(model_name, channels, resolution, args.torch_compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
@@ -137,7 +140,7 @@ def bare_setup(model_name: str, args, channels: int, resolution: int):
 
 
 def example_setup(model_name: str, args, channels: int, resolution: int, workdir: Path):
-    """(c): diffusers' example data path and step, feeding the same model."""
+    """(c): diffusers' example data path and step, feeding the same model; returns run and fetch like (a)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
     from diffusers import DDPMScheduler
