@@ -57,7 +57,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--torch_compile", action="store_true", help="torch.compile the model for training; the first step compiles it (1 min for the CNN, 6 for the UNet on 2 CPU cores).")
     run.add_argument("--allow_tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matmuls and convolutions on CUDA GPUs (no effect on CPUs; off with --deterministic).")
     run.add_argument("--skip_nonfinite", action="store_true", help="Skip the update of a step whose loss is NaN/inf instead of stopping the run (costs a device sync per step).")
-    run.add_argument("--deterministic", action="store_true", help="Deterministic GPU kernels, no cuDNN benchmarking, no TF32 (overrides --allow_tf32): repeatable GPU runs, somewhat slower (docs/determinism.md).")
+    run.add_argument("--deterministic", action="store_true", help="Deterministic GPU kernels, no cuDNN benchmarking, no TF32: repeatable GPU runs, somewhat slower (docs/determinism.md).")
 
     output = parser.add_argument_group("outputs")
     output.add_argument("--logger", choices=("tensorboard", "wandb", "none"), default="tensorboard")
