@@ -16,7 +16,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_args(parser)
     add_ddpm_args(parser)
-    parser.set_defaults(output_dir="ddpm-mnist")
+    # The UNet preset is the default: at equal training compute it gives far better digits than the coursework CNN
+    # (README, "Which model").
+    parser.set_defaults(output_dir="ddpm-mnist", model="unet")
     return parser.parse_args(argv)
 
 

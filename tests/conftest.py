@@ -24,7 +24,7 @@ def run_script(*args, env=None, timeout=600):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-TINY_RUN = ["--max_train_samples", "256", "--train_batch_size", "32", "--eval_batch_size", "8",
+TINY_RUN = ["--model", "cnn", "--max_train_samples", "256", "--train_batch_size", "32", "--eval_batch_size", "8",
             "--num_inference_steps", "4", "--logger", "none", "--logging_steps", "2"]
 
 sys.path.insert(0, str(ROOT))  # train_ddpm.py / train_cold.py live at the repository root

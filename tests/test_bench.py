@@ -69,7 +69,7 @@ def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit
     from diffusion_lab.training.ddpm_objective import DDPMObjective
     from diffusion_lab.training.loop import Trainer
 
-    args = parse_args(["--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
+    args = parse_args(["--model", "cnn", "--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
                        "--logger", "none", "--torch_compile", "--use_ema"])
     trainer = Trainer(args, DDPMObjective.from_args(args), ["train_ddpm.py"])
     assert isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
@@ -98,7 +98,7 @@ def test_train_step_never_waits_for_the_device(tmp_path, digit_folder, monkeypat
     from diffusion_lab.training.ddpm_objective import DDPMObjective
     from diffusion_lab.training.loop import Trainer
 
-    args = parse_args(["--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
+    args = parse_args(["--model", "cnn", "--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
                        "--logger", "none", "--use_ema", "--random_flip", "--gradient_accumulation_steps", "2"])
     trainer = Trainer(args, DDPMObjective.from_args(args), ["train_ddpm.py"])
     reads = []

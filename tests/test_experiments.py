@@ -32,7 +32,7 @@ def test_tiny_budget_produces_a_complete_table_and_resumes_without_redoing_work(
         assert (output_dir / "figures" / f"exp_{name}.png").is_file()
     assert rows["linear"]["sampler"] == f"DDPM ancestral, {budget.num_inference_steps} steps"
     assert "Algorithm 1 (conditional)" in rows["cold_rows_g4-alg1_cond"]["sampler"]
-    for figure in ("loss_linear.png", "loss_cold_rows_g4.png", "losses.png", "schedules.png"):
+    for figure in ("loss_linear.png", "loss_cold_rows_g4.png", "losses.png", "schedules.png", "grids.png"):
         assert (output_dir / "figures" / figure).is_file()
     markdown = (output_dir / "results.md").read_text()
     assert "PARTIAL" not in markdown and "5 of 5 rows done" in markdown and "real test images (floor)" in markdown
@@ -46,6 +46,13 @@ def test_tiny_budget_produces_a_complete_table_and_resumes_without_redoing_work(
     assert len(finished) == 2 + 2 * 5  # a pipeline per variant; evaluation.json and row.json per row
     assert [row["row"] for row in experiments.main(argv)] == list(rows)
     assert finished_work() == finished
+
+    # --collect rebuilds the table from finished rows only: a row whose evaluation is gone is listed, not redone.
+    (output_dir / "rows" / "linear" / "row.json").unlink()
+    collected = {row["row"]: row["status"] for row in experiments.main([*argv, "--collect"])}
+    assert collected == {"linear": "not finished", **{name: "done" for name in cold_rows}}
+    assert not (output_dir / "rows" / "linear" / "row.json").exists()
+    assert "4 of 5 rows done" in (output_dir / "results.md").read_text()
 
 
 def test_a_skipped_variant_marks_the_table_partial(tmp_path):

@@ -277,7 +277,7 @@ class ExperimentRunner:
 
     # -- the whole table ---------------------------------------------------------------------------------------
 
-    def run(self, variants: list[Variant]) -> list[dict]:
+    def run(self, variants: list[Variant], collect_only: bool = False) -> list[dict]:
         from .plot_schedules import main as plot_schedules
 
         if not (self.figures / "schedules.png").is_file():
@@ -287,6 +287,9 @@ class ExperimentRunner:
             reason = (variant.skip_budgets or {}).get(self.budget_name)
             if reason:
                 rows += [self.placeholder(variant, s, f"not run at budget {self.budget_name}: {reason}") for s in variant.samplings]
+                continue
+            if collect_only:
+                rows += [self.finished_row(variant, s) for s in variant.samplings]
                 continue
             try:
                 train_record = self.train(variant)
@@ -303,7 +306,33 @@ class ExperimentRunner:
                 self.write_table(rows, variants)  # after every row, so a long run shows progress
         self.write_table(rows, variants)
         self.plot_loss_overview(variants)
+        self.plot_grid_overview(rows)
         return rows
+
+    def plot_grid_overview(self, rows: list[dict]) -> None:
+        """figures/grids.png: every finished row's sample grid (conditional rows: original, degraded, one-step and
+        iterative restoration of 8 test images), titled with its row name and digit FD."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from PIL import Image
+
+        done = [row for row in rows if row["status"] == "done" and (self.figures / f"exp_{row['row']}.png").is_file()]
+        if not done:
+            return
+        columns = min(6, len(done))
+        lines = math.ceil(len(done) / columns)
+        figure, axes = plt.subplots(lines, columns, figsize=(2.3 * columns, 2.6 * lines), squeeze=False)
+        for axis in axes.flat:
+            axis.axis("off")
+        for axis, row in zip(axes.flat, done):
+            axis.imshow(Image.open(self.figures / f"exp_{row['row']}.png"), cmap="gray")
+            axis.set_title(f"{row['row']}\ndigit FD {_cell(row.get('digit_fd'))}", fontsize=7)
+        figure.suptitle(f"budget {self.budget_name}: one grid per row", fontsize=9)
+        figure.tight_layout()
+        figure.savefig(self.figures / "grids.png", dpi=80)
+        plt.close(figure)
 
     def plot_loss_overview(self, variants: list[Variant]) -> None:
         """figures/losses.png: every trained variant's logged training loss against the step, DDPM and cold apart."""
@@ -330,6 +359,10 @@ class ExperimentRunner:
         figure.tight_layout()
         figure.savefig(self.figures / "losses.png", dpi=110)
         plt.close(figure)
+
+    def finished_row(self, variant: Variant, sampling: Sampling) -> dict:
+        done = self.row_dir(variant.row_name(sampling)) / "row.json"
+        return json.loads(done.read_text()) if done.is_file() else self.placeholder(variant, sampling, "not finished")
 
     def placeholder(self, variant: Variant, sampling: Sampling, status: str) -> dict:
         return {"row": variant.row_name(sampling), "variant": variant.name, "sampling": sampling.label,
@@ -443,6 +476,11 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--launcher", default="python", help='How to start the training scripts, e.g. "accelerate launch".')
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="For sampling and evaluation.")
     parser.add_argument("--list", action="store_true", help="List the variants and exit.")
+    parser.add_argument(
+        "--collect", action="store_true",
+        help="Only rebuild the table and figures from the rows already finished (e.g. after running disjoint --only "
+        "sets in parallel into one --output_dir); nothing is trained or sampled.",
+    )
     parser.add_argument("--debug", action="store_true")
     return parser.parse_args(argv)
 
@@ -456,7 +494,7 @@ def main(argv=None) -> list[dict]:
         return []
     launcher = [sys.executable] if args.launcher == "python" else shlex.split(args.launcher)
     runner = ExperimentRunner(args.budget, args.configs_dir, args.output_dir or Path("runs/experiments") / args.budget, launcher, args.device)
-    rows = runner.run(variants)
+    rows = runner.run(variants, collect_only=args.collect)
     print(f"wrote {runner.output_dir / 'results.md'} and results.csv")
     return rows
 
