@@ -163,7 +163,8 @@ SCRIPT_NUMERIC_CASES = {
         ("kernel_std_growth", -1, "give a non-positive std", "--degradation", "blur"),
         ("block_sizes", 0, "must be a non-empty list of positive sizes", "--degradation", "pixelate"),
         ("rings_per_level", 0, "rings_per_level 0 must lie in 1..14", "--degradation", "mask"),
-        ("fill_value", "nan", "must be a finite number", "--degradation", "mask"),
+        ("fill_value", "nan", "fill_value nan must lie in [-1, 1]", "--degradation", "mask"),
+        ("fill_value", 2, "fill_value 2.0 must lie in [-1, 1]", "--degradation", "mask"),
         ("start_components", 0, "must be at least --start_components 0"),
         ("start_samples", 0, "--start_samples 0 must be at least"),
         ("noise", -1, "--noise -1.0 must not be negative"),
@@ -349,6 +350,13 @@ def npz_of(c, array):
     return path
 
 
+def existing_file(c, name):
+    path = fresh(c, "earlier") / name
+    path.parent.mkdir(parents=True)
+    path.write_text("{}\n")
+    return path
+
+
 def random_images(count=8):
     return np.random.default_rng(0).integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
 
@@ -366,6 +374,7 @@ EVALUATE_CASES = {
     "--device unknown": (lambda c: [c.pipeline, "--device", "gpu7"], "--device 'gpu7' is not a device"),
     "--reference that does not exist": (lambda c: [npz_of(c, random_images()), "--reference", c.root / "nothing"], "not found"),
     "wrong --image_column": (lambda c: [npz_of(c, random_images()), "--image_column", "picture"], "Column 'picture' is not in the dataset"),
+    "--output that exists": (lambda c: [npz_of(c, random_images()), "--output", existing_file(c, "old.json")], "old.json already exists: pass --overwrite"),
     "unknown --reference_split": (lambda c: [npz_of(c, random_images()), "--reference_split", "holdout"], "Unknown split \"holdout\""),
 }
 

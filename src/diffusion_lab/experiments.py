@@ -246,7 +246,8 @@ class ExperimentRunner:
                   "--seed", str(SEED), "--device", self.device, *step_flags, *sampling.flags]
         print(f"[{row}] sampling: {sampler}", flush=True)
         start = time.perf_counter()
-        evaluate_flags = ["--output", str(row_dir / "evaluation.json"), "--seed", str(SEED), "--device", self.device]
+        # --overwrite: an evaluation.json without row.json is left by an attempt that stopped before the row was done.
+        evaluate_flags = ["--output", str(row_dir / "evaluation.json"), "--overwrite", "--seed", str(SEED), "--device", self.device]
         if sampling.conditional:
             num_restored = min(budget.num_samples, MAX_CONDITIONAL_SAMPLES)
             restore_test_images(common, num_restored, samples_dir)

@@ -29,6 +29,8 @@ class GrowingMask(Degradation):
         num_rings = int(ring.max()) + 1
         if not 1 <= rings_per_level <= num_rings:
             raise ValueError(f"rings_per_level {rings_per_level} must lie in 1..{num_rings} for {height}x{width} images.")
+        if not -1 <= fill_value <= 1:  # also refuses nan
+            raise ValueError(f"fill_value {fill_value} must lie in [-1, 1], the pixel range (-1: the MNIST background).")
         # Innermost ring first: ring num_rings - 1 is masked from level 1.
         self.level_of_pixel = torch.div(num_rings - ring + rings_per_level - 1, rings_per_level, rounding_mode="floor")
 

@@ -58,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="pipeline folder or Hub id, folder of PNGs, or .npz of images")
     parser.add_argument("--output", type=Path, default=Path("evaluation.json"), help="where to write the JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--pixel_range", choices=PIXEL_RANGES, help="range of float .npz images (uint8 is inferred)")
     parser.add_argument("--npz_key", default="images", help="array to read from the .npz")
     parser.add_argument("--originals", help="with image INPUT from conditional generation: the target images")
@@ -87,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ValueError("--num_samples must be >= 2, --batch_size >= 1 and --noise >= 0.")
     if args.num_inference_steps is not None and args.num_inference_steps < 1:
         raise ValueError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer.")
+    if args.output.exists() and not args.overwrite:
+        raise ValueError(f"{args.output} already exists: pass --overwrite to replace it, or another --output.")
     check_device(args.device)
     return args
 
