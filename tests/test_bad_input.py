@@ -145,6 +145,7 @@ SHARED_NUMERIC_CASES = [
     ("validation_fraction", 1, "must be in (0, 1)"),
     *[(flag, "nan", "must be a finite number") for flag in ("adam_weight_decay", "max_grad_norm", "ema_inv_gamma", "ema_power", "adam_epsilon")],
     ("learning_rate", "inf", "must be a finite number"),
+    ("lr_warmup_steps", 100, "has no effect with --lr_scheduler constant: use --lr_scheduler constant_with_warmup"),
     ("validation_fraction", "nan", "must be a finite number"),
 ]
 SCRIPT_NUMERIC_CASES = {

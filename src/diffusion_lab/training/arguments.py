@@ -112,5 +112,11 @@ def validate_training_args(args: argparse.Namespace) -> None:
     for name in ("adam_epsilon", "ema_inv_gamma", "ema_power"):
         if getattr(args, name) <= 0:
             raise ArgumentError(f"--{name} {getattr(args, name)} must be positive.")
+    if args.lr_warmup_steps > 0 and args.lr_scheduler == "constant":
+        # diffusers' "constant" schedule ignores warm-up steps; say so rather than train without the warm-up asked for.
+        raise ArgumentError(
+            f"--lr_warmup_steps {args.lr_warmup_steps} has no effect with --lr_scheduler constant: "
+            "use --lr_scheduler constant_with_warmup (or cosine, linear, ...)."
+        )
     if args.push_to_hub and args.hub_model_id is None:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-mnist).")
