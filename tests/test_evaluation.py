@@ -194,7 +194,7 @@ def test_cli_on_npz_writes_json(mnist_test, tmp_path, capsys):
 
     np.savez(tmp_path / "floats.npz", images=images.astype(np.float32) / 255)
     with pytest.raises(ValueError, match="declare their range with --pixel_range"):
-        main([str(tmp_path / "floats.npz"), "--output", str(output)])
+        main([str(tmp_path / "floats.npz"), "--output", str(tmp_path / "floats.json")])
 
 
 def test_cli_samples_a_saved_pipeline_reproducibly(tmp_path):
