@@ -1,7 +1,8 @@
 #!/bin/bash
 # The experiment table with its variants in five parallel groups, for a machine with room for several runs at once
 # (a GPU): `bash experiments/run_in_parallel.sh medium`. Each group is one runner over disjoint --only variants in the
-# same folder; --collect then builds the table and figures. Rerun it to finish rows that an interruption left undone.
+# same folder; a last plain run then does whatever the groups left (a variant not named below, an interrupted row:
+# finished work is never redone) and writes the table and figures.
 set -u
 budget=${1:-medium}
 output_dir=runs/experiments/$budget
@@ -19,4 +20,4 @@ group cosine_custom des_batch des_image t1500_lr4e-4 t300_smooth_l1 &
 group cold_rows_g4 cold_rows_g1 &
 group cold_columns_g4 cold_columns_g1 &
 wait
-python -m diffusion_lab.experiments --budget "$budget" --output_dir "$output_dir" --collect
+python -m diffusion_lab.experiments --budget "$budget" --output_dir "$output_dir"
