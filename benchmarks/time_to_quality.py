@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def plot_curve(points: list[dict], title: str, path: Path) -> None:
     axes.set_yscale("log")
     axes.set_xlabel("training time (minutes)")
     axes.set_ylabel("digit FD")
-    axes.set_title(title, fontsize=9)
+    axes.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=7)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     figure.tight_layout()
@@ -158,7 +159,7 @@ def main(argv=None):
     }
     (folder / "curve.json").write_text(json.dumps(report, indent=2) + "\n")
     if curve.points:
-        plot_curve(curve.points, f"{report['command']}\n{report['hardware']}, N = {args.num_samples}", folder / "curve.png")
+        plot_curve(curve.points, f"{report['command']} | {report['hardware']}, N = {args.num_samples}", folder / "curve.png")
     if args.json:
         print(json.dumps(report))
 

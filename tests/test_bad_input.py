@@ -132,7 +132,7 @@ SHARED_NUMERIC_CASES = [
     *[(flag, 0, "must be a positive integer") for flag in (
         "train_batch_size", "eval_batch_size", "num_epochs", "max_train_steps", "gradient_accumulation_steps", "logging_steps",
         "save_images_epochs", "save_model_epochs", "checkpointing_steps", "checkpoints_total_limit", "eval_num_samples",
-        "max_train_samples", "resolution", "num_inference_steps")],
+        "max_train_samples", "max_validation_samples", "resolution", "num_inference_steps")],
     *[(flag, -1, "must not be negative") for flag in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers", "eval_every_epochs")],
     ("seed", -1, "must be between 0 and 4294967295"),
     ("learning_rate", 0, "must be a positive number"),
@@ -145,7 +145,7 @@ SHARED_NUMERIC_CASES = [
     ("validation_fraction", 1, "must be in (0, 1)"),
     *[(flag, "nan", "must be a finite number") for flag in ("adam_weight_decay", "max_grad_norm", "ema_inv_gamma", "ema_power", "adam_epsilon")],
     ("learning_rate", "inf", "must be a finite number"),
-    ("lr_warmup_steps", 100, "has no effect with --lr_scheduler constant: use --lr_scheduler constant_with_warmup"),
+    ("lr_warmup_steps", 100, "has no effect with --lr_scheduler constant: use --lr_scheduler constant_with_warmup", "--lr_scheduler", "constant"),
     ("validation_fraction", "nan", "must be a finite number"),
 ]
 SCRIPT_NUMERIC_CASES = {

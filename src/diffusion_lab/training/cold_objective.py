@@ -134,7 +134,8 @@ class ColdObjective:
                progress: str | None = None) -> torch.Tensor:
         """Unconditional samples in [-1, 1], shape (N, C, H, W)."""
         pipeline = self.pipeline(model)
-        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=progress is None)  # a bar if named
+        # A bar if named, on terminals only.
+        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=True if progress is None else None)
         images = pipeline(batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps,
                           noise=self.noise, output_type="pt").images
         return images * 2 - 1

@@ -121,7 +121,8 @@ class DDPMObjective:
                progress: str | None = None) -> torch.Tensor:
         """Images in [-1, 1], shape (N, C, H, W), drawn with the objective's sampler."""
         pipeline = self.pipeline(model)
-        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=progress is None)  # a bar if named
+        # A bar if named, on terminals only.
+        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=True if progress is None else None)
         steps = use_sampler(pipeline, self.sampler, num_inference_steps) or self.num_train_timesteps
         images = pipeline(batch_size=num_images, generator=generator, output_type="np", num_inference_steps=steps).images
         return torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1

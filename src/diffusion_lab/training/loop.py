@@ -298,7 +298,8 @@ class Trainer:
         shard = np.arange(accelerator.process_index, subset, accelerator.num_processes)
         losses, counts = [], []
         batches = range(0, len(shard), args.eval_batch_size)
-        for start in tqdm(batches, desc="validation", leave=False, disable=not accelerator.is_local_main_process):
+        # disable=None: bars for the steps inside an epoch on terminals only, not in logs.
+        for start in tqdm(batches, desc="validation", leave=False, disable=None if accelerator.is_local_main_process else True):
             indices = shard[start : start + args.eval_batch_size]
             clean = self.validation_data.batch(indices).to(accelerator.device)
             with accelerator.autocast():
@@ -334,7 +335,7 @@ class Trainer:
         sizes = [min(args.eval_batch_size, num_images - start) for start in range(0, num_images, args.eval_batch_size)]
         # One batch (a grid): the sampler's own bar over its steps; several: a bar over the batches.
         per_step = description if len(sizes) == 1 else None
-        batches = tqdm(sizes, desc=description, leave=False, disable=len(sizes) == 1 or not self.accelerator.is_local_main_process)
+        batches = tqdm(sizes, desc=description, leave=False, disable=None if len(sizes) > 1 and self.accelerator.is_local_main_process else True)
 
         def draw(model):
             with self.signals.interrupting(model), autocast_with_fp32_outputs(model, self.accelerator.autocast()):
