@@ -49,7 +49,7 @@ class Run:
         self.log_path = output_dir.parent / f"{output_dir.name}-{point}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
         with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(list(map(str, command)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(list(map(str, command)), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())
 
     @property
     def log(self) -> str:
