@@ -306,6 +306,20 @@ def samples_folder(c):
     return folder
 
 
+def images_without_npz(c):
+    """What a cut-off sampling run leaves: images and a grid, no samples.npz."""
+    folder = fresh(c, "samples")
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "00000.png").write_bytes(b"earlier image")
+    (folder / "grid.png").write_bytes(b"earlier grid")
+    return folder
+
+
+def nested_pipeline(folder):
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "inner": ["diffusers", "DDPMPipeline"]}))
+
+
 SAMPLE_CASES = {
     "pipeline folder missing": (lambda c: [c.root / "no" / "such"], "pipeline folder"),
     "Hub id unreachable (offline)": (lambda c: ["someone/no-such-pipeline"], "could not download pipeline 'someone/no-such-pipeline'"),
@@ -329,6 +343,8 @@ SAMPLE_CASES = {
     "--output_dir under a file": (lambda c: [c.pipeline, "--output_dir", a_file(c) / "out"], "cannot write to --output_dir"),
     "--output_dir holding samples": (lambda c: [c.pipeline, "--output_dir", samples_folder(c)], "already holds samples.npz"),
     "--output_dir of a run": (lambda c: [c.pipeline, "--output_dir", c.run], "already holds model_index.json"),
+    "--output_dir holding images but no samples.npz": (lambda c: [c.pipeline, "--output_dir", images_without_npz(c)], "already holds grid.png"),
+    "a pipeline as a component": (lambda c: [broken_pipeline(c, nested_pipeline)], "names a DDPMPipeline as its 'inner' component, which is neither a model nor a scheduler"),
 }
 
 

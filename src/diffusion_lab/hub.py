@@ -12,6 +12,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .training.run_folder import RecordFilter
+
 # Run artefacts that stay local: resumable state, logs, intermediate grids, temporary folders.
 NOT_UPLOADED = ("checkpoint-*", "checkpoint-*/**", "logs/**", "samples/**", "*.tmp", "**/*.tmp/**", ".*")
 
@@ -93,7 +95,7 @@ def model_card(folder: Path, repo_id: str) -> str:
     )
     metrics = _last_metrics(folder)
     rows = "\n".join(f"| {key} | {args[key]} |" for key in CARD_HYPERPARAMETERS if args.get(key) is not None)
-    return CARD_TEMPLATE.format(
+    card = CARD_TEMPLATE.format(
         card_data=card_data.to_yaml(),
         title=repo_id.split("/")[-1],
         description="An unconditional image diffusion pipeline trained with diffusion-lab.",
@@ -109,6 +111,7 @@ def model_card(folder: Path, repo_id: str) -> str:
         hyperparameters=rows,
         metrics="\n".join(f"- {key}: {value:.4g}" for key, value in metrics.items() if isinstance(value, (int, float))) or "Not measured.",
     )
+    return RecordFilter(None).hide(card)  # no token value (environment, stored login) even in a repo id typed by mistake
 
 
 def prepare_upload(folder: str | Path, repo_id: str) -> Upload:

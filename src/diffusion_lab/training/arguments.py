@@ -74,7 +74,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true")
     hub.add_argument("--hub_model_id", default=None)
-    hub.add_argument("--hub_token", default=None, help="Prefer `huggingface-cli login` or HF_TOKEN; the token is never written anywhere.")
+    hub.add_argument("--hub_token", default=None, help="Avoid: a token on the command line is visible in `ps` and in the launcher's error messages. Set HF_TOKEN or run `hf auth login` instead. No token value is ever written to the run's files.")
     hub.add_argument("--hub_private_repo", action="store_true")
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks.")
 

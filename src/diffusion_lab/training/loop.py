@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import time
@@ -30,8 +31,8 @@ from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, ra
 from ..models import build_model
 from ..pipelines.export import save_pipeline
 from .arguments import ArgumentError, validate_training_args
-from .checkpoints import complete_checkpoints, resolve_resume_path, save_checkpoint, step_of
-from .run_folder import check_output_dir, public_args, write_run_info
+from .checkpoints import MANIFEST_NAME, check_same_run, complete_checkpoints, resolve_resume_path, save_checkpoint, step_of, verify_manifest
+from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside, public_args, token_on_command_line_warning, write_run_info
 from .stopping import RESUME_HINT, StopSignals, TrainingStopped
 
 VALIDATION_SEED = 1234
@@ -84,8 +85,18 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, o
         if keeps_state:
             objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
         if ema is not None:
-            saved = EMAModel.from_pretrained(Path(input_dir) / "model_ema", model_cls=ema.model_cls)
-            ema.load_state_dict(saved.state_dict())
+            # What EMAModel.from_pretrained does, but from safetensors only: it would fall back to a pickled .bin.
+            path = Path(input_dir) / "model_ema"
+            try:
+                _, ema_settings = ema.model_cls.from_config(path, return_unused_kwargs=True)
+                saved = ema.model_cls.from_pretrained(path, use_safetensors=True)
+            except OSError as error:
+                reason = str(error).strip().splitlines()[0].split(". ")[0]
+                raise FileNotFoundError(
+                    f"{path} holds no usable safetensors weights ({reason}); pickled weights are never read: pass an "
+                    "earlier checkpoint-<step> folder to --resume_from_checkpoint."
+                ) from None
+            ema.load_state_dict({**ema_settings, "shadow_params": [p.detach().clone() for p in saved.parameters()]})
             ema.to(accelerator.device)
         while models:
             model = accelerator.unwrap_model(models.pop(), keep_torch_compile=False)
@@ -141,12 +152,47 @@ class Trainer:
             **accelerator_kwargs,
         )
         accelerator = self.accelerator
+        warning = token_on_command_line_warning(args)
+        if warning and accelerator.is_main_process:
+            print(warning, file=sys.stderr, flush=True)
         if args.allow_tf32 and not args.deterministic and accelerator.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        self.lock = None
+        self.created_output_dir = False
         if accelerator.is_main_process:
             check_output_dir(self.output_dir, resuming=args.resume_from_checkpoint is not None, overwrite=args.overwrite_output_dir)
+            self.created_output_dir = not self.output_dir.exists()
+            self._take_run_folder()
         accelerator.wait_for_everyone()
+        try:
+            self._set_up(argv)
+        except BaseException:
+            self.release_run_folder(failed=True)
+            raise
+
+    def _take_run_folder(self) -> None:
+        """Create the folder if needed and lock it for this run (main process): a second run on it is refused."""
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.lock = RunLock(self.output_dir)
+            self.lock.acquire()
+        except RunFolderBusy:
+            raise
+        except OSError as error:
+            self.release_run_folder(failed=True)
+            raise PermissionError(f"cannot write to --output_dir {self.output_dir} ({error.strerror}): choose a writable folder.") from None
+
+    def release_run_folder(self, failed: bool = False) -> None:
+        """Give up the lock; a folder this run created and left empty (it failed a check) is removed again."""
+        if self.lock is not None:
+            self.lock.release()
+        if failed and self.created_output_dir and self.output_dir.is_dir() and not any(self.output_dir.iterdir()):
+            self.output_dir.rmdir()
+
+    def _set_up(self, argv: list[str]) -> None:
+        """Data, model, optimizer, resume: every check before anything is written into the run folder."""
+        args, objective, accelerator = self.args, self.objective, self.accelerator
         set_seed(args.seed, device_specific=True)
 
         self.train_data, self.validation_data = load_image_caches(
@@ -168,6 +214,13 @@ class Trainer:
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         # Checked before anything is written into the run folder.
         checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+        # What a checkpoint records of its run, and what a resume must match (the precision actually used included).
+        self.run_config = {**public_args(args), "mixed_precision": accelerator.mixed_precision}
+        if checkpoint is not None:
+            if not verify_manifest(checkpoint):
+                accelerator.print(f"warning: {checkpoint.name} has no {MANIFEST_NAME} (written by an older diffusion-lab): its files cannot be verified.")
+            if not check_same_run(checkpoint, self.run_config):
+                accelerator.print(f"warning: {checkpoint.name} records no settings (written by an older diffusion-lab): resuming it with these flags unchecked.")
         if checkpoint is not None and step_of(checkpoint) > self.max_train_steps:
             raise ArgumentError(
                 f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
@@ -193,14 +246,19 @@ class Trainer:
         self.signals = StopSignals()
         self.first_nonfinite_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0: none yet
 
-        if accelerator.is_main_process:
-            write_run_info(self.output_dir, args, argv)
-            accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
-        self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
         self.global_step = 0
         if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")
-            accelerator.load_state(str(checkpoint))
+            try:
+                accelerator.load_state(str(checkpoint))
+            except pickle.UnpicklingError as error:
+                # accelerate reads optimizer/scheduler/RNG state with torch.load(weights_only=True): anything but plain
+                # tensors and numbers is refused there, not run.
+                reason = str(error).strip().splitlines()[0][:120]
+                raise ValueError(
+                    f"{checkpoint} holds optimizer/scheduler/RNG state that is not plain tensor data ({reason}): refused. "
+                    "Resume only from checkpoints your own runs wrote."
+                ) from None
             self.global_step = step_of(checkpoint)
             saved_by = len(list(checkpoint.glob("random_states_*.pkl")))
             if saved_by != accelerator.num_processes:
@@ -208,6 +266,17 @@ class Trainer:
                     f"warning: {checkpoint.name} was written by {saved_by} process(es), this run has "
                     f"{accelerator.num_processes}: training goes on but will not repeat an uninterrupted run exactly."
                 )
+        # Every check has passed: only now is anything written into the run folder.
+        if accelerator.is_main_process:
+            if args.overwrite_output_dir and checkpoint is None:
+                aside = move_aside(self.output_dir, self.lock)
+                if aside is not None:
+                    print(f"--overwrite_output_dir: moved the earlier run in {self.output_dir} to {aside} (nothing was "
+                          "deleted; remove that folder when you no longer need it).", file=sys.stderr, flush=True)
+            write_run_info(self.output_dir, args, argv)
+            accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.wait_for_everyone()
+        self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
 
     # -- pieces of one step ------------------------------------------------------------------------------------
 
@@ -420,7 +489,7 @@ class Trainer:
                 losses_in_window = 0
                 window_start = time.perf_counter()
             if checkpoint_due or stop_signal:
-                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
+                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, config=self.run_config)
             if stop_signal:
                 raise TrainingStopped(
                     f"{signal.Signals(stop_signal).name} received: stopped after step {step} and wrote {checkpoint.name}; "
@@ -449,5 +518,8 @@ class Trainer:
 def run_training(args: argparse.Namespace, objective, argv: list[str] | None = None) -> Trainer:
     validate_training_args(args)
     trainer = Trainer(args, objective, argv if argv is not None else sys.argv)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.release_run_folder()
     return trainer
