@@ -87,3 +87,12 @@ def test_no_warning_without_a_token_flag(tmp_path, capsys):
     args = train_ddpm.parse_args(["--output_dir", str(tmp_path / "r"), *TINY_RUN, "--max_train_steps", "1"])
     train_ddpm.run_training(args, train_ddpm.DDPMObjective.from_args(args), argv=["train_ddpm.py"])
     assert "hub_token" not in capsys.readouterr().err
+
+
+def test_flags_without_effect_and_command_line_tokens_draw_a_warning():
+    from diffusion_lab.training.arguments import training_warnings
+
+    assert training_warnings(train_ddpm.parse_args([])) == []
+    warnings = training_warnings(train_ddpm.parse_args(["--dataloader_num_workers", "4", "--hub_token", "hf_SECRET123"]))
+    assert len(warnings) == 2 and not any("hf_SECRET123" in warning for warning in warnings)
+    assert warnings[1].startswith("warning: --dataloader_num_workers 4 has no effect")

@@ -201,3 +201,16 @@ def test_the_ema_in_a_checkpoint_is_read_from_safetensors_only(two_steps, tmp_pa
     write_manifest(folder / "checkpoint-2")
     status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
     assert status == 2 and len(lines) == 1 and "model_ema" in lines[0] and "pickled weights are never read" in lines[0], lines
+
+
+def test_train_cold_refuses_to_resume_a_ddpm_checkpoint(two_steps, tmp_path, capsys):
+    import train_cold
+
+    folder = copy_of(two_steps, tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(train_cold.main, list(map(str, ["--output_dir", folder, *SHORT, *RESUME])))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and lines == [
+        "error: checkpoint-2 was written by a DDPMObjective run (train_ddpm.py), this is a ColdObjective run: resume it "
+        "with the script that wrote it, or start a new run in another --output_dir."]

@@ -6,6 +6,7 @@ Writes a JSON with every metric and its real-vs-real value, and prints a one-lin
 """
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -108,6 +109,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.output = default_output(args.input)
     if args.output.exists() and not args.overwrite:
         raise ValueError(f"{args.output} already exists: pass --overwrite to replace it, or another --output.")
+    folder = args.output.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):  # found now, not after all the work
+        problem = "does not exist" if not folder.exists() else "is not a writable folder"
+        raise ValueError(f"the folder of --output {args.output} {problem}: create it or pass another --output.")
     check_device(args.device)
     return args
 

@@ -24,7 +24,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random (off for digits).")
     data.add_argument("--validation_fraction", type=float, default=0.05, help="Held-out fraction when the dataset has no test/validation split.")
     data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training images (quick experiments, tests).")
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Workers that gather batches from the decoded cache.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Accepted for diffusers' flag names; no effect (batches come from the memory-mapped cache).")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="cnn", help="cnn | cnn_large | unet | unet_mnist | unet_cifar10.")
@@ -120,3 +120,16 @@ def validate_training_args(args: argparse.Namespace) -> None:
         )
     if args.push_to_hub and args.hub_model_id is None:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-mnist).")
+
+
+def training_warnings(args: argparse.Namespace) -> list[str]:
+    """Flags that are accepted but deserve a word: a token on the command line, a flag that has no effect."""
+    from .run_folder import token_on_command_line_warning
+
+    warnings = [token_on_command_line_warning(args)]
+    if args.dataloader_num_workers:
+        warnings.append(
+            f"warning: --dataloader_num_workers {args.dataloader_num_workers} has no effect: batches are gathered from "
+            "the decoded, memory-mapped image cache in the training process (kept for diffusers' flag names)."
+        )
+    return [warning for warning in warnings if warning]

@@ -114,10 +114,17 @@ def check_same_run(checkpoint: Path, config: dict) -> bool:
     if not path.exists():
         return False
     recorded = json.loads(path.read_text())
+    if recorded.get("objective", config.get("objective")) != config.get("objective"):
+        raise ValueError(
+            f"{checkpoint.name} was written by a {recorded['objective']} run (train_"
+            f"{'cold' if 'Cold' in recorded['objective'] else 'ddpm'}.py), this is a {config.get('objective')} run: "
+            "resume it with the script that wrote it, or start a new run in another --output_dir."
+        )
     differing = [
         f"--{name} {_shown(recorded.get(name))} (this run: {_shown(value)})"
         for name, value in config.items()
-        if name not in CHANGEABLE_ON_RESUME and _comparable(recorded.get(name)) != _comparable(value)
+        # A setting the checkpoint does not record (a flag added since) is not compared.
+        if name not in CHANGEABLE_ON_RESUME and name in recorded and _comparable(recorded[name]) != _comparable(value)
     ]
     if differing:
         raise ValueError(

@@ -26,14 +26,14 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..hub import prepare_upload, push
+from ..hub import check_hub_access, prepare_upload, push
 from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, random_flip
 from ..models import build_model
 from ..pipelines.export import save_pipeline
-from .arguments import ArgumentError, validate_training_args
+from .arguments import ArgumentError, training_warnings, validate_training_args
 from .checkpoints import MANIFEST_NAME, check_same_run, complete_checkpoints, resolve_resume_path, save_checkpoint, step_of, verify_manifest
-from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside, public_args, token_on_command_line_warning, write_run_info
-from .stopping import RESUME_HINT, StopSignals, TrainingStopped
+from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside, public_args, write_run_info
+from .stopping import RESUME_HINT, StopSignals, TrainingStopped, stop_with_launcher
 
 VALIDATION_SEED = 1234
 
@@ -140,6 +140,7 @@ class Trainer:
         self.args = args
         self.objective = objective
         self.output_dir = Path(args.output_dir)
+        stop_with_launcher()  # a SIGTERM to the launcher alone stops this process too, with a checkpoint
         if args.deterministic:
             _use_deterministic_algorithms()
         accelerator_kwargs = {} if args.mixed_precision is None else {"mixed_precision": args.mixed_precision}
@@ -152,9 +153,14 @@ class Trainer:
             **accelerator_kwargs,
         )
         accelerator = self.accelerator
-        warning = token_on_command_line_warning(args)
-        if warning and accelerator.is_main_process:
-            print(warning, file=sys.stderr, flush=True)
+        if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+            raise ArgumentError(
+                "--mixed_precision fp16 needs a GPU: on a CPU the run would train in fp32 while its records say fp16. "
+                "Use --mixed_precision bf16 (or no) on a CPU."
+            )
+        if accelerator.is_main_process:
+            for warning in training_warnings(args):
+                print(warning, file=sys.stderr, flush=True)
         if args.allow_tf32 and not args.deterministic and accelerator.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -215,7 +221,7 @@ class Trainer:
         # Checked before anything is written into the run folder.
         checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
         # What a checkpoint records of its run, and what a resume must match (the precision actually used included).
-        self.run_config = {**public_args(args), "mixed_precision": accelerator.mixed_precision}
+        self.run_config = {**public_args(args), "mixed_precision": accelerator.mixed_precision, "objective": type(objective).__name__}
         if checkpoint is not None:
             if not verify_manifest(checkpoint):
                 accelerator.print(f"warning: {checkpoint.name} has no {MANIFEST_NAME} (written by an older diffusion-lab): its files cannot be verified.")
@@ -266,6 +272,9 @@ class Trainer:
                     f"warning: {checkpoint.name} was written by {saved_by} process(es), this run has "
                     f"{accelerator.num_processes}: training goes on but will not repeat an uninterrupted run exactly."
                 )
+        if args.push_to_hub and accelerator.is_main_process:
+            # A token, the network and write access are checked now, not after all the training.
+            args.hub_model_id = check_hub_access(args.hub_model_id, args.hub_token, args.hub_private_repo)
         # Every check has passed: only now is anything written into the run folder.
         if accelerator.is_main_process:
             if args.overwrite_output_dir and checkpoint is None:
@@ -273,7 +282,11 @@ class Trainer:
                 if aside is not None:
                     print(f"--overwrite_output_dir: moved the earlier run in {self.output_dir} to {aside} (nothing was "
                           "deleted; remove that folder when you no longer need it).", file=sys.stderr, flush=True)
-            write_run_info(self.output_dir, args, argv)
+            write_run_info(self.output_dir, args, argv, run={
+                "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+                "train_images": len(self.train_data), "validation_images": len(self.validation_data),
+                "max_train_steps": self.max_train_steps, "num_epochs": self.num_epochs, "steps_per_epoch": self.steps_per_epoch,
+            })
             accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         accelerator.wait_for_everyone()
         self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
@@ -341,6 +354,13 @@ class Trainer:
         """Called before anything is logged or written: stop if a loss was not finite since the last call."""
         first = self.accelerator.gather(self.first_nonfinite_step.reshape(1))
         first = first[first > 0]
+        if len(first) and not complete_checkpoints(self.output_dir):
+            raise TrainingStopped(
+                f"the loss was not finite at step {int(first.min())}; stopped at step {self.global_step} before any "
+                "checkpoint was written, so there is nothing to resume: start afresh (--overwrite_output_dir) with a "
+                "lower --learning_rate, a smaller --max_grad_norm, or --skip_nonfinite (skips such steps).",
+                exit_code=1,
+            )
         if len(first):
             raise TrainingStopped(
                 f"the loss was not finite at step {int(first.min())}; stopped at step {self.global_step} without saving, "

@@ -263,10 +263,15 @@ def token_on_command_line_warning(args: argparse.Namespace) -> str | None:
     )
 
 
-def write_run_info(output_dir: Path, args: argparse.Namespace, argv: list[str]) -> None:
+def write_run_info(output_dir: Path, args: argparse.Namespace, argv: list[str], run: dict | None = None) -> None:
+    """training_args.json: the command (with the launcher settings actually used), every flag, and `run`, what the
+    run actually did (images, steps, epochs, processes, precision)."""
     record_filter = RecordFilter(args, argv)
     words = [Path(argv[0]).name] + [record_filter(arg) for arg in argv[1:]]
-    info = {"command": "accelerate launch " + " ".join(shlex.quote(word) for word in words), "args": public_args(args, record_filter)}
+    run = run or {}
+    launcher = [f"--{name} {run[name]}" for name in ("num_processes", "mixed_precision") if name in run]
+    info = {"command": " ".join(["accelerate launch", *launcher, *(shlex.quote(word) for word in words)]),
+            "args": public_args(args, record_filter), "run": record_filter(run)}
     text = json.dumps(info, indent=2) + "\n"
     if record_filter.leaks(text):  # a token spelt differently in JSON (escaped characters): keep it out all the same
         raise ValueError("the run's record would hold a token: pass it through HF_TOKEN or `hf auth login`, not a flag.")
