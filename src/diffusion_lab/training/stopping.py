@@ -21,6 +21,10 @@ class TrainingStopped(Exception):
         self.exit_code = exit_code
 
 
+class SamplingStopped(Exception):
+    """A stop signal came while the run was drawing images; they are abandoned."""
+
+
 class StopSignals:
     """While active, SIGINT (Ctrl-C) and SIGTERM (kill, a scheduler's time limit) only record that they came.
 
@@ -41,6 +45,21 @@ class StopSignals:
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+    @contextmanager
+    def interrupting(self, model):
+        """While active, a received signal makes the next call of `model` raise SamplingStopped, so that sampling
+        (hundreds of model calls inside a pipeline) ends within one call of the signal."""
+
+        def check(module, inputs):
+            if self.received:
+                raise SamplingStopped()
+
+        handle = model.register_forward_pre_hook(check)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def _record(self, signum, frame) -> None:
         if not self.received:
