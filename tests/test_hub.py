@@ -68,7 +68,9 @@ def test_a_failed_upload_keeps_the_pipeline_and_gives_the_command_and_the_card_t
     assert 'from_pretrained("someone/x"' in card  # the repo id with its namespace
     assert "pip install diffusion-lab" not in card and "pypi.org" not in card  # not a published package
     command = json.loads((folder / "training_args.json").read_text())["command"]
-    assert command.startswith("accelerate launch --num_processes 1 --mixed_precision no train_ddpm.py") and command in card
+    # The launcher settings actually used (one process, the precision "auto" resolved to) and the whole command.
+    assert command.startswith("accelerate launch --num_processes 1 --mixed_precision ") and "auto" not in command.split()[5]
+    assert command in card
     # The data and steps actually used: 32 images, 4 steps per epoch, 2 steps = 1 epoch (not --num_epochs' default 10).
     for row in ("| max_train_samples | 32 |", "| train_images | 32 |", "| max_train_steps | 2 |", "| num_epochs | 1 |", "| steps_per_epoch | 4 |"):
         assert row in card, row

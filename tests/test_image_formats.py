@@ -76,7 +76,7 @@ def test_images_without_a_defined_range_are_refused_in_one_line(image, message, 
     folder.mkdir()
     Image.new("L", (8, 8), GRAY).save(folder / "0.png")
     image.save(folder / "1.tiff")
-    with pytest.raises(DataError, match=r"^image 1 \(.*1\.tiff\) " + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DataError, match=r"^image \d \(.*1\.tiff\) " + message.replace("(", r"\(").replace(")", r"\)")):
         load_image_caches(train_data_dir=str(folder), resolution=8, validation_fraction=0.5)
 
 
@@ -86,7 +86,7 @@ def test_an_image_too_large_to_decode_safely_is_refused_before_decoding(tmp_path
     Image.new("L", (16, 16), GRAY).save(folder / "0.png")
     Image.new("L", (40, 40), GRAY).save(folder / "1.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,600 pixels: above the limit, below twice the limit
-    with pytest.raises(DataError, match=r"^image 1 \(.*1\.png\) has more than 1,000 pixels: decoding it could exhaust memory"):
+    with pytest.raises(DataError, match=r"^image \d \(.*1\.png\) has more than 1,000 pixels: decoding it could exhaust memory"):
         load_image_caches(train_data_dir=str(folder), resolution=16, validation_fraction=0.5)
 
 
