@@ -157,7 +157,7 @@ def test_sigterm_while_decoding_images_leaves_no_partial_cache(tmp_path):
     with log.open("w") as stderr:
         process = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=stderr)
     try:
-        wait_for(lambda: list(cache.glob("*.tmp.npy")), "decoding")
+        wait_for(lambda: list(cache.glob("*.tmp.npy")), "decoding", timeout=600)  # after datasets load and the mode scan
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
