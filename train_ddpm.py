@@ -14,7 +14,7 @@ from diffusion_lab.training.loop import run_training
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_args(parser)
     add_ddpm_args(parser)
     # The recipe that reaches real-looking digits soonest (README, "Time to quality"): the fast UNet preset, AdamW at

@@ -38,7 +38,7 @@ def best_time_ms(function, repeats: int) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--orientation", choices=("rows", "columns"), default="rows")
     parser.add_argument("--repeats", type=int, default=20)

@@ -18,7 +18,7 @@ import torch
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cnn", "unet"])
     parser.add_argument("--batch_sizes", nargs="+", type=int, default=[8, 16, 32, 64, 128, 256])
     parser.add_argument("--images", type=int, default=256, help="Images per batch size per round.")

@@ -30,7 +30,7 @@ VARIANTS = ("eager", "channels_last", "bf16", "foreach", "fused", "threads2", "c
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cnn"])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["eager", "channels_last", "bf16", "foreach", "fused"])
     parser.add_argument("--batch_size", type=int, default=128)

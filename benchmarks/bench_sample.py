@@ -37,7 +37,7 @@ SAMPLERS = {  # name: (scheduler for diffusion_lab.sample.swap_scheduler, infere
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cnn", "unet"])
     parser.add_argument("--samplers", nargs="+", choices=tuple(SAMPLERS), default=list(SAMPLERS))
     parser.add_argument("--batch_size", type=int, default=64, help="Images per run (all samplers but DDPM-1000).")

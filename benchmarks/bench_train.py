@@ -42,7 +42,7 @@ SETUPS = {"a": "trainer", "b": "bare", "c": "example"}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cnn", "unet"], help="--model names of the trainer.")
     parser.add_argument("--setups", nargs="+", choices=tuple(SETUPS), default=list(SETUPS))
     parser.add_argument("--batch_size", type=int, default=128)
@@ -75,7 +75,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
     from diffusion_lab.training.ddpm_objective import DDPMObjective, add_ddpm_args
     from diffusion_lab.training.loop import Trainer
 
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     add_training_args(parser)
     add_ddpm_args(parser)
     argv = ["--model", model_name, "--output_dir", str(workdir / f"trainer-{model_name}"),

@@ -50,6 +50,11 @@ def wrap(owner, name, before=None, after=None):
     setattr(owner, name, wrapped)
 
 
+if os.environ.get("PAUSING_WORKER_DEATHSIG") != "production":
+    # The trainer asks for SIGTERM when its launcher dies (it then stops with a checkpoint); a test that kills the
+    # whole run wants every rank gone at once, as on a power cut: SIGKILL again.
+    wrap(loop, "stop_with_launcher", after=lambda *_: ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL))
+
 step = [0]
 wrap(loop.Trainer, "_train_step", before=lambda trainer: step.__setitem__(0, trainer.global_step + 1))
 wrap(accelerate.Accelerator, "backward", before=lambda *_: pause(f"step-{step[0]}"))

@@ -106,6 +106,20 @@ def damaged_run(c):
     return copy
 
 
+def parquet_with_a_null_image(c):
+    import io
+
+    from PIL import Image
+
+    folder = fresh(c, "parquet")
+    folder.mkdir()
+    png = io.BytesIO()
+    Image.new("L", (16, 16), 100).save(png, format="PNG")
+    rows = {"image": [{"bytes": png.getvalue(), "path": None}] * 3 + [None]}
+    datasets.Dataset.from_dict(rows, features=datasets.Features({"image": datasets.Image()})).to_parquet(str(folder / "train.parquet"))
+    return folder
+
+
 TRAIN_CASES = {
     "missing dataset folder": (lambda c: ["--dataset_name", c.root / "no" / "such"], "dataset folder"),
     "missing image folder": (lambda c: ["--train_data_dir", c.root / "nothing"], "is not a folder"),
@@ -123,6 +137,9 @@ TRAIN_CASES = {
     "resume without a checkpoint": (lambda c: ["--output_dir", fresh(c, "new"), "--resume_from_checkpoint", "latest"], "no complete checkpoint"),
     "resume from a cut-off checkpoint": (lambda c: ["--output_dir", c.run, "--resume_from_checkpoint", c.run / "checkpoint-4.tmp"], "is not a complete checkpoint folder"),
     "resume from a damaged checkpoint": (lambda c: ["--output_dir", damaged_run(c), "--resume_from_checkpoint", "latest"], "is damaged (missing optimizer.bin)"),
+    "--mixed_precision fp16 on a CPU": (lambda c: ["--mixed_precision", "fp16"], "--mixed_precision fp16 needs a GPU: on a CPU the run would train in fp32"),
+    "dataset too small to hold out validation": (lambda c: ["--train_data_dir", make_folder(fresh(c, "one"), count=1, size=(20, 20)), "--resolution", 16], "has 1 image(s) and no test/validation split: too few to hold out --validation_fraction 0.05"),
+    "a null image in a parquet": (lambda c: ["--dataset_name", parquet_with_a_null_image(c), "--resolution", 16, "--validation_fraction", 0.25], "image 3 is empty (null in the dataset): remove or fill that row"),
     "resume past --max_train_steps": (lambda c: ["--output_dir", c.run, "--resume_from_checkpoint", "latest", "--max_train_steps", 1], "checkpoint-2 is past the 1 steps"),
 }
 
@@ -306,6 +323,20 @@ def samples_folder(c):
     return folder
 
 
+def images_without_npz(c):
+    """What a cut-off sampling run leaves: images and a grid, no samples.npz."""
+    folder = fresh(c, "samples")
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "00000.png").write_bytes(b"earlier image")
+    (folder / "grid.png").write_bytes(b"earlier grid")
+    return folder
+
+
+def nested_pipeline(folder):
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "inner": ["diffusers", "DDPMPipeline"]}))
+
+
 SAMPLE_CASES = {
     "pipeline folder missing": (lambda c: [c.root / "no" / "such"], "pipeline folder"),
     "Hub id unreachable (offline)": (lambda c: ["someone/no-such-pipeline"], "could not download pipeline 'someone/no-such-pipeline'"),
@@ -329,6 +360,8 @@ SAMPLE_CASES = {
     "--output_dir under a file": (lambda c: [c.pipeline, "--output_dir", a_file(c) / "out"], "cannot write to --output_dir"),
     "--output_dir holding samples": (lambda c: [c.pipeline, "--output_dir", samples_folder(c)], "already holds samples.npz"),
     "--output_dir of a run": (lambda c: [c.pipeline, "--output_dir", c.run], "already holds model_index.json"),
+    "--output_dir holding images but no samples.npz": (lambda c: [c.pipeline, "--output_dir", images_without_npz(c)], "already holds grid.png"),
+    "a pipeline as a component": (lambda c: [broken_pipeline(c, nested_pipeline)], "names a DDPMPipeline as its 'inner' component, which is neither a model nor a scheduler"),
 }
 
 
@@ -348,6 +381,19 @@ def test_sample_refuses_bad_input_in_one_line(case, ctx, capsys):
 def npz_of(c, array):
     path = fresh(c, "images").with_suffix(".npz")
     np.savez(path, images=array)
+    return path
+
+
+def lying_npz(c):
+    """An .npz whose array header claims 784 GB: refused before anything is allocated."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 28, 28)})
+    path = fresh(c, "lying").with_suffix(".npz")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("images.npy", header.getvalue() + bytes(100))
     return path
 
 
@@ -376,6 +422,8 @@ EVALUATE_CASES = {
     "--reference that does not exist": (lambda c: [npz_of(c, random_images()), "--reference", c.root / "nothing"], "not found"),
     "wrong --image_column": (lambda c: [npz_of(c, random_images()), "--image_column", "picture"], "Column 'picture' is not in the dataset"),
     "--output that exists": (lambda c: [npz_of(c, random_images()), "--output", existing_file(c, "old.json")], "old.json already exists: pass --overwrite"),
+    ".npz whose header claims more than it holds": (lambda c: [lying_npz(c)], "claims shape (1000000000, 28, 28) (784,000,000,000 bytes) but holds 100 bytes"),
+    "--output in a folder that does not exist": (lambda c: [npz_of(c, random_images()), "--output", c.root / "no" / "such" / "e.json"], "/no/such/e.json does not exist: create it or pass another --output"),
     "unknown --reference_split": (lambda c: [npz_of(c, random_images()), "--reference_split", "holdout"], "Unknown split \"holdout\""),
 }
 

@@ -38,18 +38,20 @@ def _free_port() -> int:
 class Run:
     """One training command in its own process group, paused at `point` (see pausing_worker.py)."""
 
-    def __init__(self, script, processes, output_dir, *flags, point="none"):
+    def __init__(self, script, processes, output_dir, *flags, point="none", launcher=None):
         worker = [ROOT / "tests" / "pausing_worker.py", point, script, "--output_dir", output_dir, *KILL_RUN,
                   "--train_batch_size", 16 // processes, *flags]
-        if processes == 1:
+        if processes == 1 and not launcher:
             command = [sys.executable, *worker]
         else:
-            command = [shutil.which("accelerate"), "launch", "--multi_gpu", "--num_processes", processes, "--num_machines", 1,
-                       "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", _free_port(), *worker]
+            command = [shutil.which("accelerate"), "launch", *(["--multi_gpu"] if processes > 1 else []), "--num_processes",
+                       processes, "--num_machines", 1, "--mixed_precision", "no", "--dynamo_backend", "no",
+                       "--main_process_port", _free_port(), *worker]
         self.log_path = output_dir.parent / f"{output_dir.name}-{point}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1",
+               **({"PAUSING_WORKER_DEATHSIG": "production"} if launcher else {})}
         with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(list(map(str, command)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(list(map(str, command)), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd())
 
     @property
     def log(self) -> str:
@@ -123,6 +125,47 @@ def test_killed_runs_resume_to_the_weights_of_an_uninterrupted_run(script, proce
     assert expected.keys() == resumed.keys() and len(expected) > 0
     assert all(torch.equal(expected[key], resumed[key]) for key in expected), [k for k in expected if not torch.equal(expected[k], resumed[k])]
     load_pipeline(str(folder))
+
+
+def wait_for(condition, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.2)
+
+
+def test_sigterm_to_the_launcher_alone_stops_the_training_with_a_checkpoint(tmp_path):
+    """`kill <pid of accelerate launch>` (many schedulers do only this): accelerate's launcher dies at once; the
+    training process gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and stops after its step with a checkpoint,
+    instead of training on unattended."""
+    folder = tmp_path / "run"
+    run = Run("train_ddpm.py", 1, folder, point="step-3", launcher="accelerate")
+    run.wait_for_pause()
+    os.kill(run.process.pid, signal.SIGTERM)  # the launcher only, not its process group
+    assert run.process.wait(timeout=60) != 0
+    wait_for(lambda: "stopped: SIGTERM received: stopped after step 3 and wrote checkpoint-3" in run.log, "the stop")
+    assert checkpoints(folder) == ["checkpoint-3"]
+    wait_for(lambda: not (folder / ".run.lock").exists(), "releasing the run folder", timeout=30)
+
+
+def test_sigterm_while_decoding_images_leaves_no_partial_cache(tmp_path):
+    cache = tmp_path / "cache"
+    code = ("from diffusion_lab.cli import run_command\nfrom diffusion_lab.data import load_image_caches\n"
+            "run_command(lambda argv: load_image_caches(resolution=128), [])\n")
+    env = {**os.environ, "DIFFUSION_LAB_CACHE": str(cache)}
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=stderr)
+    try:
+        wait_for(lambda: list(cache.glob("*.tmp.npy")), "decoding", timeout=600)  # after datasets load and the mode scan
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert log.read_text().strip().splitlines()[-1] == (
+        "stopped: SIGTERM received while decoding images: nothing was saved; rerun the command.")
+    assert list(cache.iterdir()) == []  # the partial cache (a sparse file of several GB) is gone
 
 
 @pytest.mark.parametrize("step", [4, 8], ids=["mid-run", "after-the-last-step"])
@@ -216,6 +259,17 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_chec
     assert checkpoints(folder) == ["checkpoint-2"] and not (folder / "model_index.json").exists()
     assert all(torch.isfinite(t).all() for t in load_file(folder / "checkpoint-2" / "model" / "diffusion_pytorch_model.safetensors").values())
     assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [2]  # no NaN logged
+
+
+def test_a_non_finite_loss_before_any_checkpoint_names_no_checkpoint_to_resume(tmp_path, monkeypatch):
+    _patch_training_loss(monkeypatch, lambda step, loss: loss * float("nan") if step == 1 else loss)
+    with pytest.raises(TrainingStopped) as stopped:
+        train_in_process(tmp_path / "run")
+    assert str(stopped.value) == (
+        "the loss was not finite at step 1; stopped at step 2 before any checkpoint was written, so there is nothing "
+        "to resume: start afresh (--overwrite_output_dir) with a lower --learning_rate, a smaller --max_grad_norm, or "
+        "--skip_nonfinite (skips such steps).")
+    assert checkpoints(tmp_path / "run") == []
 
 
 def test_skip_nonfinite_skips_exactly_the_bad_steps(uninterrupted, tmp_path, monkeypatch, capsys):

@@ -13,12 +13,15 @@ import io
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from .training.stopping import stop_cleanly_on_sigterm
 
 # The MNIST copy shipped with the repository (same schema as the Hub's `ylecun/mnist`).
 SHIPPED_MNIST = Path(__file__).resolve().parents[2] / "data" / "mnist"
@@ -29,7 +32,21 @@ class DataError(ValueError):
     """Bad or missing training data; the message names the problem and the fix."""
 
 
+def _content_digest(folder: Path) -> str:
+    """SHA-1 of every file's relative path and bytes: changes when any content changes, whatever the mtimes say."""
+    digest = hashlib.sha1()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
+            digest.update(str(path.relative_to(folder)).encode() + b"\0")
+            with path.open("rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
 def _load_dataset_dict(dataset_name: str | None, train_data_dir: str | None):
+    """The dataset, and for a local folder the digest of its content (None for a Hub dataset, which a revision
+    pins)."""
     import datasets
 
     if dataset_name and train_data_dir:
@@ -37,20 +54,21 @@ def _load_dataset_dict(dataset_name: str | None, train_data_dir: str | None):
     if train_data_dir:
         if not Path(train_data_dir).is_dir():
             raise DataError(f"--train_data_dir {train_data_dir} is not a folder: pass a folder of images.")
-        return _load_local_folder(f"--train_data_dir {train_data_dir}", "imagefolder", data_dir=train_data_dir)
+        return _load_local_folder(f"--train_data_dir {train_data_dir}", Path(train_data_dir), "imagefolder", data_dir=train_data_dir)
     source = dataset_name or str(SHIPPED_MNIST)
     path = Path(source)
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            loaded = datasets.load_from_disk(str(path))
-            return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
-        return _load_local_folder(f"dataset folder {path}", str(path))
+            loaded = datasets.load_from_disk(str(path))  # read from the folder itself: never stale
+            loaded = loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
+            return loaded, _content_digest(path)
+        return _load_local_folder(f"dataset folder {path}", path, str(path))
     if dataset_name is None:
         raise DataError(f"the shipped MNIST copy is missing at {path}: restore data/mnist or pass --dataset_name.")
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise DataError(f"dataset folder {source} does not exist: check the path passed to --dataset_name.")
     try:
-        return datasets.load_dataset(source)
+        return datasets.load_dataset(source), None
     except Exception as error:  # offline, unknown id, gated repo...
         raise DataError(
             f"could not load dataset {source!r} ({type(error).__name__}): pass an existing local folder "
@@ -58,18 +76,46 @@ def _load_dataset_dict(dataset_name: str | None, train_data_dir: str | None):
         ) from None
 
 
-def _load_local_folder(what: str, *args, **kwargs):
+def _load_local_folder(what: str, folder: Path, *args, **kwargs):
+    """datasets' loader over a local folder, rebuilt when the folder's content changed since it was last loaded:
+    datasets keys its own cache on paths and modification times only."""
     import datasets
 
+    digest = _content_digest(folder)
+    record = _cache_dir() / "sources" / f"{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]}.txt"
+    if record.exists() and record.read_text() != digest:
+        kwargs["download_mode"] = "force_redownload"
     try:
-        return datasets.load_dataset(*args, **kwargs)
+        loaded = datasets.load_dataset(*args, **kwargs)
     except (FileNotFoundError, ValueError) as error:  # no data files, or none for the train split
         raise DataError(f"{what} holds no data ({error}): pass a folder of images, parquet or save_to_disk files.") from None
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(digest)
+    except OSError:  # a read-only cache: the decoded cache below still goes by content
+        pass
+    return loaded, digest
+
+
+GRAYSCALE_MODES = ("1", "L", "LA", "La")
+# 32-bit integer and float images have no defined intensity range (0..1? 0..255? 0..65535?): refused, not guessed.
+UNDEFINED_RANGE_MODES = ("I", "F")
+
+
+def _is_16_bit(image: Image.Image) -> bool:
+    return image.mode.startswith("I;16")
 
 
 def _image_mode(image: Image.Image) -> str:
-    """Grayscale stays one channel, everything else becomes RGB."""
-    return "L" if image.mode in ("L", "1", "I", "I;16", "F", "LA") else "RGB"
+    """Grayscale (1, 8 or 16 bits) stays one channel, everything else becomes RGB."""
+    return "L" if image.mode in GRAYSCALE_MODES or _is_16_bit(image) else "RGB"
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale scaled to 8 bits (PIL's convert("L") would clip every value above 255 to white)."""
+    if not _is_16_bit(image):
+        return image
+    return Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().astype(np.uint8), mode="L")
 
 
 def _open(item) -> Image.Image:
@@ -78,21 +124,54 @@ def _open(item) -> Image.Image:
         return item
     if not isinstance(item, dict) or not (item.get("bytes") or item.get("path")):
         raise DataError(f"column holds {type(item).__name__}, not images: pass the image column with --image_column.")
-    image = Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
-    image.load()
+    with warnings.catch_warnings():
+        # Above Image.MAX_IMAGE_PIXELS PIL only warns (an error above twice that): refuse before decoding it at all.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
+        image.load()
     return image
 
 
 def _open_or_explain(item, index: int) -> Image.Image:
+    if item is None:
+        raise DataError(f"image {index} is empty (null in the dataset): remove or fill that row and rerun.")
+    name = (item.get("path") if isinstance(item, dict) else None) or "in memory"
     try:
-        return _open(item)
-    except (OSError, UnidentifiedImageError, SyntaxError) as error:
-        name = item.get("path") if isinstance(item, dict) else None
-        raise DataError(f"image {index} ({name or 'in memory'}) cannot be decoded ({error}): remove or fix that file and rerun.") from None
+        image = _open(item)
+    except DataError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise DataError(
+            f"image {index} ({name}) has more than {Image.MAX_IMAGE_PIXELS:,} pixels: decoding it could exhaust memory "
+            "(a decompression bomb?); shrink or remove it and rerun."
+        ) from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise DataError(f"image {index} ({name}) cannot be decoded ({error}): remove or fix that file and rerun.") from None
+    if image.mode in UNDEFINED_RANGE_MODES:
+        raise DataError(
+            f"image {index} ({name}) is a 32-bit {'float' if image.mode == 'F' else 'integer'} image (mode {image.mode}) "
+            "with no defined intensity range: convert it to 8- or 16-bit and rerun."
+        )
+    return image
+
+
+def read_image(path: str | Path, index: int, mode: str | None = None) -> np.ndarray:
+    """One image file as uint8 intensities, (H, W) in grayscale or (H, W, 3), with the checks and conversions of
+    the training data (16-bit scaled, no 32-bit guesses, no decompression bombs); `mode` defaults to the image's own
+    L or RGB."""
+    image = _open_or_explain({"path": str(path), "bytes": None}, index)
+    mode = mode or _image_mode(image)
+    try:
+        return np.asarray(_to_8_bit(image).convert(mode), dtype=np.uint8)
+    except ValueError as error:
+        raise DataError(f"image {index} ({path}) of mode {image.mode} cannot be converted to {mode} ({error}): convert it to RGB or grayscale.") from None
 
 
 def _decode(image: Image.Image, mode: str, resolution: int, center_crop: bool) -> np.ndarray:
-    image = image.convert(mode)
+    try:
+        image = _to_8_bit(image).convert(mode)
+    except ValueError as error:  # a mode PIL cannot convert (e.g. LAB)
+        raise DataError(f"an image of mode {image.mode} cannot be converted to {mode} ({error}): convert the images to RGB or grayscale.") from None
     if center_crop:
         scale = resolution / min(image.size)
         image = image.resize((max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))), Image.BICUBIC)
@@ -104,10 +183,9 @@ def _decode(image: Image.Image, mode: str, resolution: int, center_crop: bool) -
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def _decode_split(split, image_column: str, resolution: int, center_crop: bool, path: Path, desc: str) -> None:
-    """Decode every image of `split` into a `.npy` file at `path`, written atomically."""
+def _image_column(split, image_column: str):
+    """The split's image column, read undecoded (we decode, so that a broken file is named by index and path)."""
     import datasets
-    from tqdm.auto import tqdm
 
     if image_column not in split.column_names:
         raise DataError(
@@ -118,20 +196,52 @@ def _decode_split(split, image_column: str, resolution: int, center_crop: bool, 
         raise DataError("the dataset has no images: check --dataset_name / --train_data_dir.")
     column = split.select_columns([image_column])
     if isinstance(column.features[image_column], datasets.Image):
-        # Decode ourselves so that a broken file is reported with its index instead of a datasets traceback.
         column = column.cast_column(image_column, datasets.Image(decode=False))
-    mode = _image_mode(_open_or_explain(column[0][image_column], 0))
+    return column
+
+
+def _dataset_mode(columns, image_column: str) -> str:
+    """L when every image of every split is grayscale, else RGB: decided over the whole dataset from the image
+    headers (not the first image, which a shuffle can make any one), so that train and validation agree."""
+    for column in columns:
+        for index, row in enumerate(column):
+            item = row[image_column]
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    mode = _image_mode(_open_header(item))
+            except Exception:
+                _open_or_explain(item, index)  # raises the one-line message for this image
+                raise
+            if mode == "RGB":
+                return "RGB"
+    return "L"
+
+
+def _open_header(item) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if not isinstance(item, dict) or not (item.get("bytes") or item.get("path")):
+        raise DataError("not an image")
+    return Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
+
+
+def _decode_split(column, image_column: str, mode: str, resolution: int, center_crop: bool, path: Path, desc: str) -> None:
+    """Decode every image of `column` into a `.npy` file at `path`, written atomically."""
+    from tqdm.auto import tqdm
+
     channels = 1 if mode == "L" else 3
     tmp_path = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    array = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(split), channels, resolution, resolution))
+    array = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(column), channels, resolution, resolution))
     try:
-        for index, row in enumerate(tqdm(column, desc=desc, leave=False)):
-            array[index] = _decode(_open_or_explain(row[image_column], index), mode, resolution, center_crop)
-        array.flush()
-        del array
-        os.replace(tmp_path, path)
+        with stop_cleanly_on_sigterm("decoding images"):
+            for index, row in enumerate(tqdm(column, desc=desc, leave=False)):
+                array[index] = _decode(_open_or_explain(row[image_column], index), mode, resolution, center_crop)
+            array.flush()
+            del array
+            os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
+        if tmp_path.exists():  # cut off (an error, Ctrl-C, SIGTERM): no partial cache is left behind
             tmp_path.unlink()
 
 
@@ -179,7 +289,7 @@ def load_image_caches(
         raise DataError(f"--resolution {resolution} is too small: use 8 or more (28 for MNIST, 32 for CIFAR-10).")
     if not 0 < validation_fraction < 1:
         raise DataError(f"--validation_fraction {validation_fraction} must be in (0, 1), e.g. 0.05.")
-    dataset = _load_dataset_dict(dataset_name, train_data_dir)
+    dataset, content_digest = _load_dataset_dict(dataset_name, train_data_dir)
     if "train" not in dataset:
         raise DataError(f"the dataset has no 'train' split (splits: {', '.join(dataset)}): use a dataset with one.")
     train = dataset["train"]
@@ -187,21 +297,32 @@ def load_image_caches(
     if validation_name is not None:
         validation = dataset[validation_name]
     else:
-        held_out = train.train_test_split(test_size=validation_fraction, seed=seed)
+        try:
+            held_out = train.train_test_split(test_size=validation_fraction, seed=seed)
+        except ValueError:
+            raise DataError(
+                f"the dataset has {len(train)} image(s) and no test/validation split: too few to hold out "
+                f"--validation_fraction {validation_fraction} and train on the rest: add images (or a test split)."
+            ) from None
         train, validation = held_out["train"], held_out["test"]
     if max_train_samples is not None:
         train = train.select(range(min(max_train_samples, len(train))))
         validation = validation.select(range(min(max(1, max_train_samples // 10), len(validation))))
 
-    caches = []
-    for name, split in (("train", train), ("validation", validation)):
-        key = json.dumps([split._fingerprint, image_column, resolution, center_crop])
-        path = _cache_dir() / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}-{name}.npy"
-        if is_main_process and not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _decode_split(split, image_column, resolution, center_crop, path, desc=f"decoding {name} images")
-        wait_for_everyone()
-        caches.append(ImageCache(np.load(path, mmap_mode="r")))
+    splits, paths = {"train": train, "validation": validation}, {}
+    for name, split in splits.items():
+        # The content digest: a source file changed in place (same name, same mtime) is decoded again.
+        key = json.dumps([split._fingerprint, content_digest, image_column, resolution, center_crop])
+        paths[name] = _cache_dir() / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}-{name}.npy"
+    if is_main_process and not all(path.exists() for path in paths.values()):
+        columns = {name: _image_column(split, image_column) for name, split in splits.items()}
+        mode = _dataset_mode(columns.values(), image_column)
+        for name, path in paths.items():
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _decode_split(columns[name], image_column, mode, resolution, center_crop, path, desc=f"decoding {name} images")
+    wait_for_everyone()
+    caches = [ImageCache(np.load(paths[name], mmap_mode="r")) for name in splits]
     return caches[0], caches[1]
 
 

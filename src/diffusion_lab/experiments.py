@@ -202,10 +202,12 @@ class ExperimentRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         print(f"[{variant.name}] training: {shlex.join(command)}", flush=True)
         start = time.perf_counter()
-        with (run_dir / "train.log").open("a") as log:
+        # Beside the run folder, not in it: a run folder holds only what the trainer writes (it refuses any other).
+        log_path = run_dir.with_name(f"{run_dir.name}.train.log")
+        with log_path.open("a") as log:
             returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=self.env).returncode
         if returncode != 0:
-            raise RuntimeError(f"training failed (exit {returncode}): see {run_dir / 'train.log'}")
+            raise RuntimeError(f"training failed (exit {returncode}): see {log_path}")
         record = {"command": shlex.join(command), "seconds": time.perf_counter() - start,
                   "resumed": "--resume_from_checkpoint" in command, "train_steps": self.train_steps(variant)}
         done.write_text(json.dumps(record, indent=2) + "\n")
@@ -259,7 +261,8 @@ class ExperimentRunner:
             # The restored test images are left out of the reference, so the distribution metrics see new images.
             evaluate_flags += ["--originals", str(samples_dir / "originals.npz"), "--reference_split", f"test[{num_restored}:]"]
         else:
-            sample([*common, "--num_images", str(budget.num_samples)])
+            # --overwrite_output_dir: samples without row.json are left by an attempt that stopped before the row was done.
+            sample([*common, "--num_images", str(budget.num_samples), "--overwrite_output_dir"])
             grid = samples_dir / "grid.png"
         sample_seconds = time.perf_counter() - start
         shutil.copyfile(grid, self.figures / f"exp_{row}.png")
@@ -473,7 +476,7 @@ def markdown_table(rows: list[dict], budget_name: str, budget: Budget, partial: 
 
 
 def parse_args(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="small")
     parser.add_argument("--only", nargs="+", default=None, help="Run only these variants (config file stems).")
     parser.add_argument("--configs_dir", type=Path, default=Path("experiments"))

@@ -7,10 +7,13 @@ checked without a network. The token is passed straight to huggingface_hub and n
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .training.run_folder import RecordFilter
 
 # Run artefacts that stay local: resumable state, logs, intermediate grids, temporary folders.
 NOT_UPLOADED = ("checkpoint-*", "checkpoint-*/**", "logs/**", "samples/**", "*.tmp", "**/*.tmp/**", ".*")
@@ -36,7 +39,7 @@ images = pipeline(batch_size=16).images
 {remote_code_note}
 ## Training
 
-Trained with [diffusion-lab](https://pypi.org/project/diffusion-lab/):
+Trained with diffusion-lab:
 
 ```bash
 {command}
@@ -52,8 +55,9 @@ Trained with [diffusion-lab](https://pypi.org/project/diffusion-lab/):
 """
 
 CARD_HYPERPARAMETERS = (
-    "model", "dataset_name", "resolution", "train_batch_size", "gradient_accumulation_steps", "learning_rate",
-    "lr_scheduler", "optimizer", "loss", "max_train_steps", "num_epochs", "use_ema", "ema_max_decay", "mixed_precision",
+    "model", "dataset_name", "max_train_samples", "train_images", "resolution", "num_processes", "train_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "lr_scheduler", "optimizer", "loss", "max_train_steps", "num_epochs",
+    "steps_per_epoch", "use_ema", "ema_max_decay", "mixed_precision",
     "ddpm_num_steps", "ddpm_beta_schedule", "noise_schedule", "beta_start", "beta_end", "prediction_type", "variance_type",
     "degradation", "seed",
 )
@@ -84,16 +88,27 @@ def _last_metrics(folder: Path) -> dict:
 
 def model_card(folder: Path, repo_id: str) -> str:
     info = json.loads((folder / "training_args.json").read_text()) if (folder / "training_args.json").exists() else {"args": {}, "command": ""}
-    args = info["args"]
+    # What the run actually did (steps, epochs, images, precision) over the flags as given.
+    args = {**info["args"], **info.get("run", {})}
     remote = _needs_remote_code(folder)
     dataset = args.get("dataset_name") or "ylecun/mnist"
-    card_data = ModelCardData(
-        library_name="diffusers", license="apache-2.0", datasets=[Path(dataset).name if Path(dataset).is_absolute() else dataset],
-        tags=["diffusers", "unconditional-image-generation", "diffusion-lab", "cold-diffusion" if args.get("degradation") else "ddpm"],
-    )
+    dataset = Path(dataset).name if Path(dataset).is_absolute() else dataset
     metrics = _last_metrics(folder)
+    numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float)) and math.isfinite(value)}
+    card_data = ModelCardData(
+        library_name="diffusers", license="apache-2.0", datasets=[dataset], pipeline_tag="unconditional-image-generation",
+        tags=["diffusers", "unconditional-image-generation", "diffusion-lab", "cold-diffusion" if args.get("degradation") else "ddpm"],
+        model_name=repo_id.split("/")[-1] if numbers else None,
+        eval_results=[
+            EvalResult(task_type="unconditional-image-generation", dataset_type=dataset, dataset_name=dataset,
+                       metric_type=key, metric_value=value, metric_name=key)
+            for key, value in numbers.items()
+        ] or None,
+    )
     rows = "\n".join(f"| {key} | {args[key]} |" for key in CARD_HYPERPARAMETERS if args.get(key) is not None)
-    return CARD_TEMPLATE.format(
+    if "/" not in repo_id:  # not uploaded: the snippet shows where the namespace goes
+        repo_id = f"your-name/{repo_id}"
+    card = CARD_TEMPLATE.format(
         card_data=card_data.to_yaml(),
         title=repo_id.split("/")[-1],
         description="An unconditional image diffusion pipeline trained with diffusion-lab.",
@@ -101,7 +116,7 @@ def model_card(folder: Path, repo_id: str) -> str:
         remote_code=", trust_remote_code=True" if remote else "",
         remote_code_note=(
             "\nThis pipeline uses classes of diffusion-lab whose code is stored in this repository (`*.py` next to the "
-            "weights); `trust_remote_code=True` runs that code. With `pip install diffusion-lab`, "
+            "weights); `trust_remote_code=True` runs that code. With diffusion-lab installed (from its source), "
             "`diffusion_lab.load_pipeline(repo_id)` loads it without running downloaded code.\n"
             if remote else ""
         ),
@@ -109,6 +124,7 @@ def model_card(folder: Path, repo_id: str) -> str:
         hyperparameters=rows,
         metrics="\n".join(f"- {key}: {value:.4g}" for key, value in metrics.items() if isinstance(value, (int, float))) or "Not measured.",
     )
+    return RecordFilter(None).hide(card)  # no token value (environment, stored login) even in a repo id typed by mistake
 
 
 def prepare_upload(folder: str | Path, repo_id: str) -> Upload:
@@ -124,10 +140,50 @@ def prepare_upload(folder: str | Path, repo_id: str) -> Upload:
     return Upload(repo_id=repo_id, folder=folder, card=card)
 
 
+class HubError(OSError):
+    """The Hub cannot be reached or written; the message says what is intact and what to do."""
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
+
+
+def check_hub_access(repo_id: str, token: str | None = None, private: bool = False) -> str:
+    """Before training: a token is present and the repository exists or can be created, and is ours to write (as
+    diffusers' example does with create_repo up front). Returns the full repo id (with its namespace)."""
+    import huggingface_hub
+    from huggingface_hub import constants, create_repo
+
+    if constants.HF_HUB_OFFLINE:
+        raise HubError("--push_to_hub cannot upload with HF_HUB_OFFLINE=1 set: unset it, or drop --push_to_hub and upload the pipeline later.")
+    if not (token or huggingface_hub.get_token()):
+        raise HubError("--push_to_hub needs a Hugging Face token: run `hf auth login` (or set HF_TOKEN) and rerun.")
+    try:
+        return create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
+    except Exception as error:  # network down, no write access, invalid id ...
+        raise HubError(
+            f"cannot create or reach the Hub repository {repo_id} ({_reason(error)}): check the id, the network and "
+            "that your token may write there (`hf auth whoami`), or drop --push_to_hub. Nothing was trained yet."
+        ) from None
+
+
+def upload_command(upload: Upload) -> str:
+    """The command that uploads a finished pipeline folder later, with the same files left out."""
+    excludes = " ".join(f"--exclude '{pattern}'" for pattern in upload.ignore_patterns)
+    return f"hf upload {upload.repo_id} {upload.folder} . {excludes}"
+
+
 def push(upload: Upload, token: str | None = None, private: bool = False) -> str:
     from huggingface_hub import create_repo, upload_folder
 
-    repo = create_repo(upload.repo_id, token=token, private=private, exist_ok=True)
-    upload_folder(repo_id=repo.repo_id, folder_path=upload.folder, token=token, ignore_patterns=list(upload.ignore_patterns),
-                  commit_message="Upload pipeline trained with diffusion-lab")
+    try:
+        repo = create_repo(upload.repo_id, token=token, private=private, exist_ok=True)
+        upload_folder(repo_id=repo.repo_id, folder_path=upload.folder, token=token, ignore_patterns=list(upload.ignore_patterns),
+                      commit_message="Upload pipeline trained with diffusion-lab")
+    except Exception as error:  # one line, not the connection tracebacks
+        raise HubError(
+            f"the upload to {upload.repo_id} failed ({_reason(error)}); the pipeline in {upload.folder} is complete. "
+            f"Upload it later with: {upload_command(upload)}"
+        ) from None
     return repo.repo_id

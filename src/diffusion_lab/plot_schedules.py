@@ -44,7 +44,7 @@ def plot_schedules(output: str, num_train_timesteps: int = 1000, beta_start: flo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="schedules.png", help="PNG file to write.")
     parser.add_argument("--num_train_timesteps", type=int, default=1000)
     parser.add_argument("--beta_start", type=float, default=1e-4)

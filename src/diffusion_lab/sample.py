@@ -12,6 +12,8 @@ Writes `<output_dir>/images/00000.png ...`, `grid.png` and `samples.npz` (uint8,
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, keeps
 from .training.run_folder import RUN_MARKERS
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pipeline", help="A pipeline folder or Hub id.")
     parser.add_argument("--output_dir", default=None, help="Default: <pipeline folder name>-samples.")
     parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow replacing the samples in --output_dir.")
@@ -63,17 +65,34 @@ def check_device(device: str) -> None:
         raise ValueError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N.") from None
 
 
+SAMPLE_OUTPUTS = ("samples.npz", "grid.png", "images", "four_columns.png")
+
+
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    """Refuse to write samples over earlier samples or into a run folder (they would be uploaded with it)."""
+    """Refuse, writing nothing, a folder that holds anything already (earlier samples, a run: samples written there
+    would be uploaded with it) unless --overwrite_output_dir, and one that cannot be created or written."""
     if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"--output_dir {output_dir} is a file: pass a folder path.")
-    taken = [name for name in ("samples.npz", *RUN_MARKERS) if (output_dir / name).exists()]
-    if taken and not overwrite:
-        raise FileExistsError(f"--output_dir {output_dir} already holds {taken[0]}: pass another --output_dir or --overwrite_output_dir.")
-    try:  # fail now rather than after sampling
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PermissionError(f"cannot write to --output_dir {output_dir} ({error.strerror}): choose a writable folder.") from None
+    held = sorted(path.name for path in output_dir.iterdir()) if output_dir.is_dir() else []
+    first = [name for name in ("samples.npz", *RUN_MARKERS) if name in held] + held  # the telling one first
+    if held and not overwrite:
+        raise FileExistsError(f"--output_dir {output_dir} already holds {first[0]}: pass another --output_dir or --overwrite_output_dir.")
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):  # fail now rather than after sampling
+        reason = "Not a directory" if not existing.is_dir() else "Permission denied"
+        raise PermissionError(f"cannot write to --output_dir {output_dir} ({reason}): choose a writable folder.")
+
+
+def clear_earlier_samples(output_dir: Path) -> None:
+    """--overwrite_output_dir: earlier samples go as a whole, so none of them mixes with the new ones."""
+    for name in SAMPLE_OUTPUTS:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
@@ -113,13 +132,16 @@ def main(argv):
     cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if cold else {}
     if args.conditional:
         output_dir.mkdir(parents=True, exist_ok=True)
+        clear_earlier_samples(output_dir)
         restoration_figure(pipeline, args, cold_kwargs).save(output_dir / "four_columns.png")
         print(f"wrote four_columns.png to {output_dir}")
         return
     steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
     images = generate(pipeline, args.num_images, args.batch_size, args.seed, steps, **cold_kwargs)
 
-    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    clear_earlier_samples(output_dir)
+    (output_dir / "images").mkdir()
     for index, image in enumerate(images):
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(output_dir / "images" / f"{index:05d}.png")
     grid = torch.from_numpy(images[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -6,6 +6,7 @@ Writes a JSON with every metric and its real-vs-real value, and prints a one-lin
 """
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -55,10 +56,26 @@ def load_images(path: str, npz_key: str = "images") -> torch.Tensor:
     return load_npz_images(path, npz_key) if str(path).endswith(".npz") else load_png_folder(path)
 
 
+def default_output(input_name: str) -> Path:
+    """`<INPUT>-evaluation.json` beside a local INPUT (`samples.npz` -> `samples-evaluation.json` in its folder, a folder
+    `ddpm-mnist/` -> `ddpm-mnist-evaluation.json` next to it), so that evaluating two inputs never writes one file, and
+    nothing lands in the current folder unless INPUT is a Hub id."""
+    path = Path(input_name)
+    if path.is_file():
+        return path.with_name(f"{path.stem}-evaluation.json")
+    if path.is_dir():
+        path = path.resolve()
+        return path.parent / f"{path.name}-evaluation.json"
+    return Path(f"{path.name}-evaluation.json")  # a Hub id (or a missing path, refused later)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("input", help="pipeline folder or Hub id, folder of PNGs, or .npz of images")
-    parser.add_argument("--output", type=Path, default=Path("evaluation.json"), help="where to write the JSON")
+    parser.add_argument(
+        "--output", type=Path, default=None,
+        help="where to write the JSON (default: beside INPUT, <INPUT name>-evaluation.json; for a Hub id, in the current folder)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--pixel_range", choices=PIXEL_RANGES, help="range of float .npz images (uint8 is inferred)")
     parser.add_argument("--npz_key", default="images", help="array to read from the .npz")
@@ -89,8 +106,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ValueError("--num_samples must be >= 2, --batch_size >= 1 and --noise >= 0.")
     if args.num_inference_steps is not None and args.num_inference_steps < 1:
         raise ValueError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer.")
+    if args.output is None:
+        args.output = default_output(args.input)
     if args.output.exists() and not args.overwrite:
         raise ValueError(f"{args.output} already exists: pass --overwrite to replace it, or another --output.")
+    folder = args.output.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):  # found now, not after all the work
+        problem = "does not exist" if not folder.exists() else "is not a writable folder"
+        raise ValueError(f"the folder of --output {args.output} {problem}: create it or pass another --output.")
     check_device(args.device)
     return args
 

@@ -1,12 +1,13 @@
 """Read image sets to evaluate: a dataset split, a folder of PNGs, or an .npz array, as uint8 (N, C, H, W)."""
 
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..data import SHIPPED_MNIST
+from ..data import SHIPPED_MNIST, _image_mode, _to_8_bit, read_image
 
 
 def load_dataset_images(
@@ -31,8 +32,8 @@ def load_dataset_images(
                 f"Column {column!r} is not in the dataset (columns: {data.column_names}): pass the right column name."
             )
     pil_images = data[image_column]
-    mode = "L" if all(image.mode == "L" for image in pil_images[:16]) else "RGB"
-    images = torch.from_numpy(np.stack([np.asarray(image.convert(mode)) for image in pil_images]))
+    mode = "L" if all(_image_mode(image) == "L" for image in pil_images[:16]) else "RGB"
+    images = torch.from_numpy(np.stack([np.asarray(_to_8_bit(image).convert(mode)) for image in pil_images]))
     images = images[:, None] if mode == "L" else images.permute(0, 3, 1, 2)
     labels = torch.tensor(data[label_column]) if label_column is not None else None
     return images.contiguous(), labels
@@ -43,7 +44,10 @@ def load_png_folder(folder: str | Path) -> torch.Tensor:
     paths = sorted(Path(folder).glob("*.png"))
     if not paths:
         raise ValueError(f"No .png files in {folder}: pass a folder of generated images, an .npz, or a pipeline.")
-    arrays = [np.asarray(Image.open(path)) for path in paths]
+    # Decoded as the training data is: palette images as colours, 16-bit scaled to 8, alpha dropped, 32-bit refused.
+    first = read_image(paths[0], 0)
+    mode = "L" if first.ndim == 2 else "RGB"
+    arrays = [first, *(read_image(path, index, mode) for index, path in enumerate(paths[1:], start=1))]
     for path, array in zip(paths, arrays):
         if array.shape != arrays[0].shape:
             raise ValueError(
@@ -59,13 +63,41 @@ def load_npz_images(path: str | Path, key: str = "images") -> torch.Tensor:
 
     `key` may be omitted when the file holds a single array. The dtype is kept: the caller declares the range.
     """
-    with np.load(path, allow_pickle=False) as archive:
-        if key not in archive.files:
-            if len(archive.files) != 1:
-                raise ValueError(f"{path} has arrays {archive.files} and no {key!r}: name the one to evaluate.")
-            key = archive.files[0]
-        array = archive[key]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if key not in archive.files:
+                if len(archive.files) != 1:
+                    raise ValueError(f"{path} has arrays {archive.files} and no {key!r}: name the one to evaluate.")
+                key = archive.files[0]
+            _check_array_size(archive, key, path)
+            array = archive[key]
+    except (zipfile.BadZipFile, EOFError, MemoryError) as error:
+        raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}): pass an .npz written by numpy.savez.") from None
+    except ValueError as error:
+        if str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path} cannot be read ({error}): pass an .npz written by numpy.savez.") from None
     return to_nchw(torch.from_numpy(array), source=f"{path}[{key}]")
+
+
+def _check_array_size(archive, key: str, path) -> None:
+    """Refuse, before allocating anything, an array whose header claims more bytes than the file holds or than
+    this machine's memory."""
+    member = archive.zip.getinfo(f"{key}.npy")
+    with archive.zip.open(member) as file:
+        version = np.lib.format.read_magic(file)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(file)
+        header_size = file.tell()
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > member.file_size - header_size:
+        raise ValueError(
+            f"{path}[{key}] claims shape {shape} ({claimed:,} bytes) but holds {member.file_size - header_size:,} bytes: "
+            "the file is damaged or not written by numpy.savez."
+        )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    if memory and claimed > memory // 2:
+        raise ValueError(f"{path}[{key}] holds {claimed:,} bytes, more than half this machine's memory: evaluate a subset.")
 
 
 def to_nchw(images: torch.Tensor, source: str = "images") -> torch.Tensor:

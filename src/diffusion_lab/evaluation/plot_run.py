@@ -164,7 +164,7 @@ def plot_run(run_dir: str | Path, output_dir: str | Path | None = None) -> list[
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a training run's --output_dir")
     parser.add_argument("--output_dir", default=None, help="where to write the PNGs (default: RUN_DIR/plots)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")

@@ -62,7 +62,7 @@ def accuracy(classifier: DigitClassifier, images: torch.Tensor, labels: torch.Te
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the shipped MNIST)")
     parser.add_argument("--output", type=Path, default=SHIPPED_WEIGHTS, help="weights file (.safetensors)")
     parser.add_argument("--num_epochs", type=int, default=4)

@@ -167,7 +167,7 @@ def load_pipeline(path_or_id: str, **kwargs):
     Weights are read from safetensors only (never pickle) and must fit the model exactly; a damaged folder raises
     a one-line error instead of loading partly random weights.
     """
-    from diffusers import ConfigMixin, DiffusionPipeline
+    from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin
 
     folder = _pipeline_folder(path_or_id)
     index_path = folder / "model_index.json"
@@ -188,6 +188,14 @@ def load_pipeline(path_or_id: str, **kwargs):
     for name, entry in index.items():
         if not name.startswith("_") and isinstance(entry, list):  # other entries are pipeline settings
             component_class = _index_class(entry, name, ConfigMixin)
+            if component_class is not None and not issubclass(component_class, (ModelMixin, SchedulerMixin)):
+                # A nested pipeline (or any other loader) would read its folder through diffusers' own loader, which
+                # falls back to pickled weights: only models (safetensors only) and schedulers (a config) are loaded.
+                raise ValueError(
+                    f"model_index.json names a {component_class.__name__} as its {name!r} component, which is neither a "
+                    "model nor a scheduler: diffusion_lab does not load it (its weights could be pickled). Re-save or "
+                    "re-download the pipeline."
+                )
             components[name] = None if component_class is None else _load_component(component_class, folder, name)
     try:
         return pipeline_class(**components, **kwargs)

@@ -29,7 +29,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
              "epoch (default 1024: within 2%% of the loss over all 10,000 MNIST test images, in seconds).",
     )
     data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training images (quick experiments, tests).")
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Workers that gather batches from the decoded cache.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Accepted for diffusers' flag names; no effect (batches come from the memory-mapped cache).")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="cnn", help="cnn | cnn_large | unet | unet_mnist | unet_fast | unet_cifar10.")
@@ -83,7 +83,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true")
     hub.add_argument("--hub_model_id", default=None)
-    hub.add_argument("--hub_token", default=None, help="Prefer `huggingface-cli login` or HF_TOKEN; the token is never written anywhere.")
+    hub.add_argument("--hub_token", default=None, help="Avoid: a token on the command line is visible in `ps` and in the launcher's error messages. Set HF_TOKEN or run `hf auth login` instead. No token value is ever written to the run's files.")
     hub.add_argument("--hub_private_repo", action="store_true")
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks.")
 
@@ -129,3 +129,16 @@ def validate_training_args(args: argparse.Namespace) -> None:
         )
     if args.push_to_hub and args.hub_model_id is None:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-mnist).")
+
+
+def training_warnings(args: argparse.Namespace) -> list[str]:
+    """Flags that are accepted but deserve a word: a token on the command line, a flag that has no effect."""
+    from .run_folder import token_on_command_line_warning
+
+    warnings = [token_on_command_line_warning(args)]
+    if args.dataloader_num_workers:
+        warnings.append(
+            f"warning: --dataloader_num_workers {args.dataloader_num_workers} has no effect: batches are gathered from "
+            "the decoded, memory-mapped image cache in the training process (kept for diffusers' flag names)."
+        )
+    return [warning for warning in warnings if warning]

@@ -7,6 +7,8 @@ remove at the next save).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -49,6 +51,99 @@ def resolve_resume_path(output_dir: Path, resume_from_checkpoint: str) -> Path:
     return path
 
 
+MANIFEST_NAME = "manifest.json"
+CONFIG_NAME = "run_config.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Size and SHA-256 of every file of a checkpoint, written last (once every process has written its files)."""
+    files = {str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+             for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST_NAME}
+    (folder / MANIFEST_NAME).write_text(json.dumps({"files": files}, indent=1) + "\n")
+
+
+def verify_manifest(checkpoint: Path) -> bool:
+    """Check every file of `checkpoint` against its manifest; False for a checkpoint written before manifests."""
+    path = checkpoint / MANIFEST_NAME
+    if not path.exists():
+        return False
+    hint = ("pass an earlier checkpoint-<step> folder to --resume_from_checkpoint, or delete this one to make the "
+            "previous one 'latest'.")
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FileNotFoundError(f"checkpoint {checkpoint} is damaged (its {MANIFEST_NAME} is unreadable): {hint}") from None
+    for name, expected in files.items():
+        file = checkpoint / name
+        if not file.is_file():
+            problem = f"missing {name}"
+        elif file.stat().st_size != expected["size"]:
+            problem = f"{name} has {file.stat().st_size} bytes, {expected['size']} were written"
+        elif _sha256(file) != expected["sha256"]:
+            problem = f"{name} differs from what was written"
+        else:
+            continue
+        raise FileNotFoundError(f"checkpoint {checkpoint} is damaged ({problem}): {hint}")
+    return True
+
+
+# Flags a resumed run may change: how long it runs, what it logs, saves, evaluates and uploads, and the remedies the
+# non-finite-loss message offers. Every other flag (model, data, schedule, T, prediction type, degradation, batch
+# size, accumulation, seed, optimizer, learning rate, precision, ...) must be what the checkpoint was trained with.
+CHANGEABLE_ON_RESUME = {
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_train_steps", "num_epochs", "logging_steps",
+    "save_images_epochs", "save_model_epochs", "num_inference_steps", "checkpointing_steps", "checkpoints_total_limit",
+    "eval_every_epochs", "eval_num_samples", "eval_batch_size", "logger", "push_to_hub", "hub_model_id",
+    "hub_private_repo", "debug", "skip_nonfinite", "max_grad_norm", "torch_compile", "allow_tf32", "deterministic",
+    "dataloader_num_workers", "noise",
+}
+
+
+def check_same_run(checkpoint: Path, config: dict) -> bool:
+    """Refuse to resume `checkpoint` with settings other than those it was trained with, naming each one that
+    differs; False for a checkpoint written before settings were recorded (nothing to compare)."""
+    path = checkpoint / CONFIG_NAME
+    if not path.exists():
+        return False
+    recorded = json.loads(path.read_text())
+    if recorded.get("objective", config.get("objective")) != config.get("objective"):
+        raise ValueError(
+            f"{checkpoint.name} was written by a {recorded['objective']} run (train_"
+            f"{'cold' if 'Cold' in recorded['objective'] else 'ddpm'}.py), this is a {config.get('objective')} run: "
+            "resume it with the script that wrote it, or start a new run in another --output_dir."
+        )
+    differing = [
+        f"--{name} {_shown(recorded.get(name))} (this run: {_shown(value)})"
+        for name, value in config.items()
+        # A setting the checkpoint does not record (a flag added since) is not compared.
+        if name not in CHANGEABLE_ON_RESUME and name in recorded and _comparable(recorded[name]) != _comparable(value)
+    ]
+    if differing:
+        raise ValueError(
+            f"{checkpoint.name} was trained with other settings: {', '.join(differing)}: resume with the checkpoint's "
+            "values, or start a new run (another --output_dir, or --overwrite_output_dir)."
+        )
+    return True
+
+
+def _comparable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return "(not given)" if value is None else str(value)
+
+
 def step_of(checkpoint: Path) -> int:
     return int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1))
 
@@ -62,8 +157,11 @@ def prune_checkpoints(output_dir: Path, keep: int | None, newest: Path) -> None:
         shutil.rmtree(old)
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None) -> Path:
-    """`accelerator.save_state` into a temporary folder, then rename it into place (all processes call this)."""
+def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None, config: dict | None = None) -> Path:
+    """`accelerator.save_state` into a temporary folder, then rename it into place (all processes call this).
+
+    `config`, the run's settings, is stored with it (`run_config.json`) so that a resume can check it continues the
+    same run; the manifest of sizes and hashes is written last."""
     final = output_dir / f"checkpoint-{step}"
     if accelerator.is_main_process:
         for stale in output_dir.glob("checkpoint-*.tmp"):  # left by a run killed mid-write
@@ -71,6 +169,11 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
     accelerator.wait_for_everyone()
     with staging_folder(output_dir / f"{final.name}.tmp", final.name, owner=accelerator.is_main_process) as staging:
         accelerator.save_state(str(staging))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if config is not None:
+                (staging / CONFIG_NAME).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+            write_manifest(staging)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         # A step redone after resuming from an earlier checkpoint: the old copy is removed only once replaced.

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import signal
 import sys
 import time
@@ -25,16 +26,16 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..hub import prepare_upload, push
+from ..hub import check_hub_access, prepare_upload, push
 from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, random_flip
 from ..models import build_model
 from ..pipelines.export import save_pipeline
 from ..sampling import autocast_with_fp32_outputs
-from .arguments import ArgumentError, validate_training_args
-from .checkpoints import complete_checkpoints, resolve_resume_path, save_checkpoint, step_of
+from .arguments import ArgumentError, training_warnings, validate_training_args
+from .checkpoints import MANIFEST_NAME, check_same_run, complete_checkpoints, resolve_resume_path, save_checkpoint, step_of, verify_manifest
 from .precision import auto_mixed_precision
-from .run_folder import check_output_dir, public_args, write_run_info
-from .stopping import RESUME_HINT, SamplingStopped, StopSignals, TrainingStopped
+from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside, public_args, write_run_info
+from .stopping import RESUME_HINT, SamplingStopped, StopSignals, TrainingStopped, stop_with_launcher
 
 VALIDATION_SEED = 1234
 
@@ -86,8 +87,18 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, o
         if keeps_state:
             objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
         if ema is not None:
-            saved = EMAModel.from_pretrained(Path(input_dir) / "model_ema", model_cls=ema.model_cls)
-            ema.load_state_dict(saved.state_dict())
+            # What EMAModel.from_pretrained does, but from safetensors only: it would fall back to a pickled .bin.
+            path = Path(input_dir) / "model_ema"
+            try:
+                _, ema_settings = ema.model_cls.from_config(path, return_unused_kwargs=True)
+                saved = ema.model_cls.from_pretrained(path, use_safetensors=True)
+            except OSError as error:
+                reason = str(error).strip().splitlines()[0].split(". ")[0]
+                raise FileNotFoundError(
+                    f"{path} holds no usable safetensors weights ({reason}); pickled weights are never read: pass an "
+                    "earlier checkpoint-<step> folder to --resume_from_checkpoint."
+                ) from None
+            ema.load_state_dict({**ema_settings, "shadow_params": [p.detach().clone() for p in saved.parameters()]})
             ema.to(accelerator.device)
         while models:
             model = accelerator.unwrap_model(models.pop(), keep_torch_compile=False)
@@ -131,6 +142,7 @@ class Trainer:
         self.args = args
         self.objective = objective
         self.output_dir = Path(args.output_dir)
+        stop_with_launcher()  # a SIGTERM to the launcher alone stops this process too, with a checkpoint
         if args.deterministic:
             _use_deterministic_algorithms()
         if args.mixed_precision == "auto":
@@ -146,12 +158,52 @@ class Trainer:
             **accelerator_kwargs,
         )
         accelerator = self.accelerator
+        if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+            raise ArgumentError(
+                "--mixed_precision fp16 needs a GPU: on a CPU the run would train in fp32 while its records say fp16. "
+                "Use --mixed_precision bf16 (or no) on a CPU."
+            )
+        if accelerator.is_main_process:
+            for warning in training_warnings(args):
+                print(warning, file=sys.stderr, flush=True)
         if args.allow_tf32 and not args.deterministic and accelerator.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        self.lock = None
+        self.created_output_dir = False
         if accelerator.is_main_process:
             check_output_dir(self.output_dir, resuming=args.resume_from_checkpoint is not None, overwrite=args.overwrite_output_dir)
+            self.created_output_dir = not self.output_dir.exists()
+            self._take_run_folder()
         accelerator.wait_for_everyone()
+        try:
+            self._set_up(argv)
+        except BaseException:
+            self.release_run_folder(failed=True)
+            raise
+
+    def _take_run_folder(self) -> None:
+        """Create the folder if needed and lock it for this run (main process): a second run on it is refused."""
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.lock = RunLock(self.output_dir)
+            self.lock.acquire()
+        except RunFolderBusy:
+            raise
+        except OSError as error:
+            self.release_run_folder(failed=True)
+            raise PermissionError(f"cannot write to --output_dir {self.output_dir} ({error.strerror}): choose a writable folder.") from None
+
+    def release_run_folder(self, failed: bool = False) -> None:
+        """Give up the lock; a folder this run created and left empty (it failed a check) is removed again."""
+        if self.lock is not None:
+            self.lock.release()
+        if failed and self.created_output_dir and self.output_dir.is_dir() and not any(self.output_dir.iterdir()):
+            self.output_dir.rmdir()
+
+    def _set_up(self, argv: list[str]) -> None:
+        """Data, model, optimizer, resume: every check before anything is written into the run folder."""
+        args, objective, accelerator = self.args, self.objective, self.accelerator
         set_seed(args.seed, device_specific=True)
 
         self.train_data, self.validation_data = load_image_caches(
@@ -173,6 +225,13 @@ class Trainer:
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         # Checked before anything is written into the run folder.
         checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+        # What a checkpoint records of its run, and what a resume must match (the precision actually used included).
+        self.run_config = {**public_args(args), "mixed_precision": accelerator.mixed_precision, "objective": type(objective).__name__}
+        if checkpoint is not None:
+            if not verify_manifest(checkpoint):
+                accelerator.print(f"warning: {checkpoint.name} has no {MANIFEST_NAME} (written by an older diffusion-lab): its files cannot be verified.")
+            if not check_same_run(checkpoint, self.run_config):
+                accelerator.print(f"warning: {checkpoint.name} records no settings (written by an older diffusion-lab): resuming it with these flags unchecked.")
         if checkpoint is not None and step_of(checkpoint) > self.max_train_steps:
             raise ArgumentError(
                 f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
@@ -198,15 +257,20 @@ class Trainer:
         self.signals = StopSignals()
         self.first_nonfinite_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0: none yet
 
-        if accelerator.is_main_process:
-            write_run_info(self.output_dir, args, argv)
-            accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
-        self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
         self.global_step = 0
         self.pipeline_step = None  # the step whose weights the saved pipeline holds
         if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")
-            accelerator.load_state(str(checkpoint))
+            try:
+                accelerator.load_state(str(checkpoint))
+            except pickle.UnpicklingError as error:
+                # accelerate reads optimizer/scheduler/RNG state with torch.load(weights_only=True): anything but plain
+                # tensors and numbers is refused there, not run.
+                reason = str(error).strip().splitlines()[0][:120]
+                raise ValueError(
+                    f"{checkpoint} holds optimizer/scheduler/RNG state that is not plain tensor data ({reason}): refused. "
+                    "Resume only from checkpoints your own runs wrote."
+                ) from None
             self.global_step = step_of(checkpoint)
             saved_by = len(list(checkpoint.glob("random_states_*.pkl")))
             if saved_by != accelerator.num_processes:
@@ -214,6 +278,24 @@ class Trainer:
                     f"warning: {checkpoint.name} was written by {saved_by} process(es), this run has "
                     f"{accelerator.num_processes}: training goes on but will not repeat an uninterrupted run exactly."
                 )
+        if args.push_to_hub and accelerator.is_main_process:
+            # A token, the network and write access are checked now, not after all the training.
+            args.hub_model_id = check_hub_access(args.hub_model_id, args.hub_token, args.hub_private_repo)
+        # Every check has passed: only now is anything written into the run folder.
+        if accelerator.is_main_process:
+            if args.overwrite_output_dir and checkpoint is None:
+                aside = move_aside(self.output_dir, self.lock)
+                if aside is not None:
+                    print(f"--overwrite_output_dir: moved the earlier run in {self.output_dir} to {aside} (nothing was "
+                          "deleted; remove that folder when you no longer need it).", file=sys.stderr, flush=True)
+            write_run_info(self.output_dir, args, argv, run={
+                "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+                "train_images": len(self.train_data), "validation_images": len(self.validation_data),
+                "max_train_steps": self.max_train_steps, "num_epochs": self.num_epochs, "steps_per_epoch": self.steps_per_epoch,
+            })
+            accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.wait_for_everyone()
+        self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
 
     # -- pieces of one step ------------------------------------------------------------------------------------
 
@@ -278,6 +360,13 @@ class Trainer:
         """Called before anything is logged or written: stop if a loss was not finite since the last call."""
         first = self.accelerator.gather(self.first_nonfinite_step.reshape(1))
         first = first[first > 0]
+        if len(first) and not complete_checkpoints(self.output_dir):
+            raise TrainingStopped(
+                f"the loss was not finite at step {int(first.min())}; stopped at step {self.global_step} before any "
+                "checkpoint was written, so there is nothing to resume: start afresh (--overwrite_output_dir) with a "
+                "lower --learning_rate, a smaller --max_grad_norm, or --skip_nonfinite (skips such steps).",
+                exit_code=1,
+            )
         if len(first):
             raise TrainingStopped(
                 f"the loss was not finite at step {int(first.min())}; stopped at step {self.global_step} without saving, "
@@ -464,7 +553,7 @@ class Trainer:
                 window_start = time.perf_counter()
             checkpoint = None
             if checkpoint_due or stop_signal:
-                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
+                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, config=self.run_config)
             if epoch_ends and not stop_signal:
                 train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / losses_in_epoch if losses_in_epoch else math.nan
                 self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
@@ -473,7 +562,7 @@ class Trainer:
                 # A signal during the epoch's validation, grids or evaluation stops the run here.
                 stop_signal = self._stop_signal()
                 if stop_signal and checkpoint is None:
-                    checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
+                    checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, config=self.run_config)
             if stop_signal:
                 raise TrainingStopped(
                     f"{signal.Signals(stop_signal).name} received: stopped after step {step} and wrote {checkpoint.name}; "
@@ -507,5 +596,8 @@ class Trainer:
 def run_training(args: argparse.Namespace, objective, argv: list[str] | None = None) -> Trainer:
     validate_training_args(args)
     trainer = Trainer(args, objective, argv if argv is not None else sys.argv)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.release_run_folder()
     return trainer

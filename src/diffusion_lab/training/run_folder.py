@@ -5,63 +5,276 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
+import socket
+import time
 from pathlib import Path
 
 # Files that show a folder already holds a run (ours or any saved pipeline).
 RUN_MARKERS = ("model_index.json", "metrics.jsonl", "training_args.json")
+# The lock of the run that owns the folder (hidden: never uploaded, never taken for output).
+LOCK_NAME = ".run.lock"
+
+
+class RunFolderBusy(FileExistsError):
+    """Another run holds the folder's lock."""
+
+
+def earlier_output(output_dir: Path) -> list[str]:
+    """What the folder holds besides our lock: any existing output counts, not one marker file."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(path.name for path in output_dir.iterdir() if not path.name.startswith(LOCK_NAME))
 
 
 def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
-    """Refuse to train into a folder holding another run unless resuming or told to overwrite."""
+    """Refuse a folder the run cannot use, writing nothing: a file, a folder holding another run (unless resuming or
+    told to overwrite), a folder that cannot be created or written."""
     if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"--output_dir {output_dir} is a file: pass a folder path.")
-    holds_run = output_dir.is_dir() and (
-        any((output_dir / marker).exists() for marker in RUN_MARKERS) or any(output_dir.glob("checkpoint-*"))
-    )
-    if holds_run and not (resuming or overwrite):
+    held = earlier_output(output_dir)
+    if held and not (resuming or overwrite):
         raise FileExistsError(
-            f"--output_dir {output_dir} already holds a run: pass --resume_from_checkpoint latest to continue it, "
-            "--overwrite_output_dir to replace it, or another --output_dir."
+            f"--output_dir {output_dir} already holds a run ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}): pass "
+            "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or another --output_dir."
         )
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    reason = None
+    if not existing.is_dir():
+        reason = "Not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = "Permission denied"
+    elif overwrite and held and not os.access(output_dir.resolve().parent, os.W_OK | os.X_OK):
+        reason = "its parent folder is not writable, so the earlier run cannot be moved aside"
+    elif overwrite and held and output_dir.resolve() in (Path.cwd(), *Path.cwd().parents):
+        reason = "it holds the current folder, so the earlier run cannot be moved aside"
+    if reason:
+        raise PermissionError(f"cannot write to --output_dir {output_dir} ({reason}): choose a writable folder.")
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (Linux: /proc/<pid>/stat field 22), which tells a reused pid apart."""
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write_probe"
-        probe.write_text("")
-        probe.unlink()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the whole run: `<output_dir>/.run.lock`, holding the owner's pid, host
+    and process start time.
+
+    The lock file is written completely under another name and hard-linked into place, which fails if a lock
+    exists: two runs cannot both take it. A lock whose owner is gone (same host, and that pid no longer runs or now
+    belongs to a process started at another time) is stale: it is taken over, so a crashed run never wedges the
+    folder. A lock from another host cannot be checked and is refused, with the way out.
+    """
+
+    def __init__(self, output_dir: Path):
+        self.path = output_dir / LOCK_NAME
+        self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
+                      "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "id": os.urandom(8).hex()}
+        self.held = False
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text())
+            return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else {}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def _is_stale(self, holder: dict) -> bool:
+        if holder.get("host") != self.owner["host"]:
+            return False
+        if not _process_alive(holder["pid"]):
+            return True
+        return holder.get("start") is not None and _process_start(holder["pid"]) not in (None, holder["start"])
+
+    def acquire(self) -> None:
+        staged = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
+        staged.write_text(json.dumps(self.owner) + "\n")
+        try:
+            for _ in range(3):
+                try:
+                    os.link(staged, self.path)
+                    self.held = True
+                    return
+                except FileExistsError:
+                    holder = self._holder()
+                    if holder is None:  # released meanwhile: try again
+                        continue
+                    if not holder:
+                        raise RunFolderBusy(
+                            f"--output_dir {self.path.parent} has an unreadable lock {self.path}: if no run uses the "
+                            "folder, delete that file and rerun."
+                        ) from None
+                    if not self._is_stale(holder):
+                        raise RunFolderBusy(
+                            f"--output_dir {self.path.parent} is in use by another training run (pid {holder['pid']} on "
+                            f"{holder.get('host')}, since {holder.get('since')}): wait for it to end or choose another "
+                            f"--output_dir; if that run is gone, delete {self.path}."
+                        ) from None
+                    # Stale: only one of several runs taking it over wins the rename; the others see it gone.
+                    try:
+                        os.replace(self.path, self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}.tmp"))
+                    except FileNotFoundError:
+                        pass
+                    self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}.tmp").unlink(missing_ok=True)
+            raise RunFolderBusy(f"--output_dir {self.path.parent}: could not take its lock {self.path}: rerun.")
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held and self._holder() == self.owner:
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+
+def move_aside(output_dir: Path, lock: RunLock) -> Path | None:
+    """--overwrite_output_dir: the whole earlier run goes, in one rename, to `<name>.replaced-<UTC time>` beside the
+    folder (nothing is deleted); the lock is taken again in the emptied folder. Returns where it went."""
+    if not earlier_output(output_dir):
+        return None
+    output_dir = output_dir.resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    aside = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}")
+    count = 1
+    while aside.exists():
+        count += 1
+        aside = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}-{count}")
+    try:
+        os.rename(output_dir, aside)
     except OSError as error:
-        raise PermissionError(f"cannot write to --output_dir {output_dir} ({error.strerror}): choose a writable folder.") from None
+        raise PermissionError(
+            f"cannot move the earlier run in --output_dir {output_dir} aside ({error.strerror}): move or delete it "
+            "yourself, or choose another --output_dir."
+        ) from None
+    output_dir.mkdir()
+    lock.held = False
+    lock.acquire()
+    (aside / LOCK_NAME).unlink(missing_ok=True)
+    return aside
 
 
-def _local_path_free(value):
-    """Absolute paths reveal the user's machine: keep only the last component."""
-    return Path(value).name if isinstance(value, str) and os.path.isabs(value) else value
+# Where huggingface_hub looks for a token besides --hub_token.
+TOKEN_ENVIRONMENT = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# A Hugging Face access token, wherever it appears (e.g. pasted into the wrong flag).
+TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+HIDDEN = "***"
 
 
-def public_args(args: argparse.Namespace) -> dict:
-    """The flags worth recording: no token, no absolute local paths."""
-    return {key: _local_path_free(value) for key, value in vars(args).items() if key != "hub_token"}
+def secret_values(args: argparse.Namespace | None = None) -> set[str]:
+    """Every token value this run knows of: --hub_token, the environment and huggingface_hub's stored login."""
+    values = {getattr(args, "hub_token", None), *(os.environ.get(name) for name in TOKEN_ENVIRONMENT)}
+    try:
+        from huggingface_hub import get_token
+
+        values.add(get_token())
+    except Exception:  # no readable token file: nothing more to hide
+        pass
+    return {value for value in values if isinstance(value, str) and len(value) >= 4}
 
 
-def write_run_info(output_dir: Path, args: argparse.Namespace, argv: list[str]) -> None:
-    words = [Path(argv[0]).name] + [_local_path_free(arg) for arg in _without_token(argv[1:])]
-    info = {"command": "accelerate launch " + " ".join(shlex.quote(word) for word in words), "args": public_args(args)}
+class RecordFilter:
+    """Cleans every value that goes into a record (training_args.json, the model card, tracker hyper-parameters).
+
+    It works on values, not on flag spellings: each token value the run knows of (and anything shaped like a
+    Hugging Face token) becomes `***`, and each absolute local path becomes its last component, wherever it appears
+    -- as a flag value, after `--flag=`, or inside a longer string.
+    """
+
+    def __init__(self, args: argparse.Namespace | None, argv: list[str] = ()):
+        self.secrets = sorted(secret_values(args), key=len, reverse=True)
+        found = {*self._absolute_paths(vars(args).values() if args is not None else ()), *self._absolute_paths(argv)}
+        self.paths = sorted(found, key=len, reverse=True)
+
+    @staticmethod
+    def _absolute_paths(values) -> set[str]:
+        paths = set()
+        for value in values:
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(item, str):
+                    candidate = item.split("=", 1)[1] if item.startswith("-") and "=" in item else item
+                    if os.path.isabs(candidate) and len(candidate) > 1:
+                        paths.update({candidate, candidate.rstrip("/") or candidate})
+        return paths
+
+    def hide(self, value: str) -> str:
+        """`value` with every known token and absolute path replaced, wherever they occur in it."""
+        for secret in self.secrets:
+            value = value.replace(secret, HIDDEN)
+        value = TOKEN_PATTERN.sub(HIDDEN, value)
+        for path in self.paths:
+            value = value.replace(path, Path(path).name)
+        return value
+
+    def text(self, value: str) -> str:
+        value = self.hide(value)
+        if value.startswith("-") and "=" in value:
+            flag, rest = value.split("=", 1)
+            return f"{flag}={self._path_free(rest)}"
+        return self._path_free(value)
+
+    @staticmethod
+    def _path_free(value: str) -> str:
+        return Path(value).name if os.path.isabs(value) else value
+
+    def __call__(self, value):
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, (list, tuple)):
+            return type(value)(self(item) for item in value)
+        if isinstance(value, dict):
+            return {key: self(item) for key, item in value.items()}
+        return value
+
+    def leaks(self, text: str) -> bool:
+        return any(secret in text for secret in self.secrets) or bool(TOKEN_PATTERN.search(text))
+
+
+def public_args(args: argparse.Namespace, record_filter: RecordFilter | None = None) -> dict:
+    """The flags worth recording: no token value anywhere, no absolute local paths."""
+    record_filter = record_filter or RecordFilter(args)
+    return {key: record_filter(value) for key, value in vars(args).items() if key != "hub_token"}
+
+
+def token_on_command_line_warning(args: argparse.Namespace) -> str | None:
+    """A warning, which does not repeat the token, when one was passed as a flag."""
+    if getattr(args, "hub_token", None) is None:
+        return None
+    return (
+        "warning: --hub_token on the command line can be read by other users of this machine (ps, shell history), and "
+        "`accelerate launch` prints the whole command if training fails: set HF_TOKEN or run `hf auth login` instead."
+    )
+
+
+def write_run_info(output_dir: Path, args: argparse.Namespace, argv: list[str], run: dict | None = None) -> None:
+    """training_args.json: the command (with the launcher settings actually used), every flag, and `run`, what the
+    run actually did (images, steps, epochs, processes, precision)."""
+    record_filter = RecordFilter(args, argv)
+    words = [Path(argv[0]).name] + [record_filter(arg) for arg in argv[1:]]
+    run = run or {}
+    launcher = [f"--{name} {run[name]}" for name in ("num_processes", "mixed_precision") if name in run]
+    info = {"command": " ".join(["accelerate launch", *launcher, *(shlex.quote(word) for word in words)]),
+            "args": public_args(args, record_filter), "run": record_filter(run)}
+    text = json.dumps(info, indent=2) + "\n"
+    if record_filter.leaks(text):  # a token spelt differently in JSON (escaped characters): keep it out all the same
+        raise ValueError("the run's record would hold a token: pass it through HF_TOKEN or `hf auth login`, not a flag.")
     tmp = output_dir / "training_args.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, output_dir / "training_args.json")
-
-
-def _without_token(argv: list[str]) -> list[str]:
-    cleaned, skip = [], False
-    for arg in argv:
-        if skip:
-            cleaned.append("***")
-            skip = False
-        elif arg == "--hub_token":
-            cleaned.append(arg)
-            skip = True
-        elif arg.startswith("--hub_token="):
-            cleaned.append("--hub_token=***")
-        else:
-            cleaned.append(arg)
-    return cleaned

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import sys
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 RESUME_HINT = "rerun the same command with --resume_from_checkpoint latest"
 
@@ -62,3 +65,47 @@ class StopSignals:
         if not self.received:
             print(f"\n{signal.Signals(signum).name} received: stopping after this step to write a checkpoint.", file=sys.stderr, flush=True)
         self.received = signum
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+LAUNCHERS = (b"accelerate", b"torchrun", b"torch.distributed.run", b"torch.distributed.launch")
+
+
+def stop_with_launcher() -> bool:
+    """Under `accelerate launch` or torchrun, have the kernel send this process SIGTERM when its launcher dies.
+
+    `kill <launcher pid>` (what many schedulers do) makes accelerate's launcher exit at once, leaving the training
+    process running unattended; with this, it stops as for any SIGTERM: after the step, with a checkpoint. Only
+    under a launcher: a run started with `nohup python train_ddpm.py` must outlive its shell. Linux only.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        command = Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    if not any(name in command for name in LAUNCHERS):
+        return False
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the launcher died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
+
+
+@contextmanager
+def stop_cleanly_on_sigterm(what: str):
+    """Inside, SIGTERM raises TrainingStopped like Ctrl-C raises KeyboardInterrupt, so that `finally` blocks remove
+    what was half-written (e.g. a partly decoded image cache) instead of the process dying on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise TrainingStopped(f"{signal.Signals(signum).name} received while {what}: nothing was saved; rerun the command.", 128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,216 @@
+"""A run folder belongs to one run, and a resume continues the same run (issue 17, sections 2 and 3)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import train_ddpm
+from conftest import TINY_RUN
+from diffusion_lab.cli import run_command
+from diffusion_lab.training.run_folder import LOCK_NAME, RunFolderBusy, RunLock
+
+SHORT = [*TINY_RUN, "--max_train_samples", "32", "--train_batch_size", "8", "--eval_batch_size", "2",
+         "--num_inference_steps", "2"]
+
+
+def run(capsys, *argv):
+    """A command as its console script runs it: (exit status, stderr lines)."""
+    capsys.readouterr()
+    try:
+        run_command(train_ddpm.main, list(map(str, argv)))
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code
+    return status, [line for line in capsys.readouterr().err.splitlines() if line.strip() and "it/s" not in line and "s/it" not in line]
+
+
+def snapshot(folder):
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "start": None, "since": "then"}))
+        status, lines = run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 1)
+        assert status == 2 and lines == [
+            f"error: --output_dir {folder} is in use by another training run (pid {holder.pid} on {socket.gethostname()}, "
+            f"since then): wait for it to end or choose another --output_dir; if that run is gone, delete {folder / LOCK_NAME}."]
+        assert sorted(path.name for path in folder.iterdir()) == [LOCK_NAME]  # nothing written, the lock kept
+        # The same lock from another host cannot be checked: refused too.
+        (folder / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "then"}))
+        with pytest.raises(RunFolderBusy, match="pid 1 on elsewhere"):
+            RunLock(folder).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_crashed_runs_stale_lock_is_taken_over(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "start": "1", "since": "then"}))
+    lock = RunLock(folder)
+    lock.acquire()
+    assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+    # A live pid that now belongs to a process started at another time (a reused pid) is stale as well.
+    (folder / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": "1", "since": "then"}))
+    RunLock(folder).acquire()
+    lock.release()  # not its lock any more: left alone
+    assert (folder / LOCK_NAME).exists()
+
+
+def test_the_lock_is_held_during_the_run_and_released_after(tmp_path):
+    folder = tmp_path / "run"
+    seen = []
+    args = train_ddpm.parse_args(["--output_dir", str(folder), *SHORT, "--max_train_steps", "1"])
+    trainer = train_ddpm.run_training.__globals__["Trainer"](args, train_ddpm.DDPMObjective.from_args(args), ["train_ddpm.py"])
+    seen.append(json.loads((folder / LOCK_NAME).read_text())["pid"])
+    with pytest.raises(RunFolderBusy, match="is in use by another training run"):
+        RunLock(folder).acquire()  # the same process, another lock: refused while the run holds it
+    trainer.train()
+    trainer.release_run_folder()
+    assert seen == [os.getpid()] and not (folder / LOCK_NAME).exists()
+
+
+def test_overwrite_moves_the_whole_earlier_run_aside_and_says_where(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 2, "--checkpointing_steps", 1)[0] == 0
+    old = snapshot(folder)
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 1, "--overwrite_output_dir", "--checkpointing_steps", 5)
+    aside = [path for path in tmp_path.iterdir() if path.name.startswith("run.replaced-")]
+    assert status == 0 and len(aside) == 1
+    assert f"--overwrite_output_dir: moved the earlier run in {folder} to {aside[0]} (nothing was deleted" in "\n".join(lines)
+    # Nothing of the old run is left for a resume, the plot or the upload: no checkpoint, one step of metrics.
+    assert not list(folder.glob("checkpoint-*"))
+    assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines() if "loss" in line][:1] == [1]
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 3, "--resume_from_checkpoint", "latest")
+    assert status == 2 and "no complete checkpoint in" in lines[-1]
+    # The old run is whole, where the message said.
+    assert {path.relative_to(folder): data for path, data in old.items()} == {
+        path.relative_to(aside[0]): data for path, data in snapshot(aside[0]).items()}
+
+
+def test_any_earlier_output_counts_and_a_refused_run_writes_nothing(tmp_path, capsys):
+    folder = tmp_path / "run"
+    (folder / "samples").mkdir(parents=True)  # a run killed before its first metrics line
+    (folder / "samples" / "epoch_0001.png").write_bytes(b"png")
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 1)
+    assert status == 2 and lines == [f"error: --output_dir {folder} already holds a run (samples): pass --resume_from_checkpoint "
+                                     "latest to continue it, --overwrite_output_dir to replace it, or another --output_dir."]
+    # A folder this command created for a run that failed a check is removed again.
+    new = tmp_path / "new"
+    status, lines = run(capsys, "--output_dir", new, *SHORT, "--max_train_steps", 1, "--image_column", "picture")
+    assert status == 2 and "column 'picture' not found" in lines[-1] and not new.exists()
+
+
+@pytest.fixture(scope="module")
+def two_steps(tmp_path_factory):
+    """A finished two-step run with EMA and checkpoint-2 (copied by each test that changes it)."""
+    folder = tmp_path_factory.mktemp("resume") / "run"
+    train_ddpm.main(["--output_dir", str(folder), *SHORT, "--use_ema", "--max_train_steps", "2", "--checkpointing_steps", "2"])
+    return folder
+
+
+def copy_of(folder, tmp_path):
+    import shutil
+
+    shutil.copytree(folder, tmp_path / "run")
+    return tmp_path / "run"
+
+
+RESUME = ["--use_ema", "--resume_from_checkpoint", "latest", "--max_train_steps", 3]
+
+
+def test_resume_with_other_settings_is_refused_naming_each_flag(two_steps, tmp_path, capsys):
+    folder = copy_of(two_steps, tmp_path)
+    before = snapshot(folder)
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME, "--seed", 1, "--learning_rate", "3e-3", "--ddpm_num_steps", 500)
+    assert status == 2 and lines == [
+        "error: checkpoint-2 was trained with other settings: --seed 0 (this run: 1), --learning_rate 0.001 (this run: "
+        "0.003), --ddpm_num_steps 1000 (this run: 500): resume with the checkpoint's values, or start a new run "
+        "(another --output_dir, or --overwrite_output_dir)."]
+    assert snapshot(folder) == before  # training_args.json included: nothing is written before the checks pass
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME[:-1], "4", "--model", "unet")
+    assert status == 2 and lines[-1].startswith("error: checkpoint-2 was trained with other settings: --model cnn (this run: unet):")
+    # What may change on resume does: more steps, logging and checkpointing cadence, --max_grad_norm.
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME, "--logging_steps", 1, "--checkpointing_steps", 3, "--max_grad_norm", "0.5")
+    assert status == 0, lines
+    assert json.loads((folder / "checkpoint-3" / "run_config.json").read_text())["learning_rate"] == 0.001
+
+
+def test_a_checkpoint_file_that_changed_is_refused_by_the_manifest(two_steps, tmp_path, capsys):
+    folder = copy_of(two_steps, tmp_path)
+    state = folder / "checkpoint-2" / "random_states_0.pkl"
+    data = bytearray(state.read_bytes())
+    data[-20] ^= 1  # one bit: same size, different content
+    state.write_bytes(bytes(data))
+    before = snapshot(folder)
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
+    assert status == 2 and lines == [
+        f"error: checkpoint {folder / 'checkpoint-2'} is damaged (random_states_0.pkl differs from what was written): pass an "
+        "earlier checkpoint-<step> folder to --resume_from_checkpoint, or delete this one to make the previous one 'latest'."]
+    state.write_bytes(bytes(data[:100]))
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
+    assert status == 2 and f"(random_states_0.pkl has 100 bytes, {len(data)} were written)" in lines[-1]
+    assert {path: data for path, data in snapshot(folder).items() if path != state} == {p: d for p, d in before.items() if p != state}
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_hostile_pickle_in_a_checkpoint_is_refused_in_one_line(two_steps, tmp_path, capsys):
+    import pickle
+
+    from diffusion_lab.training.checkpoints import write_manifest
+
+    folder = copy_of(two_steps, tmp_path)
+    marker = tmp_path / "code-was-run"
+    (folder / "checkpoint-2" / "optimizer.bin").write_bytes(pickle.dumps(Payload(marker)))
+    write_manifest(folder / "checkpoint-2")  # an attacker who rewrote the manifest too
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {folder / 'checkpoint-2'} holds optimizer/scheduler/RNG state that is not plain tensor data (")
+    assert lines[0].endswith("): refused. Resume only from checkpoints your own runs wrote.")
+    assert not marker.exists()
+
+
+def test_the_ema_in_a_checkpoint_is_read_from_safetensors_only(two_steps, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    from diffusion_lab.training.checkpoints import write_manifest
+
+    folder = copy_of(two_steps, tmp_path)
+    ema = folder / "checkpoint-2" / "model_ema"
+    torch.save(load_file(ema / "diffusion_pytorch_model.safetensors"), ema / "diffusion_pytorch_model.bin")
+    (ema / "diffusion_pytorch_model.safetensors").unlink()
+    write_manifest(folder / "checkpoint-2")
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
+    assert status == 2 and len(lines) == 1 and "model_ema" in lines[0] and "pickled weights are never read" in lines[0], lines
+
+
+def test_train_cold_refuses_to_resume_a_ddpm_checkpoint(two_steps, tmp_path, capsys):
+    import train_cold
+
+    folder = copy_of(two_steps, tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(train_cold.main, list(map(str, ["--output_dir", folder, *SHORT, *RESUME])))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and lines == [
+        "error: checkpoint-2 was written by a DDPMObjective run (train_ddpm.py), this is a ColdObjective run: resume it "
+        "with the script that wrote it, or start a new run in another --output_dir."]
