@@ -328,3 +328,89 @@ def test_two_processes_train_a_conditional_model_in_sync(tmp_path):
     assert "class_embedding.weight" in trained[0]
     assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
     assert type(load_pipeline(str(output_dir))) is ClassConditionalDDPMPipeline
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------
+
+
+def mnist_test(count):
+    from diffusion_lab.evaluation.image_sources import load_dataset_images
+
+    images, labels = load_dataset_images(split=f"test[:{count}]", label_column="label")
+    return images, labels
+
+
+def test_class_accuracy_per_class_reads_real_digits_and_catches_wrong_labels():
+    from diffusion_lab.evaluation import evaluate_images
+
+    images, labels = mnist_test(300)
+    right = evaluate_images(images[:100], images[100:], images_range="uint8", reference_range="uint8", labels=labels[:100])
+    assert right["class_accuracy"] > 0.95 and len(right["class_accuracy_per_class"]) == 10
+    wrong = evaluate_images(images[:100], images[100:], images_range="uint8", reference_range="uint8", labels=(labels[:100] + 1) % 10)
+    assert wrong["class_accuracy"] < 0.05
+    counts = torch.bincount(labels[:100], minlength=10)
+    assert [a is None for a in right["class_accuracy_per_class"]] == [bool(c == 0) for c in counts]
+
+
+def test_fd_dinov2_with_a_small_random_dinov2_offline(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from diffusion_lab.evaluation import evaluate_images
+    from diffusion_lab.evaluation.dinov2 import Dinov2Features
+
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                     image_size=28, patch_size=14))
+    assert Dinov2Features(model, image_size=28)(torch.zeros(3, 1, 28, 28)).shape == (3, 32)
+    images, _ = mnist_test(400)
+    noise = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8)
+    common = dict(images_range="uint8", reference_range="uint8", dinov2=model, dinov2_image_size=28)
+    real = evaluate_images(images[:100], images[100:], **common)
+    fake = evaluate_images(noise, images[100:], **common)
+    assert real["fd_dinov2_real"] == fake["fd_dinov2_real"] and fake["fd_dinov2"] > 2 * real["fd_dinov2"]
+    skipped = evaluate_images(noise, images[100:], images_range="uint8", reference_range="uint8", dinov2=str(tmp_path / "no-weights"))
+    assert "fd_dinov2" not in skipped
+    assert any(note.startswith("FD-DINOv2 skipped: no DINOv2 weights") for note in skipped["notes"])
+
+
+def test_guidance_sweep_writes_a_table_and_a_plot(tmp_path):
+    from diffusion_lab.evaluation.evaluate import main as evaluate
+
+    folder = tmp_path / "conditional"
+    save_pipeline(ClassConditionalDDPMPipeline(tiny_unet(sample_size=28), DDPMScheduler(num_train_timesteps=20), class_names=DIGITS), folder)
+    output = tmp_path / "sweep.json"
+    result = evaluate([str(folder), "--num_samples", "20", "--num_inference_steps", "2", "--guidance_scale", "0", "1", "3",
+                       "--output", str(output), "--dinov2_model", "none", "--batch_size", "20"])
+    sweep = result["guidance_sweep"]
+    assert [row["guidance_scale"] for row in sweep] == [0, 1, 3] and all(row["num_samples"] == 20 for row in sweep)
+    assert all(len(row["class_accuracy_per_class"]) == 10 and 0 <= row["class_accuracy"] <= 1 for row in sweep)
+    table = output.with_suffix(".md").read_text().splitlines()
+    assert table[0].startswith("| w | digit FD | digit IS | class accuracy | 0 | 1 |") and len([line for line in table if line.startswith("| ")]) == 4
+    assert output.with_suffix(".png").stat().st_size > 0 and json.loads(output.read_text())["guidance_sweep"][2]["guidance_scale"] == 3
+
+
+@pytest.mark.slow
+def test_a_short_real_run_draws_digits_the_classifier_reads_as_their_class(tmp_path):
+    """Cold diffusion with a growing mask (2 levels): the fully masked start holds nothing, so what is drawn comes
+    from the label alone. 100 steps of a small UNet on 2,048 digits; 10 samples of each digit at guidance 3."""
+    from diffusion_lab.evaluation import DigitClassifier
+
+    config = tmp_path / "small_unet.json"
+    config.write_text(json.dumps({
+        "_class_name": "UNet2DModel", "sample_size": 28, "in_channels": 1, "out_channels": 1, "block_out_channels": [16, 32],
+        "layers_per_block": 1, "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"],
+        "norm_num_groups": 8,
+    }))
+    folder = tmp_path / "real"
+    train(train_cold, folder, "--model_config_name_or_path", config, "--degradation", "mask", "--rings_per_level", "7",
+          "--max_train_samples", "2048", "--train_batch_size", "32", "--learning_rate", "3e-3", "--max_train_steps", "100",
+          "--loss", "mse", "--start_samples", "200", "--start_components", "2", "--checkpointing_steps", "1000",
+          "--save_images_epochs", "100")
+    pipeline = load_pipeline(str(folder))
+    pipeline.set_progress_bar_config(disable=True)
+    labels = torch.arange(10).repeat_interleave(10)
+    images = pipeline(class_labels=labels, guidance_scale=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    predicted = DigitClassifier.from_file()(images * 2 - 1).argmax(dim=1)
+    per_class = [(predicted[labels == k] == k).float().mean().item() for k in range(10)]
+    above_chance = sum(accuracy > 0.1 for accuracy in per_class)
+    assert above_chance >= 6, per_class  # most classes read as themselves more often than chance (10 %)
