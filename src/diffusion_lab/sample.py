@@ -1,6 +1,7 @@
 """Generate images from a saved pipeline.
 
-    python -m diffusion_lab.sample ddpm-mnist --num_images 64 --scheduler ddim --num_inference_steps 50
+    python -m diffusion_lab.sample ddpm-mnist --num_images 64                      # DPM-Solver, 20 steps
+    python -m diffusion_lab.sample ddpm-mnist --scheduler ddpm                     # 1,000 ancestral steps
     python -m diffusion_lab.sample cold-rows-mnist --noise 0.01          # cold diffusion, from the fitted start
     python -m diffusion_lab.sample cold-rows-mnist --conditional --num_images 8   # restore real test images
     python -m diffusion_lab.sample ddpm-cond --class_labels 7 --guidance_scale 3  # class-conditional runs
@@ -18,18 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .cli import run_command
 from .data import image_grid, load_image_caches
 from .pipelines.class_guidance import class_index, num_classes_of
 from .pipelines.export import load_pipeline
+from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, keeps_own_scheduler, swap_scheduler, use_sampler
 from .training.run_folder import RUN_MARKERS
-
-FAST_SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver": DPMSolverMultistepScheduler}
-
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,8 +35,9 @@ def parse_args(argv):
     parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow replacing the samples in --output_dir.")
     parser.add_argument("--num_images", type=int, default=None, help="Default: 64; for class-conditional pipelines 8 per class.")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 1000 for ddpm, 50 for ddim, 20 for dpmsolver.")
-    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None, help="Swap the sampler (keeps the trained betas).")
+    parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 20 for dpmsolver, 50 for ddim, every training step for ddpm; DES 100, cold diffusion every level.")
+    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None,
+                        help="The sampler, swapped in on the trained betas (stock DDPM pipelines; default dpmsolver). DES and cold pipelines keep their own.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust_remote_code", action="store_true", help="Load classes diffusion_lab lacks from the pipeline's own code (runs that code).")
@@ -89,14 +87,6 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
         raise PermissionError(f"cannot write to --output_dir {output_dir} ({error.strerror}): choose a writable folder.") from None
 
 
-def swap_scheduler(pipeline, name: str) -> None:
-    """Replace the sampler, keeping the betas (diffusers' from_config carries trained_betas and beta settings)."""
-    pipeline.scheduler = FAST_SCHEDULERS[name].from_config(pipeline.scheduler.config)
-
-
-DEFAULT_STEPS = {None: None, "ddpm": None, "ddim": 50, "dpmsolver": 20}
-
-
 def class_labels_for(pipeline, class_labels: list[str] | None, per_class: int) -> list[int] | None:
     """The intended class of each image: `per_class` of each class asked for (default, or "all": every class, in
     order); None for a pipeline that is not class-conditional (which must not be given labels)."""
@@ -116,24 +106,6 @@ def class_labels_for(pipeline, class_labels: list[str] | None, per_class: int) -
     return [label for label in classes for _ in range(per_class)]
 
 
-def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
-             class_labels: list[int] | None = None, **kwargs) -> np.ndarray:
-    """uint8 images (N, H, W, C); batch b uses generator seed + b, so results do not depend on the device count.
-
-    `class_labels` (class-conditional pipelines): the class of each of the N images."""
-    if num_inference_steps:
-        kwargs["num_inference_steps"] = num_inference_steps
-    batches = []
-    for batch_index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="sampling")):
-        generator = torch.Generator().manual_seed(seed + batch_index)
-        size = min(batch_size, num_images - start)
-        if class_labels is not None:
-            kwargs["class_labels"] = class_labels[start : start + size]
-        images = pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images
-        batches.append((np.asarray(images) * 255).round().astype(np.uint8))
-    return np.concatenate(batches)
-
-
 def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
     """The seeds' four columns for real test images: original, degraded (level T), one-step, iterative."""
     conditional = num_classes_of(pipeline.unet) is not None
@@ -151,11 +123,6 @@ def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
     return image_grid(columns.flatten(0, 1) * 2 - 1, columns=4)
 
 
-def is_cold(pipeline) -> bool:
-    """Cold-diffusion pipelines restore a degradation instead of denoising with a scheduler."""
-    return hasattr(pipeline, "degradation")
-
-
 def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
     """A saved pipeline on `device`, with its sampler swapped if asked (stock-DDPM pipelines only)."""
     if trust_remote_code:
@@ -165,8 +132,7 @@ def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str =
     else:
         pipeline = load_pipeline(name_or_path)
     if scheduler is not None:
-        # A cold pipeline has no noise scheduler; swapping DES's would drop its noise scale s.
-        if is_cold(pipeline) or hasattr(pipeline.scheduler.config, "noise_scale"):
+        if keeps_own_scheduler(pipeline):
             raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
         swap_scheduler(pipeline, scheduler)
     pipeline.set_progress_bar_config(leave=False)
@@ -194,7 +160,7 @@ def main(argv):
     labels = class_labels_for(pipeline, args.class_labels, per_class)
     num_images = len(labels) if labels is not None else (args.num_images or 64)
     guidance = {"guidance_scale": args.guidance_scale} if conditional else {}
-    steps = args.num_inference_steps or DEFAULT_STEPS[args.scheduler]
+    steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
     images = generate(pipeline, num_images, args.batch_size, args.seed, steps, class_labels=labels, **guidance, **cold_kwargs)
 
     (output_dir / "images").mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ def evaluate_images(
     labels: torch.Tensor | None = None,
     dinov2: str | torch.nn.Module | None = None,
     dinov2_image_size: int = 224,
+    psnr_ssim: bool = True,
 ) -> dict:
     """Every applicable metric of `images` (N, C, H, W) against `reference` (default: shipped MNIST test split).
 
@@ -66,6 +67,7 @@ def evaluate_images(
             accuracy on them, overall (`class_accuracy`) and per class (`class_accuracy_per_class`).
         dinov2: a DINOv2 model, or its local folder / Hub id (read from the cache only), for FD-DINOv2
             (`fd_dinov2`); None: not computed. Weights that are absent skip it with a note.
+        psnr_ssim: False skips PSNR/SSIM against references, the slow part (time-to-quality curves).
 
     Returns:
         metric name -> float, plus `num_samples` (N), `num_reference` (size of each real subset),
@@ -125,9 +127,10 @@ def evaluate_images(
             distances = frechet_distances(Dinov2Features(model, dinov2_image_size), compared, candidates, max(1, batch_size // 4), device)
             result["fd_dinov2"], result["fd_dinov2_real"] = distances["generated"], distances["real"]
 
-    psnr_references = compared[:NUM_PSNR_REFERENCES]
-    result["psnr"], result["ssim"] = psnr_ssim_against_references(images, psnr_references, batch_size, device)
-    result["psnr_real"], result["ssim_real"] = real_psnr_ssim(stand_in, psnr_references, batch_size, device)
+    if psnr_ssim:
+        psnr_references = compared[:NUM_PSNR_REFERENCES]
+        result["psnr"], result["ssim"] = psnr_ssim_against_references(images, psnr_references, batch_size, device)
+        result["psnr_real"], result["ssim_real"] = real_psnr_ssim(stand_in, psnr_references, batch_size, device)
 
     if originals is not None:
         originals, checks["originals"] = to_signed_unit_range(originals, originals_range, "original images")

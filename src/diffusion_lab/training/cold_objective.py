@@ -138,10 +138,11 @@ class ColdObjective(ClassConditioning):
                                      class_names=self.class_names)
 
     @torch.no_grad()
-    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None) -> torch.Tensor:
+    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None,
+               progress: str | None = None) -> torch.Tensor:
         """Samples in [-1, 1], shape (N, C, H, W); class-conditional runs draw the classes in order (`grid_labels`)."""
         pipeline = self.pipeline(model)
-        pipeline.set_progress_bar_config(disable=True)
+        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=progress is None)  # a bar if named
         labels = self.grid_labels(num_images)
         images = pipeline(batch_size=num_images, class_labels=labels, generator=generator, num_inference_steps=num_inference_steps,
                           noise=self.noise, output_type="pt").images
