@@ -147,6 +147,7 @@ SHARED_NUMERIC_CASES = [
     ("learning_rate", "inf", "must be a finite number"),
     ("lr_warmup_steps", 100, "has no effect with --lr_scheduler constant: use --lr_scheduler constant_with_warmup"),
     ("validation_fraction", "nan", "must be a finite number"),
+    ("max_validation_samples", 0, "must be a positive integer"),
     ("label_dropout", 1, "must be in [0, 1)"),
     ("label_dropout", "nan", "must be a finite number"),
 ]
