@@ -164,6 +164,9 @@ SHARED_NUMERIC_CASES = [
     ("learning_rate", "inf", "must be a finite number"),
     ("lr_warmup_steps", 100, "has no effect with --lr_scheduler constant: use --lr_scheduler constant_with_warmup", "--lr_scheduler", "constant"),
     ("validation_fraction", "nan", "must be a finite number"),
+    ("max_validation_samples", 0, "must be a positive integer"),
+    ("label_dropout", 1, "must be in [0, 1)"),
+    ("label_dropout", "nan", "must be a finite number"),
 ]
 SCRIPT_NUMERIC_CASES = {
     "train_ddpm.py": [
@@ -357,6 +360,9 @@ SAMPLE_CASES = {
     "--noise -1": (lambda c: [c.pipeline, "--noise", -1], "--noise -1.0 must be a number >= 0"),
     "--noise nan": (lambda c: [c.pipeline, "--noise", "nan"], "--noise nan must be a number >= 0"),
     "--device unknown": (lambda c: [c.pipeline, "--device", "gpu7"], "--device 'gpu7' is not a device"),
+    "--guidance_scale -1": (lambda c: [c.pipeline, "--guidance_scale", -1], "--guidance_scale -1.0 must be a finite number >= 0"),
+    "--guidance_scale, unconditional pipeline": (lambda c: [c.pipeline, "--guidance_scale", 3], "--guidance_scale applies to class-conditional pipelines only"),
+    "--class_labels, unconditional pipeline": (lambda c: [c.pipeline, "--class_labels", 7], "--class_labels applies to class-conditional pipelines only"),
     "--output_dir under a file": (lambda c: [c.pipeline, "--output_dir", a_file(c) / "out"], "cannot write to --output_dir"),
     "--output_dir holding samples": (lambda c: [c.pipeline, "--output_dir", samples_folder(c)], "already holds samples.npz"),
     "--output_dir of a run": (lambda c: [c.pipeline, "--output_dir", c.run], "already holds model_index.json"),

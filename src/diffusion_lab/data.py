@@ -247,9 +247,13 @@ def _decode_split(column, image_column: str, mode: str, resolution: int, center_
 
 @dataclass
 class ImageCache:
-    """Decoded images of one split: uint8 array `(N, C, H, W)` (memory-mapped)."""
+    """Decoded images of one split: uint8 array `(N, C, H, W)` (memory-mapped), and for class-conditional runs the
+    int64 class label of each image (`labels`, shape `(N,)`), the number of classes and their names."""
 
     images: np.ndarray
+    labels: np.ndarray | None = None
+    num_classes: int | None = None
+    class_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -263,6 +267,10 @@ class ImageCache:
         # Sorted reads are sequential on disk; the order inside a batch does not matter for training.
         gathered = self.images[np.sort(indices)]
         return torch.from_numpy(gathered).float().div_(127.5).sub_(1.0)
+
+    def batch_labels(self, indices: np.ndarray) -> torch.Tensor:
+        """int64 class labels at `indices`, in the order `batch` returns the images (sorted indices)."""
+        return torch.from_numpy(np.ascontiguousarray(self.labels[np.sort(indices)])).long()
 
 
 def _cache_dir() -> Path:
@@ -280,10 +288,12 @@ def load_image_caches(
     seed: int = 0,
     is_main_process: bool = True,
     wait_for_everyone=lambda: None,
+    label_column: str | None = None,
 ) -> tuple[ImageCache, ImageCache]:
     """Train and validation caches. Validation is the dataset's test/validation split, else a held-out fraction.
 
-    The main process decodes; the others wait and then map the same files.
+    The main process decodes; the others wait and then map the same files. With `label_column` (class-conditional
+    training) each cache also holds the labels of its images, checked by `read_labels`.
     """
     if resolution < 8:
         raise DataError(f"--resolution {resolution} is too small: use 8 or more (28 for MNIST, 32 for CIFAR-10).")
@@ -309,11 +319,14 @@ def load_image_caches(
         train = train.select(range(min(max_train_samples, len(train))))
         validation = validation.select(range(min(max(1, max_train_samples // 10), len(validation))))
 
+    # Labels are read (and checked) on every process, so that a bad label stops all of them, not only the main one.
+    classes = None if label_column is None else class_names_of(train, label_column)
     splits, paths = {"train": train, "validation": validation}, {}
     for name, split in splits.items():
         # The content digest: a source file changed in place (same name, same mtime) is decoded again.
         key = json.dumps([split._fingerprint, content_digest, image_column, resolution, center_crop])
         paths[name] = _cache_dir() / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}-{name}.npy"
+    labels = {name: None if classes is None else read_labels(split, label_column, len(classes), name) for name, split in splits.items()}
     if is_main_process and not all(path.exists() for path in paths.values()):
         columns = {name: _image_column(split, image_column) for name, split in splits.items()}
         mode = _dataset_mode(columns.values(), image_column)
@@ -322,8 +335,61 @@ def load_image_caches(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _decode_split(columns[name], image_column, mode, resolution, center_crop, path, desc=f"decoding {name} images")
     wait_for_everyone()
-    caches = [ImageCache(np.load(paths[name], mmap_mode="r")) for name in splits]
+    caches = []
+    for name in splits:
+        cache = ImageCache(np.load(paths[name], mmap_mode="r"))
+        if labels[name] is not None:
+            cache.labels, cache.num_classes, cache.class_names = labels[name], len(classes), classes
+        caches.append(cache)
     return caches[0], caches[1]
+
+
+def class_names_of(split, label_column: str) -> list[str]:
+    """Class names from the column's `ClassLabel` feature, else its distinct values (integers 0..K-1 expected)."""
+    import datasets
+
+    if label_column not in split.column_names:
+        raise DataError(
+            f"--class_conditional: the dataset has no column {label_column!r} (columns: {', '.join(split.column_names)}): "
+            "pass the label column with --label_column."
+        )
+    feature = split.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    _check_integer_feature(feature, label_column)
+    distinct = np.unique(np.asarray(split.with_format("numpy")[label_column]))
+    return [str(value) for value in range(len(distinct))]
+
+
+def _check_integer_feature(feature, label_column: str) -> None:
+    import datasets
+
+    if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+        described = feature.dtype if isinstance(feature, datasets.Value) else type(feature).__name__
+        raise DataError(
+            f"--class_conditional: column {label_column!r} holds {described} values, not integer class labels: "
+            "pass an integer or ClassLabel column with --label_column."
+        )
+
+
+def read_labels(split, label_column: str, num_classes: int, split_name: str = "train") -> np.ndarray:
+    """The int64 labels of `split`, refused unless each is in 0..num_classes-1."""
+    import datasets
+
+    if label_column not in split.column_names:
+        raise DataError(f"--class_conditional: the {split_name} split has no column {label_column!r}: pass the label column with --label_column.")
+    feature = split.features[label_column]
+    if not isinstance(feature, datasets.ClassLabel):
+        _check_integer_feature(feature, label_column)
+    labels = np.asarray(split.with_format("numpy")[label_column]).astype(np.int64)
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(outside):
+        index = int(outside[0])
+        raise DataError(
+            f"--class_conditional: {split_name} image {index} has label {int(labels[index])}, outside 0..{num_classes - 1} "
+            f"({num_classes} classes): fix the labels in column {label_column!r}."
+        )
+    return labels
 
 
 class ShardedBatches:

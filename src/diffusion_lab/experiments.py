@@ -85,10 +85,10 @@ COLUMNS = (
     "row", "variant", "sampling", "description", "script", "flags", "status",
     "train_steps", "train_batch_size", "train_seconds", "sample_seconds", "eval_seconds",
     "num_samples", "sampler",
-    "digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "psnr_paired", "ssim_paired",
+    "digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "psnr_paired", "ssim_paired", "class_accuracy",
     "train_loss", "val_loss",
 )
-METRICS = ("digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "psnr_paired", "ssim_paired")
+METRICS = ("digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "psnr_paired", "ssim_paired", "class_accuracy")
 
 
 @dataclass(frozen=True)
@@ -261,8 +261,10 @@ class ExperimentRunner:
             # The restored test images are left out of the reference, so the distribution metrics see new images.
             evaluate_flags += ["--originals", str(samples_dir / "originals.npz"), "--reference_split", f"test[{num_restored}:]"]
         else:
+            # A class-conditional run draws --num_images of each class: N in all, as for the other rows.
+            per_class = budget.num_samples // 10 if "--class_conditional" in variant.flags else budget.num_samples
             # --overwrite_output_dir: samples without row.json are left by an attempt that stopped before the row was done.
-            sample([*common, "--num_images", str(budget.num_samples), "--overwrite_output_dir"])
+            sample([*common, "--num_images", str(per_class), "--overwrite_output_dir"])
             grid = samples_dir / "grid.png"
         sample_seconds = time.perf_counter() - start
         shutil.copyfile(grid, self.figures / f"exp_{row}.png")
@@ -446,7 +448,7 @@ def markdown_table(rows: list[dict], budget_name: str, budget: Budget, partial: 
     done = [row for row in rows if row["status"] == "done"]
     real = done[0]["real"] if done else {}
     header = ["row", "sampler", "train steps", "train s", "sample s", "eval s", "N", "digit FD ↓", "digit IS ↑", "confidence ↑",
-              "PSNR", "SSIM", "paired PSNR ↑", "paired SSIM ↑", "train loss", "val loss", "status"]
+              "PSNR", "SSIM", "paired PSNR ↑", "paired SSIM ↑", "class accuracy ↑", "train loss", "val loss", "status"]
     lines = [
         f"# Experiment results, budget `{budget_name}`{' (PARTIAL)' if partial else ''}",
         "",

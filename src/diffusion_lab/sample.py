@@ -4,9 +4,12 @@
     python -m diffusion_lab.sample ddpm-mnist --scheduler ddpm                     # 1,000 ancestral steps
     python -m diffusion_lab.sample cold-rows-mnist --noise 0.01          # cold diffusion, from the fitted start
     python -m diffusion_lab.sample cold-rows-mnist --conditional --num_images 8   # restore real test images
+    python -m diffusion_lab.sample ddpm-cond --class_labels 7 --guidance_scale 3  # class-conditional runs
+    python -m diffusion_lab.sample ddpm-cond --class_labels all --num_images 8    # 8 per class, a row per class
 
-Writes `<output_dir>/images/00000.png ...`, `grid.png` and `samples.npz` (uint8, N x H x W x C); with
-`--conditional`, `four_columns.png`: originals, degraded (level T), one-step and iterative restorations.
+Writes `<output_dir>/images/00000.png ...`, `grid.png` and `samples.npz` (uint8, N x H x W x C; for class-conditional
+pipelines also `labels`, the intended class of each image); with `--conditional`, `four_columns.png`: originals,
+degraded (level T), one-step and iterative restorations.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from PIL import Image
 
 from .cli import run_command
 from .data import image_grid, load_image_caches
+from .pipelines.class_guidance import class_index, num_classes_of
 from .pipelines.export import load_pipeline
 from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, keeps_own_scheduler, swap_scheduler, use_sampler
 from .training.run_folder import RUN_MARKERS
@@ -31,7 +35,7 @@ def parse_args(argv):
     parser.add_argument("pipeline", help="A pipeline folder or Hub id.")
     parser.add_argument("--output_dir", default=None, help="Default: <pipeline folder name>-samples.")
     parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow replacing the samples in --output_dir.")
-    parser.add_argument("--num_images", type=int, default=64)
+    parser.add_argument("--num_images", type=int, default=None, help="Default: 64; for class-conditional pipelines 8 per class.")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 20 for dpmsolver, 50 for ddim, every training step for ddpm; DES 100, cold diffusion every level.")
     parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None,
@@ -39,6 +43,11 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust_remote_code", action="store_true", help="Load classes diffusion_lab lacks from the pipeline's own code (runs that code).")
+    conditional = parser.add_argument_group("class-conditional pipelines")
+    conditional.add_argument("--class_labels", nargs="+", default=None,
+                             help="Classes to draw, as indices or names, --num_images of each (default: all, a grid row per class).")
+    conditional.add_argument("--guidance_scale", type=float, default=1.0,
+                             help="Classifier-free guidance w: 1 plain conditional (default), 0 unconditional, e.g. 3 for sharper classes.")
     cold = parser.add_argument_group("cold diffusion")
     cold.add_argument("--noise", type=float, default=0.0, help="Std of noise added to the fully degraded start.")
     cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="1: x_{s-1} = D(x0, s-1); 2: the paper's improved sampler.")
@@ -48,6 +57,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if not args.noise >= 0:  # also refuses nan
         raise ValueError(f"--noise {args.noise} must be a number >= 0.")
+    if not (args.guidance_scale >= 0 and np.isfinite(args.guidance_scale)):
+        raise ValueError(f"--guidance_scale {args.guidance_scale} must be a finite number >= 0 (1: plain conditional).")
     for name in ("num_images", "batch_size", "num_inference_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -95,10 +106,36 @@ def clear_earlier_samples(output_dir: Path) -> None:
             path.unlink()
 
 
+def class_labels_for(pipeline, class_labels: list[str] | None, per_class: int) -> list[int] | None:
+    """The intended class of each image: `per_class` of each class asked for (default, or "all": every class, in
+    order); None for a pipeline that is not class-conditional (which must not be given labels)."""
+    num_classes = num_classes_of(pipeline.unet)
+    if num_classes is None:
+        if class_labels is not None:
+            raise ValueError("--class_labels applies to class-conditional pipelines only (trained with --class_conditional): drop it.")
+        return None
+    if class_labels is None or class_labels == ["all"]:
+        classes = list(range(num_classes))
+    else:
+        names = getattr(pipeline.config, "class_names", None)
+        try:
+            classes = [class_index(label, names, num_classes) for label in class_labels]
+        except ValueError as error:
+            raise ValueError(f"--class_labels: {error}") from None
+    return [label for label in classes for _ in range(per_class)]
+
+
 def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
     """The seeds' four columns for real test images: original, degraded (level T), one-step, iterative."""
-    _, test_images = load_image_caches(args.dataset_name, resolution=pipeline.unet.config.sample_size)
-    images = test_images.batch(np.arange(min(args.num_images, len(test_images))))
+    conditional = num_classes_of(pipeline.unet) is not None
+    # A class-conditional restorer is told each test image's own class, unless --class_labels says otherwise.
+    label_column = "label" if conditional and args.class_labels is None else None
+    _, test_images = load_image_caches(args.dataset_name, resolution=pipeline.unet.config.sample_size, label_column=label_column)
+    indices = np.arange(min(args.num_images or 8, len(test_images)))
+    images = test_images.batch(indices)
+    if conditional:
+        labels = test_images.batch_labels(indices).tolist() if label_column else class_labels_for(pipeline, args.class_labels, 1)
+        cold_kwargs = {**cold_kwargs, "class_labels": [labels[i % len(labels)] for i in range(len(images))], "guidance_scale": args.guidance_scale}
     generator = torch.Generator().manual_seed(args.seed)
     output = pipeline(images=images, generator=generator, num_inference_steps=args.num_inference_steps, output_type="pt", **cold_kwargs)
     columns = torch.stack([output.originals, output.degraded, output.direct, output.images], dim=1)
@@ -130,24 +167,43 @@ def main(argv):
     if not cold and (args.noise or args.algorithm != 2 or args.conditional):
         raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")
     cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if cold else {}
+    conditional = num_classes_of(pipeline.unet) is not None
+    if not conditional and args.guidance_scale != 1:
+        raise ValueError("--guidance_scale applies to class-conditional pipelines only (trained with --class_conditional): drop it.")
     if args.conditional:
         output_dir.mkdir(parents=True, exist_ok=True)
         clear_earlier_samples(output_dir)
         restoration_figure(pipeline, args, cold_kwargs).save(output_dir / "four_columns.png")
         print(f"wrote four_columns.png to {output_dir}")
         return
+    per_class = args.num_images or 8
+    labels = class_labels_for(pipeline, args.class_labels, per_class)
+    num_images = len(labels) if labels is not None else (args.num_images or 64)
+    guidance = {"guidance_scale": args.guidance_scale} if conditional else {}
     steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
-    images = generate(pipeline, args.num_images, args.batch_size, args.seed, steps, **cold_kwargs)
+    images = generate(pipeline, num_images, args.batch_size, args.seed, steps, class_labels=labels, **guidance, **cold_kwargs)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     clear_earlier_samples(output_dir)
     (output_dir / "images").mkdir()
     for index, image in enumerate(images):
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(output_dir / "images" / f"{index:05d}.png")
-    grid = torch.from_numpy(images[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    image_grid(grid).save(output_dir / "grid.png")
-    np.savez_compressed(output_dir / "samples.npz", images=images)
+    if labels is None:
+        grid = image_grid(torch.from_numpy(images[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+        np.savez_compressed(output_dir / "samples.npz", images=images)
+    else:
+        grid = class_grid(images, np.asarray(labels), per_class)
+        np.savez_compressed(output_dir / "samples.npz", images=images, labels=np.asarray(labels, dtype=np.int64))
+    grid.save(output_dir / "grid.png")
     print(f"wrote {len(images)} images, grid.png and samples.npz to {output_dir}")
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, per_class: int, max_columns: int = 16) -> Image.Image:
+    """One row per class asked for (in the order asked), its first `max_columns` images."""
+    columns = min(per_class, max_columns)
+    rows = [images[start : start + columns] for start in range(0, len(images), per_class)]
+    grid = torch.from_numpy(np.concatenate(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return image_grid(grid, columns=columns)
 
 
 if __name__ == "__main__":

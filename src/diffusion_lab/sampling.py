@@ -66,13 +66,19 @@ def autocast_with_fp32_outputs(model, autocast: contextlib.AbstractContextManage
         handle.remove()
 
 
-def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None, **kwargs) -> np.ndarray:
-    """uint8 images (N, H, W, C); batch b uses generator seed + b, so results do not depend on the device count."""
+def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
+             class_labels: list[int] | None = None, **kwargs) -> np.ndarray:
+    """uint8 images (N, H, W, C); batch b uses generator seed + b, so results do not depend on the device count.
+
+    `class_labels` (class-conditional pipelines): the class of each of the N images."""
     if num_inference_steps:
         kwargs["num_inference_steps"] = num_inference_steps
     batches = []
     for batch_index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="sampling")):
         generator = torch.Generator().manual_seed(seed + batch_index)
-        images = pipeline(batch_size=min(batch_size, num_images - start), generator=generator, output_type="np", **kwargs).images
+        size = min(batch_size, num_images - start)
+        if class_labels is not None:
+            kwargs["class_labels"] = class_labels[start : start + size]
+        images = pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images
         batches.append((np.asarray(images) * 255).round().astype(np.uint8))
     return np.concatenate(batches)

@@ -2,6 +2,7 @@
 
 from .digit_classifier import DigitClassifier
 from .image_evaluation import evaluate_images, summary_line, write_result
+from .metrics import class_accuracy
 from .pixel_range import PIXEL_RANGES, to_signed_unit_range
 
 __all__ = ["DigitClassifier", "PIXEL_RANGES", "evaluate_images", "summary_line", "to_signed_unit_range", "write_result"]

@@ -3,17 +3,25 @@
 INPUT is a pipeline (a saved folder or a Hub id: N samples are generated, or with --conditional a cold-diffusion
 pipeline restores N reference images), a folder of PNGs, or an .npz.
 Writes a JSON with every metric and its real-vs-real value, and prints a one-line summary.
+
+Class-conditional pipelines draw N/K images of each class (or of --class_labels) and add the digit classifier's
+accuracy on the intended classes, per class; an .npz with a `labels` array (written by `sample`) gets it too.
+Several --guidance_scale values sweep classifier-free guidance: one row each (FD, IS, accuracy) in a table
+(`<output>.md`) and a plot (`<output>.png`) beside the JSON.
 """
 
 import argparse
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..cli import run_command
-from ..sample import check_device, open_pipeline
+from ..pipelines.class_guidance import num_classes_of
+from ..sample import check_device, class_labels_for, open_pipeline
 from ..sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, use_sampler
+from .dinov2 import DEFAULT_DINOV2, load_dinov2
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
 from .pixel_range import PIXEL_RANGES
@@ -30,19 +38,33 @@ def restore_images(pipeline, originals: torch.Tensor, batch_size: int, seed: int
     return (torch.cat(restored).cpu() * 255).round().to(torch.uint8)
 
 
-def pipeline_images(args: argparse.Namespace, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """uint8 images from the pipeline INPUT, and the originals they restore (--conditional) or None."""
-    pipeline = open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code)
+def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline=None, guidance_scale: float = 1.0):
+    """uint8 images from the pipeline INPUT, the originals they restore (--conditional) or None, and the intended
+    class of each image (class-conditional pipelines) or None."""
+    pipeline = pipeline or open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code)
     cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if is_cold(pipeline) else {}
+    num_classes = num_classes_of(pipeline.unet)
+    if num_classes is None and (args.class_labels is not None or args.guidance_scale != [1.0]):
+        raise ValueError("--class_labels and --guidance_scale apply to class-conditional pipelines only: drop them.")
     if not cold_kwargs and (args.conditional or args.noise or args.algorithm != 2):
         raise ValueError("--conditional, --noise and --algorithm apply to cold-diffusion pipelines only: drop them.")
     if args.conditional:
+        if num_classes is not None:
+            raise ValueError("--conditional with a class-conditional restorer is not supported here: use `sample --conditional`.")
         originals = reference[: args.num_samples]
         steps = {"num_inference_steps": args.num_inference_steps} if args.num_inference_steps else {}
-        return restore_images(pipeline, originals, args.batch_size, args.seed, **steps, **cold_kwargs), originals
+        return restore_images(pipeline, originals, args.batch_size, args.seed, **steps, **cold_kwargs), originals, None
     steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
-    images = generate(pipeline, args.num_samples, args.batch_size, args.seed, steps, **cold_kwargs)
-    return to_nchw(torch.from_numpy(images), source="pipeline output"), None
+    labels = None
+    if num_classes is not None:
+        asked = args.class_labels if args.class_labels is not None else ["all"]
+        classes = len(set(class_labels_for(pipeline, asked, 1)))
+        if args.num_samples < classes:
+            raise ValueError(f"--num_samples {args.num_samples} is fewer than the {classes} classes drawn: raise it.")
+        labels = class_labels_for(pipeline, asked, args.num_samples // classes)
+        cold_kwargs["guidance_scale"] = guidance_scale
+    images = generate(pipeline, len(labels) if labels else args.num_samples, args.batch_size, args.seed, steps, class_labels=labels, **cold_kwargs)
+    return to_nchw(torch.from_numpy(images), source="pipeline output"), None, None if labels is None else torch.tensor(labels)
 
 
 def declared_range(images: torch.Tensor, pixel_range: str | None, source: str) -> str:
@@ -67,6 +89,12 @@ def default_output(input_name: str) -> Path:
         path = path.resolve()
         return path.parent / f"{path.name}-evaluation.json"
     return Path(f"{path.name}-evaluation.json")  # a Hub id (or a missing path, refused later)
+def load_npz_labels(path: str) -> torch.Tensor | None:
+    """The `labels` array of an .npz written by `sample` from a class-conditional pipeline, else None."""
+    if not str(path).endswith(".npz"):
+        return None
+    with np.load(path) as data:
+        return torch.from_numpy(data["labels"]).long() if "labels" in data.files else None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,6 +125,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     cold.add_argument("--noise", type=float, default=0.0, help="std of noise added to the fully degraded start")
     cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="cold sampler: 1 or 2 (improved)")
+    conditional = parser.add_argument_group("class-conditional pipelines")
+    conditional.add_argument("--class_labels", nargs="+", default=None, help="classes to draw, N/K each (default: all)")
+    conditional.add_argument("--guidance_scale", type=float, nargs="+", default=[1.0],
+                             help="classifier-free guidance w (1: plain conditional, 0: unconditional); several values: a sweep")
+    parser.add_argument("--dinov2_model", default=DEFAULT_DINOV2,
+                        help="DINOv2 weights for FD-DINOv2: a local folder or a Hub id in the cache ('none': skip)")
     parser.add_argument("--inception_weights", default=None, help="Inception-v3 weights file for FID/IS")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -108,6 +142,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ValueError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer.")
     if args.output is None:
         args.output = default_output(args.input)
+    if not all(np.isfinite(w) and w >= 0 for w in args.guidance_scale):
+        raise ValueError(f"--guidance_scale {' '.join(map(str, args.guidance_scale))}: each must be a finite number >= 0.")
+    if len(args.guidance_scale) > 1:
+        for derived in (args.output.with_suffix(".md"), args.output.with_suffix(".png")):
+            if derived.exists() and not args.overwrite:
+                raise ValueError(f"{derived} already exists: pass --overwrite to replace it, or another --output.")
     if args.output.exists() and not args.overwrite:
         raise ValueError(f"{args.output} already exists: pass --overwrite to replace it, or another --output.")
     folder = args.output.parent
@@ -124,36 +164,91 @@ def main(argv=None) -> dict:
     is_image_file_input = args.input.endswith(".npz") or (
         Path(args.input).is_dir() and not (Path(args.input) / "model_index.json").is_file()
     )
+    dinov2 = None
+    if args.dinov2_model != "none":
+        model, _ = load_dinov2(args.dinov2_model)
+        dinov2 = model if model is not None else args.dinov2_model  # a name: evaluate_images notes why it is skipped
+    score = dict(batch_size=args.batch_size, device=args.device, reference_range="uint8",
+                 inception_weights=args.inception_weights, seed=args.seed, dinov2=dinov2)
     if is_image_file_input:
+        if args.class_labels is not None or args.guidance_scale != [1.0]:
+            raise ValueError("--class_labels and --guidance_scale apply to pipeline INPUT: an .npz from `sample` carries its labels.")
         images = load_images(args.input, args.npz_key)
-        images_range = declared_range(images, args.pixel_range, args.input)
         originals = None if args.originals is None else load_images(args.originals, args.npz_key)
+        result = evaluate_images(
+            images, reference, images_range=declared_range(images, args.pixel_range, args.input), originals=originals,
+            originals_range="[-1,1]" if originals is None else declared_range(originals, args.pixel_range, "originals"),
+            labels=load_npz_labels(args.input), **score,
+        )
     elif args.originals is not None:
         raise ValueError("--originals goes with image INPUT; a cold-diffusion pipeline takes --conditional instead.")
     else:
-        images, originals = pipeline_images(args, reference)
-        images_range = "uint8"
-        if originals is not None:
+        pipeline = open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code)
+        results = []
+        for guidance_scale in args.guidance_scale:
+            images, originals, labels = pipeline_images(args, reference, pipeline, guidance_scale)
             # The restored originals are left out of the reference, so the distribution metrics see new images.
-            reference = reference[len(originals) :]
-    result = evaluate_images(
-        images,
-        reference,
-        args.batch_size,
-        args.device,
-        images_range=images_range,
-        reference_range="uint8",
-        originals=originals,
-        originals_range="[-1,1]" if originals is None else declared_range(originals, args.pixel_range, "originals"),
-        inception_weights=args.inception_weights,
-        seed=args.seed,
-    )
+            compared = reference if originals is None else reference[len(originals) :]
+            result = evaluate_images(images, compared, images_range="uint8", originals=originals, labels=labels, **score)
+            if labels is not None:
+                result["guidance_scale"] = guidance_scale
+                print(f"guidance {guidance_scale:g}: {summary_line(result)}")
+            results.append(result)
+        if len(results) > 1:
+            result = {"guidance_sweep": results}
+            table = guidance_table(results)
+            args.output.with_suffix(".md").write_text(table + "\n")
+            plot_guidance_sweep(results, args.output.with_suffix(".png"))
+            write_result(result, args.output)
+            print(table)
+            for note in results[0]["notes"]:
+                print(f"note: {note}")
+            print(f"wrote {args.output}, {args.output.with_suffix('.md')} and {args.output.with_suffix('.png')}")
+            return result
     write_result(result, args.output)
     print(summary_line(result))
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"wrote {args.output}")
     return result
+
+
+def guidance_table(results: list[dict]) -> str:
+    """Markdown: one row per guidance scale, the quality/diversity trade-off and the accuracy per class."""
+    has_dinov2 = "fd_dinov2" in results[0]
+    num_classes = len(results[0].get("class_accuracy_per_class", []))
+    header = ["w", "digit FD", "digit IS", "class accuracy"] + (["FD-DINOv2"] if has_dinov2 else []) + [str(k) for k in range(num_classes)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        row = [f"{result['guidance_scale']:g}", f"{result['digit_fd']:.1f}", f"{result['digit_is']:.2f}", f"{result['class_accuracy']:.1%}"]
+        row += [f"{result['fd_dinov2']:.1f}"] if has_dinov2 else []
+        row += ["-" if a is None else f"{a:.0%}" for a in result["class_accuracy_per_class"]]
+        lines.append("| " + " | ".join(row) + " |")
+    real = results[0]
+    lines.append(f"\nN = {real['num_samples']} per row; real-vs-real: digit FD {real['digit_fd_real']:.1f}, digit IS {real['digit_is_real']:.2f}"
+                 + (f", FD-DINOv2 {real['fd_dinov2_real']:.1f}" if has_dinov2 else "") + ".")
+    return "\n".join(lines)
+
+
+def plot_guidance_sweep(results: list[dict], path: Path) -> None:
+    """Digit FD, digit IS and class accuracy against the guidance scale, real-vs-real values dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = [result["guidance_scale"] for result in results]
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for axis, key, title in zip(axes, ("digit_fd", "digit_is", "class_accuracy"), ("digit FD (lower is better)", "digit IS", "class accuracy")):
+        axis.plot(scales, [result[key] for result in results], marker="o")
+        if f"{key}_real" in results[0]:
+            axis.axhline(results[0][f"{key}_real"], linestyle="--", color="gray", label="real vs real")
+            axis.legend()
+        axis.set_xlabel("guidance scale w")
+        axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

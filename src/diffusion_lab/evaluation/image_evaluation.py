@@ -14,7 +14,8 @@ import torch
 
 from .digit_classifier import DigitClassifier
 from .image_sources import load_dataset_images
-from .metrics import digit_metrics, inception_metrics, inception_unavailable_reason, paired_psnr_ssim
+from .dinov2 import Dinov2Features, load_dinov2
+from .metrics import class_accuracy, digit_metrics, frechet_distances, inception_metrics, inception_unavailable_reason, paired_psnr_ssim
 from .metrics import psnr_ssim_against_references
 from .pixel_range import to_signed_unit_range
 
@@ -47,6 +48,9 @@ def evaluate_images(
     inception_weights: str | Path | None = None,
     classifier: DigitClassifier | None = None,
     seed: int = 0,
+    labels: torch.Tensor | None = None,
+    dinov2: str | torch.nn.Module | None = None,
+    dinov2_image_size: int = 224,
     psnr_ssim: bool = True,
 ) -> dict:
     """Every applicable metric of `images` (N, C, H, W) against `reference` (default: shipped MNIST test split).
@@ -59,6 +63,10 @@ def evaluate_images(
         inception_weights: an Inception-v3 weights file for FID/IS (else torch hub's cache is looked in).
         classifier: the digit classifier (default: the shipped one).
         seed: picks the two disjoint real subsets.
+        labels: for class-conditional generation, the intended class of each image: adds the classifier's
+            accuracy on them, overall (`class_accuracy`) and per class (`class_accuracy_per_class`).
+        dinov2: a DINOv2 model, or its local folder / Hub id (read from the cache only), for FD-DINOv2
+            (`fd_dinov2`); None: not computed. Weights that are absent skip it with a note.
         psnr_ssim: False skips PSNR/SSIM against references, the slow part (time-to-quality curves).
 
     Returns:
@@ -102,8 +110,22 @@ def evaluate_images(
             result[f"digit_confidence{suffix}"] = metrics["mean_confidence"]
             if name == "generated":
                 result.update({f"digit_class_{k}_fraction": f for k, f in enumerate(metrics["class_histogram"])})
+        if labels is not None:
+            if len(labels) != len(images):
+                raise ValueError(f"{len(labels)} labels were given for {len(images)} images: pass one intended class per image.")
+            result["class_accuracy"], result["class_accuracy_per_class"] = class_accuracy(classifier, images, torch.as_tensor(labels), batch_size, device)
     else:
         notes.append("Digit-classifier metrics skipped: they apply to 1x28x28 digit images only.")
+        if labels is not None:
+            notes.append("Class accuracy skipped: the shipped classifier reads 1x28x28 digits only.")
+
+    if dinov2 is not None:
+        model, unavailable = (dinov2, None) if isinstance(dinov2, torch.nn.Module) else load_dinov2(dinov2)
+        if model is None:
+            notes.append(unavailable)
+        else:
+            distances = frechet_distances(Dinov2Features(model, dinov2_image_size), compared, candidates, max(1, batch_size // 4), device)
+            result["fd_dinov2"], result["fd_dinov2_real"] = distances["generated"], distances["real"]
 
     if psnr_ssim:
         psnr_references = compared[:NUM_PSNR_REFERENCES]
@@ -142,6 +164,7 @@ def summary_line(result: dict) -> str:
         ("digit_fd", "digit FD", ""),
         ("digit_is", "digit IS", ""),
         ("digit_confidence", "confidence", ""),
+        ("fd_dinov2", "FD-DINOv2", ""),
         ("fid", "FID", ""),
         ("inception_score", "IS", ""),
         ("psnr", "PSNR", " dB"),
@@ -149,6 +172,8 @@ def summary_line(result: dict) -> str:
     ):
         if key in result:
             parts.append(f"{label} {result[key]:.4g}{unit} (real {result[key + '_real']:.4g})")
+    if "class_accuracy" in result:
+        parts.append(f"class accuracy {result['class_accuracy']:.1%}")
     if "psnr_paired" in result:
         parts.append(f"paired PSNR {result['psnr_paired']:.4g} dB, SSIM {result['ssim_paired']:.4g}")
     if "fid" not in result:

@@ -201,3 +201,19 @@ def inception_metrics(
         }
         for name, images in candidates.items()
     }
+
+
+@torch.no_grad()
+def class_accuracy(
+    classifier: DigitClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, device: str = "cpu"
+) -> tuple[float, list[float | None]]:
+    """How often the classifier reads each image as its intended label: overall, and per class (None for a
+    class without images)."""
+    classifier = classifier.to(device)
+    predicted = torch.cat([classifier(batch).argmax(dim=1).cpu() for batch in _batches(images, batch_size, device, "class accuracy")])
+    labels = labels.cpu().long()
+    correct = (predicted == labels).float()
+    num_classes = classifier.config["num_classes"]
+    per_class = [correct[labels == k].mean().item() if (labels == k).any() else None for k in range(num_classes)]
+    return correct.mean().item(), per_class
+

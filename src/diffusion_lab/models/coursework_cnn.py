@@ -35,6 +35,10 @@ class CourseworkCNN(ModelMixin, ConfigMixin):
     Time enters as t / T, encoded with a zero frequency and the frequencies 2*pi*1.5^k
     (k = 0..time_embedding_frequencies-2), as sin and (cos - 1) features, then an MLP
     32 -> 128 -> 128 -> 128 -> hidden_channels[0].
+
+    With `num_class_embeds` (class-conditional models) a learnt embedding of the class label, of size
+    hidden_channels[0], is added to the time embedding, as `UNet2DModel(num_class_embeds=...)` does; the last
+    index is the null class of classifier-free guidance by this project's convention.
     """
 
     @register_to_config
@@ -49,6 +53,7 @@ class CourseworkCNN(ModelMixin, ConfigMixin):
         time_embedding_frequencies: int = 16,
         time_mlp_width: int = 128,
         num_train_timesteps: int = 1000,
+        num_class_embeds: int | None = None,
     ):
         super().__init__()
         widths = [in_channels, *hidden_channels]
@@ -65,6 +70,7 @@ class CourseworkCNN(ModelMixin, ConfigMixin):
             nn.GELU(),
             nn.Linear(time_mlp_width, hidden_channels[0]),
         )
+        self.class_embedding = nn.Embedding(num_class_embeds, hidden_channels[0]) if num_class_embeds else None
         frequencies = [0.0] + [2 * math.pi * 1.5**k for k in range(time_embedding_frequencies - 1)]
         self.register_buffer("frequencies", torch.tensor(frequencies), persistent=False)
 
@@ -73,11 +79,15 @@ class CourseworkCNN(ModelMixin, ConfigMixin):
         phases = (timestep.float() / self.config.num_train_timesteps)[:, None] * self.frequencies[None, :]
         return torch.cat([torch.sin(phases), torch.cos(phases) - 1], dim=1)
 
-    def forward(self, sample: torch.Tensor, timestep, return_dict: bool = True):
+    def forward(self, sample: torch.Tensor, timestep, class_labels: torch.Tensor | None = None, return_dict: bool = True):
         if not torch.is_tensor(timestep):
             timestep = torch.tensor([timestep], device=sample.device)
         timestep = timestep.to(sample.device).reshape(-1).expand(sample.shape[0])
         time_embedding = self.time_mlp(self.time_features(timestep).to(sample.dtype))
+        if self.class_embedding is not None:
+            if class_labels is None:
+                raise ValueError("class_labels should be provided when doing class conditioning")
+            time_embedding = time_embedding + self.class_embedding(class_labels.to(sample.device)).to(sample.dtype)
         hidden = self.blocks[0](sample) + time_embedding[:, :, None, None]
         for block in self.blocks[1:]:
             hidden = block(hidden)

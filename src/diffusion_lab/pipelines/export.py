@@ -185,8 +185,12 @@ def load_pipeline(path_or_id: str, **kwargs):
         raise ValueError(f"{index_path} names no pipeline class (_class_name): re-save or re-download the pipeline.")
     pipeline_class = _index_class(index["_class_name"], "_class_name", DiffusionPipeline)
     components = {}
+    components_taken, settings_taken = pipeline_class._get_signature_keys(pipeline_class)
+    settings = {}
     for name, entry in index.items():
-        if not name.startswith("_") and isinstance(entry, list):  # other entries are pipeline settings
+        if name in settings_taken and name not in components_taken:  # e.g. a conditional pipeline's class_names
+            settings[name] = entry
+        elif not name.startswith("_") and isinstance(entry, list):  # other entries are pipeline settings
             component_class = _index_class(entry, name, ConfigMixin)
             if component_class is not None and not issubclass(component_class, (ModelMixin, SchedulerMixin)):
                 # A nested pipeline (or any other loader) would read its folder through diffusers' own loader, which
@@ -198,6 +202,6 @@ def load_pipeline(path_or_id: str, **kwargs):
                 )
             components[name] = None if component_class is None else _load_component(component_class, folder, name)
     try:
-        return pipeline_class(**components, **kwargs)
+        return pipeline_class(**components, **{**settings, **kwargs})
     except TypeError as error:
         raise ValueError(f"{index_path} does not list the components {pipeline_class.__name__} takes ({error}): re-save the pipeline.") from None

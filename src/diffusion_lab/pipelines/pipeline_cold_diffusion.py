@@ -17,6 +17,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .class_guidance import guided_prediction, num_classes_of, resolve_class_labels
+
 
 @dataclass
 class ColdDiffusionPipelineOutput(BaseOutput):
@@ -38,14 +40,19 @@ class ColdDiffusionPipeline(DiffusionPipeline):
         degradation ([`SchedulerMixin`]): the degradation D(x, t), t = 0..T (see `diffusion_lab.degradations`).
         start_distribution ([`ModelMixin`], *optional*): a distribution over the statistics of fully degraded
             images (`degradation.start_statistics`), e.g. `GaussianMixture`; needed for unconditional sampling.
+        class_names (`list[str]`, *optional*): for a class-conditional restorer (`unet.config.num_class_embeds`
+            = K + 1, the last being the null class), the name of each class.
     """
 
     model_cpu_offload_seq = "unet"
     _optional_components = ["start_distribution"]
 
-    def __init__(self, unet: ModelMixin, degradation: SchedulerMixin, start_distribution: ModelMixin | None = None):
+    def __init__(self, unet: ModelMixin, degradation: SchedulerMixin, start_distribution: ModelMixin | None = None,
+                 class_names: list | None = None):
         super().__init__()
         self.register_modules(unet=unet, degradation=degradation, start_distribution=start_distribution)
+        if class_names is not None:  # unconditional pipelines keep the model_index.json they always had
+            self.register_to_config(class_names=[str(name) for name in class_names])
 
     @torch.no_grad()
     def __call__(
@@ -58,6 +65,8 @@ class ColdDiffusionPipeline(DiffusionPipeline):
         noise: float = 0.0,
         output_type: str | None = "pil",
         return_dict: bool = True,
+        class_labels=None,
+        guidance_scale: float = 1.0,
     ) -> ColdDiffusionPipelineOutput | tuple:
         r"""
         Args:
@@ -73,11 +82,22 @@ class ColdDiffusionPipeline(DiffusionPipeline):
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, defaults to `True`): return a [`ColdDiffusionPipelineOutput`] or a tuple
                 (images, degraded, direct, originals).
+            class_labels (`int`, `str`, `list` or `torch.Tensor`, *optional*): class-conditional restorers only: the
+                class of each image (index or name), one for all or one per image; None: unconditional.
+            guidance_scale (`float`, defaults to 1.0): classifier-free guidance on the x0 prediction,
+                x0_u + w (x0_c - x0_u); 1 is the plain conditional restorer, 0 the unconditional one.
         """
         if algorithm not in (1, 2):
             raise ValueError(f"algorithm {algorithm} is unknown: use 1 (direct re-degradation) or 2 (the paper's improved sampler).")
         device = self._execution_device
         num_levels = self.degradation.num_levels
+
+        num_classes = num_classes_of(self.unet)
+        # One label per given image; when generating, the labels can set the batch size.
+        expected = len(images) if images is not None else (None if batch_size == 1 else batch_size)
+        labels = resolve_class_labels(class_labels, expected, getattr(self.config, "class_names", None), num_classes, device)
+        if labels is not None and images is None:
+            batch_size = len(labels)
 
         # 1. Fully degraded start x_T: the given images at level T, or a draw from the start distribution.
         if images is not None:
@@ -100,7 +120,7 @@ class ColdDiffusionPipeline(DiffusionPipeline):
         sample, direct = start, None
         for level, next_level in self.progress_bar(list(zip(levels[:-1], levels[1:]))):
             timesteps = torch.full((sample.shape[0],), level, device=device, dtype=torch.long)
-            restored = self.unet(sample, timesteps).sample
+            restored = guided_prediction(self.unet, sample, timesteps, labels, num_classes, guidance_scale)
             direct = restored if direct is None else direct
             if next_level > 0 and algorithm == 1:
                 sample = self.degradation.degrade(restored, next_level)
@@ -148,7 +168,7 @@ class ColdDiffusionPipeline(DiffusionPipeline):
             component_class = _imported_class(library, class_name)
             model_kwargs = kwargs if issubclass(component_class, torch.nn.Module) else {}
             components[name] = component_class.from_pretrained(folder, subfolder=name, **model_kwargs)
-        return cls(**components)
+        return cls(**components, class_names=index.get("class_names"))
 
 
 def _imported_class(library: str, class_name: str) -> type:

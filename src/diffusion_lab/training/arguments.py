@@ -29,6 +29,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
              "epoch (default 1024: within 2%% of the loss over all 10,000 MNIST test images, in seconds).",
     )
     data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training images (quick experiments, tests).")
+    data.add_argument("--class_conditional", action="store_true", help="Train a class-conditional model (labels from --label_column) for classifier-free guidance.")
+    data.add_argument("--label_column", default="label", help="--class_conditional: the column of integer or ClassLabel class labels.")
+    data.add_argument("--label_dropout", type=float, default=0.1, help="--class_conditional: probability that a label is replaced by the null class (Ho & Salimans 2022).")
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="Accepted for diffusers' flag names; no effect (batches come from the memory-mapped cache).")
 
     model = parser.add_argument_group("model")
@@ -127,6 +130,8 @@ def validate_training_args(args: argparse.Namespace) -> None:
             f"--lr_warmup_steps {args.lr_warmup_steps} has no effect with --lr_scheduler constant: "
             "use --lr_scheduler constant_with_warmup (or cosine, linear, ...)."
         )
+    if not 0 <= args.label_dropout < 1:
+        raise ArgumentError(f"--label_dropout {args.label_dropout} must be in [0, 1), e.g. 0.1.")
     if args.push_to_hub and args.hub_model_id is None:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-mnist).")
 

@@ -15,6 +15,7 @@ import torch
 from ..degradations import DEGRADATIONS, Degradation, build_degradation
 from ..pipelines import ColdDiffusionPipeline, GaussianMixture
 from .arguments import ArgumentError
+from .class_conditioning import ClassConditioning
 from .ddpm_objective import LOSSES
 
 # Flags that set degradation options; each reaches only the degradations whose config has that option.
@@ -59,7 +60,7 @@ def build_degradation_from_args(args: argparse.Namespace) -> Degradation:
         raise ArgumentError(f"--degradation {args.degradation}: {error}") from None
 
 
-class ColdObjective:
+class ColdObjective(ClassConditioning):
     """Predict x0 from x_t = D(x0, t), t uniform in 1..T; collect fully degraded statistics for the start."""
 
     default_loss = "l1"  # the paper's; the seeds used MSE
@@ -88,10 +89,16 @@ class ColdObjective:
     def num_train_timesteps(self) -> int:
         return self.degradation.num_levels
 
-    def loss(self, model, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean loss on one batch; `generator` (on CPU) fixes the levels, e.g. for validation."""
+    def loss(self, model, clean: torch.Tensor, generator: torch.Generator | None = None,
+             class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean loss on one batch; `generator` (on CPU) fixes the levels (and dropped labels), e.g. for validation;
+        `class_labels` for class-conditional runs."""
         levels = torch.randint(1, self.num_train_timesteps + 1, (clean.shape[0],), generator=generator).to(clean.device)
-        prediction = model(self.degradation.degrade(clean, levels), levels).sample
+        if class_labels is None:
+            prediction = model(self.degradation.degrade(clean, levels), levels).sample
+        else:
+            labels = self.drop_labels(class_labels, generator)
+            prediction = model(self.degradation.degrade(clean, levels), levels, class_labels=labels).sample
         if model.training:
             self._collect_start_statistics(clean)
         return self.loss_fn(prediction.float(), clean.float())
@@ -127,15 +134,17 @@ class ColdObjective:
 
     def pipeline(self, model) -> ColdDiffusionPipeline:
         start_distribution = self.start_distribution().to(model.device)
-        return ColdDiffusionPipeline(unet=model, degradation=self.degradation, start_distribution=start_distribution)
+        return ColdDiffusionPipeline(unet=model, degradation=self.degradation, start_distribution=start_distribution,
+                                     class_names=self.class_names)
 
     @torch.no_grad()
     def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None,
                progress: str | None = None) -> torch.Tensor:
-        """Unconditional samples in [-1, 1], shape (N, C, H, W)."""
+        """Samples in [-1, 1], shape (N, C, H, W); class-conditional runs draw the classes in order (`grid_labels`)."""
         pipeline = self.pipeline(model)
         # A bar if named, on terminals only.
         pipeline.set_progress_bar_config(desc=progress, leave=False, disable=True if progress is None else None)
-        images = pipeline(batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps,
+        labels = self.grid_labels(num_images)
+        images = pipeline(batch_size=num_images, class_labels=labels, generator=generator, num_inference_steps=num_inference_steps,
                           noise=self.noise, output_type="pt").images
         return images * 2 - 1

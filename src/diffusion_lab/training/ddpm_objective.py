@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler
 
-from ..pipelines import EntropyScaledDDPMPipeline
+from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, use_sampler
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, portable_scheduler
 from .arguments import ArgumentError
+from .class_conditioning import ClassConditioning
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
 
@@ -76,8 +77,11 @@ def build_ddpm_scheduler(args: argparse.Namespace) -> DDPMScheduler:
         ) from None
 
 
-class DDPMObjective:
-    """Noise a clean batch at random timesteps and regress the network's output on the target."""
+class DDPMObjective(ClassConditioning):
+    """Noise a clean batch at random timesteps and regress the network's output on the target.
+
+    Class-conditional runs (`use_classes`) pass each image's label, dropped to the null class with probability
+    --label_dropout, and save a `ClassConditionalDDPMPipeline`."""
 
     default_loss = "mse"
 
@@ -102,16 +106,24 @@ class DDPMObjective:
             return clean
         return self.scheduler.get_velocity(clean, noise, timesteps)
 
-    def loss(self, model, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean loss on one batch; `generator` (on CPU) fixes noise and timesteps, e.g. for validation."""
+    def loss(self, model, clean: torch.Tensor, generator: torch.Generator | None = None,
+             class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean loss on one batch; `generator` (on CPU) fixes noise and timesteps (and dropped labels), e.g. for
+        validation; `class_labels` for class-conditional runs."""
         noise = torch.randn(clean.shape, generator=generator).to(clean.device) if generator else torch.randn_like(clean)
         timesteps = torch.randint(0, self.num_train_timesteps, (clean.shape[0],), generator=generator).to(clean.device)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
-        prediction = model(noisy, timesteps).sample
+        if class_labels is None:
+            prediction = model(noisy, timesteps).sample
+        else:
+            prediction = model(noisy, timesteps, class_labels=self.drop_labels(class_labels, generator)).sample
         return self.loss_fn(prediction.float(), self.target(clean, noise, timesteps).float())
 
     def pipeline(self, model) -> DDPMPipeline | EntropyScaledDDPMPipeline:
         """DES needs its own pipeline and scheduler (remote code); every other schedule saves as stock diffusers."""
+        if self.class_names is not None:  # every schedule, DES included: it starts from init_noise_sigma
+            scheduler = self.scheduler if isinstance(self.scheduler, EntropyScaledDDPMScheduler) else portable_scheduler(self.scheduler)
+            return ClassConditionalDDPMPipeline(unet=model, scheduler=scheduler, class_names=self.class_names)
         if isinstance(self.scheduler, EntropyScaledDDPMScheduler):
             return EntropyScaledDDPMPipeline(unet=model, scheduler=self.scheduler)
         return DDPMPipeline(unet=model, scheduler=portable_scheduler(self.scheduler))
@@ -119,10 +131,13 @@ class DDPMObjective:
     @torch.no_grad()
     def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None,
                progress: str | None = None) -> torch.Tensor:
-        """Images in [-1, 1], shape (N, C, H, W), drawn with the objective's sampler."""
+        """Images in [-1, 1], shape (N, C, H, W), drawn with the objective's sampler; class-conditional runs draw the
+        classes in order (`grid_labels`), guidance 1."""
         pipeline = self.pipeline(model)
         # A bar if named, on terminals only.
         pipeline.set_progress_bar_config(desc=progress, leave=False, disable=True if progress is None else None)
         steps = use_sampler(pipeline, self.sampler, num_inference_steps) or self.num_train_timesteps
-        images = pipeline(batch_size=num_images, generator=generator, output_type="np", num_inference_steps=steps).images
+        labels = self.grid_labels(num_images)
+        images = pipeline(**({} if labels is None else {"class_labels": labels}),
+                          batch_size=num_images, generator=generator, output_type="np", num_inference_steps=steps).images
         return torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1

@@ -109,7 +109,7 @@ def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, o
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def _check_model_takes(model, channels: int, resolution: int) -> None:
+def _check_model_takes(model, channels: int, resolution: int, conditional: bool = False) -> None:
     """Fail before training, not at the first step, when the model cannot take the data's image size."""
     config = model.config
     if config.sample_size != resolution or config.in_channels != channels:
@@ -119,7 +119,8 @@ def _check_model_takes(model, channels: int, resolution: int) -> None:
         )
     try:
         with torch.no_grad():
-            model(torch.zeros(1, channels, resolution, resolution), torch.zeros(1, dtype=torch.long))
+            labels = {"class_labels": torch.zeros(1, dtype=torch.long)} if conditional else {}
+            model(torch.zeros(1, channels, resolution, resolution), torch.zeros(1, dtype=torch.long), **labels)
     except RuntimeError:
         levels = len(getattr(config, "block_out_channels", ())) - 1
         raise ArgumentError(
@@ -210,12 +211,16 @@ class Trainer:
             args.dataset_name, args.train_data_dir, args.image_column, args.resolution or 28, args.center_crop,
             args.validation_fraction, args.max_train_samples, args.seed,
             is_main_process=accelerator.is_main_process, wait_for_everyone=accelerator.wait_for_everyone,
+            label_column=args.label_column if args.class_conditional else None,
         )
         channels, resolution = self.train_data.channels, self.train_data.images.shape[-1]
+        if args.class_conditional:
+            objective.use_classes(self.train_data.class_names, args.label_dropout)
         # Every process builds the same initial weights.
         torch.manual_seed(args.seed)
-        model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path)
-        _check_model_takes(model, channels, resolution)
+        model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path,
+                            num_classes=self.train_data.num_classes)
+        _check_model_takes(model, channels, resolution, args.class_conditional)
         set_seed(args.seed, device_specific=True)
         self.batches = ShardedBatches(len(self.train_data), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed)
         self.steps_per_epoch = self.batches.batches_per_epoch // args.gradient_accumulation_steps
@@ -299,13 +304,19 @@ class Trainer:
 
     # -- pieces of one step ------------------------------------------------------------------------------------
 
-    def _batch(self, micro_batch: int) -> torch.Tensor:
+    def _batch(self, micro_batch: int, with_labels: bool = False):
+        """The images of one micro-batch; with `with_labels`, (images, labels), labels None for unconditional runs."""
         per_epoch = self.steps_per_epoch * self.args.gradient_accumulation_steps
         epoch, index = divmod(micro_batch, per_epoch)
-        images = self.train_data.batch(self.batches.indices(epoch, index))
+        indices = self.batches.indices(epoch, index)
+        images = self.train_data.batch(indices)
         if self.args.random_flip:
             images = random_flip(images, generator=None)
-        return images.to(self.accelerator.device, non_blocking=True)
+        images = images.to(self.accelerator.device, non_blocking=True)
+        if not with_labels:
+            return images
+        labels = None if self.train_data.labels is None else self.train_data.batch_labels(indices).to(self.accelerator.device)
+        return images, labels
 
     def _on_any_process(self, flag: torch.Tensor) -> bool:
         return bool(self.accelerator.reduce(flag.float(), reduction="sum") > 0)
@@ -322,9 +333,9 @@ class Trainer:
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
         skipped = False
         for micro in range(args.gradient_accumulation_steps):
-            clean = self._batch(self.global_step * args.gradient_accumulation_steps + micro)
+            clean, labels = self._batch(self.global_step * args.gradient_accumulation_steps + micro, with_labels=True)
             with accelerator.accumulate(self.model):
-                loss = self.objective.loss(self.model, clean)
+                loss = self.objective.loss(self.model, clean, **({} if labels is None else {"class_labels": labels}))
                 accelerator.backward(loss)
                 nonfinite |= ~torch.isfinite(loss.detach())
                 if accelerator.sync_gradients:
@@ -391,8 +402,9 @@ class Trainer:
         for start in tqdm(batches, desc="validation", leave=False, disable=None if accelerator.is_local_main_process else True):
             indices = shard[start : start + args.eval_batch_size]
             clean = self.validation_data.batch(indices).to(accelerator.device)
+            labels = {} if self.validation_data.labels is None else {"class_labels": self.validation_data.batch_labels(indices).to(accelerator.device)}
             with accelerator.autocast():
-                losses.append(self.objective.loss(model, clean, generator=generator) * len(indices))
+                losses.append(self.objective.loss(model, clean, generator=generator, **labels) * len(indices))
             counts.append(len(indices))
         model.train()
         totals = torch.stack([torch.stack(losses).sum(), torch.tensor(float(sum(counts)), device=accelerator.device)])
