@@ -30,7 +30,7 @@ def run_script(*args, env=None, timeout=600, cwd=None):
 
 
 TINY_RUN = ["--model", "cnn", "--max_train_samples", "256", "--train_batch_size", "32", "--eval_batch_size", "8",
-            "--num_inference_steps", "4", "--logger", "none", "--logging_steps", "2"]
+            "--num_inference_steps", "4", "--logger", "none", "--logging_steps", "2", "--no-use_ema"]
 
 sys.path.insert(0, str(ROOT))  # train_ddpm.py / train_cold.py live at the repository root
 
