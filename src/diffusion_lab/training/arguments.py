@@ -27,8 +27,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="Workers that gather batches from the decoded cache.")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="cnn", help="cnn | cnn_large | unet | unet_mnist | unet_cifar10.")
+    model.add_argument("--model", default="cnn", help="cnn | cnn_large | cnn_report | unet | unet_mnist | unet_cifar10 | unet_fgvc_aircraft.")
     model.add_argument("--model_config_name_or_path", default=None, help="A UNet2DModel config (folder or json) instead of a preset.")
+    model.add_argument("--dropout", type=float, default=None, help="UNet dropout probability, e.g. 0.01 (the U-Net report's). Default: the preset's (0 for MNIST, 0.1 for CIFAR-10).")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default=None, help="Where the pipeline, checkpoints, logs and samples go.")
@@ -118,5 +119,12 @@ def validate_training_args(args: argparse.Namespace) -> None:
             f"--lr_warmup_steps {args.lr_warmup_steps} has no effect with --lr_scheduler constant: "
             "use --lr_scheduler constant_with_warmup (or cosine, linear, ...)."
         )
+    if args.dropout is not None:
+        from ..models import CNN_VARIANTS
+
+        if not 0 <= args.dropout < 1:
+            raise ArgumentError(f"--dropout {args.dropout} must be in [0, 1), e.g. 0.01.")
+        if args.model in CNN_VARIANTS and args.model_config_name_or_path is None:
+            raise ArgumentError(f"--dropout applies to the UNet presets, not to --model {args.model}: drop it or pick a UNet (e.g. --model unet).")
     if args.push_to_hub and args.hub_model_id is None:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-mnist).")

@@ -157,7 +157,8 @@ class Trainer:
         channels, resolution = self.train_data.channels, self.train_data.images.shape[-1]
         # Every process builds the same initial weights.
         torch.manual_seed(args.seed)
-        model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path)
+        model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path,
+                            dropout=args.dropout)
         _check_model_takes(model, channels, resolution)
         set_seed(args.seed, device_specific=True)
         self.batches = ShardedBatches(len(self.train_data), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed)
