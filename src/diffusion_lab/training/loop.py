@@ -265,6 +265,10 @@ class Trainer:
         torch.distributed.all_reduce(received, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
         return int(received)
 
+    def _kept_checkpoint_steps(self, step: int) -> bool:
+        """--keep_epoch_checkpoints: the checkpoint of each epoch's last step (and of the last step) is never pruned."""
+        return self.args.keep_epoch_checkpoints and (step % self.steps_per_epoch == 0 or step == self.max_train_steps)
+
     def _last_checkpoint_name(self) -> str:
         checkpoints = complete_checkpoints(self.output_dir)
         return checkpoints[-1].name if checkpoints else "none yet"
@@ -340,7 +344,8 @@ class Trainer:
         )
         reference = torch.from_numpy(np.array(self.validation_data.images))  # a writable copy of the memory map
         try:
-            result = evaluate_images(images, reference, args.eval_batch_size, str(self.accelerator.device), reference_range="uint8", seed=args.seed)
+            result = evaluate_images(images, reference, args.eval_batch_size, str(self.accelerator.device), reference_range="uint8",
+                                     seed=args.seed, inception_weights=args.inception_weights)
         except ValueError as error:  # e.g. a diverged model's samples: report it, keep training
             self.accelerator.print(f"epoch {epoch}: sample evaluation skipped: {error}")
             return
@@ -401,8 +406,8 @@ class Trainer:
                 window_loss_sum += loss
                 losses_in_window += 1
             logging_due = step % args.logging_steps == 0 or step == self.max_train_steps
-            checkpoint_due = step % args.checkpointing_steps == 0
             epoch_ends = step % self.steps_per_epoch == 0 or step == self.max_train_steps
+            checkpoint_due = step % args.checkpointing_steps == 0 or (args.keep_epoch_checkpoints and epoch_ends)
             stop_signal = self._stop_signal()
             if logging_due or checkpoint_due or epoch_ends or stop_signal:
                 self._stop_if_nonfinite()
@@ -421,7 +426,7 @@ class Trainer:
                 losses_in_window = 0
                 window_start = time.perf_counter()
             if checkpoint_due or stop_signal:
-                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit)
+                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, self._kept_checkpoint_steps)
             if stop_signal:
                 raise TrainingStopped(
                     f"{signal.Signals(stop_signal).name} received: stopped after step {step} and wrote {checkpoint.name}; "
