@@ -1,7 +1,8 @@
 """Train a DDPM (Ho et al. 2020) and save it as a diffusers pipeline.
 
-    accelerate launch train_ddpm.py                      # coursework CNN on the shipped MNIST
-    accelerate launch train_ddpm.py --model unet --use_ema --num_epochs 20
+    accelerate launch train_ddpm.py                      # the fast UNet on the shipped MNIST -> ddpm-mnist/
+    accelerate launch train_ddpm.py --model cnn --no-use_ema --optimizer adam --learning_rate 2e-4 \
+        --lr_scheduler constant --lr_warmup_steps 0 --output_dir ddpm-cnn    # the seeds' coursework recipe
 """
 
 import argparse
@@ -16,9 +17,12 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_args(parser)
     add_ddpm_args(parser)
-    # The UNet preset is the default: at equal training compute it gives far better digits than the coursework CNN
-    # (README, "Which model").
-    parser.set_defaults(output_dir="ddpm-mnist", model="unet")
+    # The recipe that reaches real-looking digits soonest (README, "Time to quality"): the fast UNet preset, AdamW at
+    # 1e-3 after a short warm-up, and an EMA of the weights. The seeds' recipes stay reachable by flags (experiments/).
+    parser.set_defaults(
+        output_dir="ddpm-mnist", model="unet_fast", use_ema=True, optimizer="adamw", learning_rate=1e-3,
+        lr_scheduler="constant_with_warmup", lr_warmup_steps=250,
+    )
     return parser.parse_args(argv)
 
 

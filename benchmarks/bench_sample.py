@@ -69,7 +69,7 @@ def build_sampler(model_name: str, sampler: str, device: str):
     """A function (batch_size, generator) -> images for one model and sampler."""
     from diffusers import DDPMPipeline, DDPMScheduler
     from diffusion_lab.models import build_model
-    from diffusion_lab.sample import swap_scheduler
+    from diffusion_lab.sampling import swap_scheduler
 
     torch.manual_seed(0)
     model = build_model(model_name, 28, 1, 1000).to(device).eval()

@@ -4,7 +4,7 @@
 
 POINT is `step-N` (in step N, between forward and backward), `checkpoint-N` (writing checkpoint-N: the model is
 saved, optimizer and RNG states are not), `pipeline` (swapping in a saved pipeline: its first part is moved in,
-model_index.json is not), or `none`. The main process prints "paused at POINT" to stderr there and waits for a
+model_index.json is not), `grid-N` (about to draw the sample grid after step N), or `none`. The main process prints "paused at POINT" to stderr there and waits for a
 signal; the production code has no test hooks, the points are wrapped here.
 """
 
@@ -54,6 +54,7 @@ step = [0]
 wrap(loop.Trainer, "_train_step", before=lambda trainer: step.__setitem__(0, trainer.global_step + 1))
 wrap(accelerate.Accelerator, "backward", before=lambda *_: pause(f"step-{step[0]}"))
 wrap(accelerate.accelerator, "save_accelerator_state", before=lambda output_dir, *_: pause(Path(output_dir).stem))
+wrap(loop.Trainer, "save_sample_grid", before=lambda trainer, *_: pause(f"grid-{trainer.global_step}"))
 moved = []
 wrap(export, "_move_into_place", after=lambda entry, target: moved.append(entry) or (len(moved) == 1 and pause("pipeline")))
 

@@ -125,6 +125,26 @@ def test_killed_runs_resume_to_the_weights_of_an_uninterrupted_run(script, proce
     load_pipeline(str(folder))
 
 
+@pytest.mark.parametrize("step", [4, 8], ids=["mid-run", "after-the-last-step"])
+def test_a_stop_while_a_grid_is_drawn_ends_within_seconds_and_resumes(step, tmp_path):
+    folder = tmp_path / "run"
+    no_scheduled_checkpoints = ("--checkpointing_steps", 100)
+    run = Run("train_ddpm.py", 1, folder, *no_scheduled_checkpoints, point=f"grid-{step}")
+    run.wait_for_pause()
+    sent = time.monotonic()
+    assert run.signal(signal.SIGTERM) == 128 + signal.SIGTERM
+    assert time.monotonic() - sent < 30
+    assert "SIGTERM received: sampling abandoned." in run.log
+    assert f"stopped after step {step} and wrote checkpoint-{step}; to go on, rerun the same command with --resume_from_checkpoint latest" in run.log
+    assert checkpoints(folder) == [f"checkpoint-{step}"]
+    assert not (folder / "samples" / f"epoch_{step // 4:04d}.png").exists()  # the grid was skipped
+    if step == 8:  # training had finished: the pipeline was still written
+        load_pipeline(str(folder))
+    Run("train_ddpm.py", 1, folder, *no_scheduled_checkpoints, "--resume_from_checkpoint", "latest").finish()
+    load_pipeline(str(folder))
+    assert (folder / "samples" / "epoch_0002.png").exists() == (step == 4)
+
+
 def train_in_process(folder, *flags):
     """A short in-process run: 6 steps of 16 images, checkpoints every 2 steps."""
     argv = ["--output_dir", str(folder), *TINY_RUN, "--train_batch_size", "16", "--max_train_steps", "6", "--checkpointing_steps", "2"]

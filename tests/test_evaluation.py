@@ -250,6 +250,15 @@ def test_training_logs_sample_metrics_and_plot_draws_the_run(tmp_path):
     assert {"eval/digit_fd_real", "eval/digit_is", "eval/psnr", "eval/ssim_real"} <= evaluations[0].keys()
     events = b"".join(path.read_bytes() for path in (output_dir / "logs").rglob("events.out.tfevents.*"))
     assert b"eval/digit_fd" in events
+    # The sample grids go to TensorBoard too, one image per epoch, as written to samples/.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = EventAccumulator(str(next((output_dir / "logs").rglob("events.out.tfevents.*")).parent), size_guidance={"images": 0})
+    log.Reload()
+    grids = log.Images("samples")
+    assert [image.step for image in grids] == [8, 16]  # 256 images, batch 32: 8 steps per epoch
+    on_disk = Image.open(output_dir / "samples" / "epoch_0002.png")
+    assert (grids[-1].width, grids[-1].height) == on_disk.size
 
     written = plot_run(output_dir)
     assert [path.name for path in written] == ["loss_curves.png", "metrics.png", "sample_grids.png"]

@@ -77,7 +77,7 @@ def test_fgvc_aircraft_recipe_runs_on_a_generated_rgb_folder(aircraft_folder, tm
     train_ddpm.run_training(args, train_ddpm.DDPMObjective.from_args(args), argv=["train_ddpm.py", *argv])
     printed = capsys.readouterr().out
     assert "FID and Inception Score on Inception-v3 skipped" in printed  # the in-training evaluation says why
-    assert "6 training images, 4 validation images" in printed
+    assert "on 6 images (4 held out)" in printed
 
     pipeline = load_pipeline(str(output_dir))
     unet = pipeline.unet

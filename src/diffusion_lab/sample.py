@@ -15,17 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .cli import run_command
 from .data import image_grid, load_image_caches
 from .pipelines.export import load_pipeline
+from .sampling import DEFAULT_STEPS, FAST_SCHEDULERS, generate, is_cold, keeps_own_scheduler, swap_scheduler
 from .training.run_folder import RUN_MARKERS
-
-FAST_SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver": DPMSolverMultistepScheduler}
-
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,26 +74,6 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
         raise PermissionError(f"cannot write to --output_dir {output_dir} ({error.strerror}): choose a writable folder.") from None
 
 
-def swap_scheduler(pipeline, name: str) -> None:
-    """Replace the sampler, keeping the betas (diffusers' from_config carries trained_betas and beta settings)."""
-    pipeline.scheduler = FAST_SCHEDULERS[name].from_config(pipeline.scheduler.config)
-
-
-DEFAULT_STEPS = {None: None, "ddpm": None, "ddim": 50, "dpmsolver": 20}
-
-
-def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None, **kwargs) -> np.ndarray:
-    """uint8 images (N, H, W, C); batch b uses generator seed + b, so results do not depend on the device count."""
-    if num_inference_steps:
-        kwargs["num_inference_steps"] = num_inference_steps
-    batches = []
-    for batch_index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="sampling")):
-        generator = torch.Generator().manual_seed(seed + batch_index)
-        images = pipeline(batch_size=min(batch_size, num_images - start), generator=generator, output_type="np", **kwargs).images
-        batches.append((np.asarray(images) * 255).round().astype(np.uint8))
-    return np.concatenate(batches)
-
-
 def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
     """The seeds' four columns for real test images: original, degraded (level T), one-step, iterative."""
     _, test_images = load_image_caches(args.dataset_name, resolution=pipeline.unet.config.sample_size)
@@ -106,11 +82,6 @@ def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
     output = pipeline(images=images, generator=generator, num_inference_steps=args.num_inference_steps, output_type="pt", **cold_kwargs)
     columns = torch.stack([output.originals, output.degraded, output.direct, output.images], dim=1)
     return image_grid(columns.flatten(0, 1) * 2 - 1, columns=4)
-
-
-def is_cold(pipeline) -> bool:
-    """Cold-diffusion pipelines restore a degradation instead of denoising with a scheduler."""
-    return hasattr(pipeline, "degradation")
 
 
 def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
@@ -122,8 +93,7 @@ def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str =
     else:
         pipeline = load_pipeline(name_or_path)
     if scheduler is not None:
-        # A cold pipeline has no noise scheduler; swapping DES's would drop its noise scale s.
-        if is_cold(pipeline) or hasattr(pipeline.scheduler.config, "noise_scale"):
+        if keeps_own_scheduler(pipeline):
             raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
         swap_scheduler(pipeline, scheduler)
     pipeline.set_progress_bar_config(leave=False)

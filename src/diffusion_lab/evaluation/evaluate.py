@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ..cli import run_command
-from ..sample import DEFAULT_STEPS, FAST_SCHEDULERS, check_device, generate, is_cold, open_pipeline
+from ..sample import check_device, open_pipeline
+from ..sampling import DEFAULT_STEPS, FAST_SCHEDULERS, generate, is_cold
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
 from .pixel_range import PIXEL_RANGES

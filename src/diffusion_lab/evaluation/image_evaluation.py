@@ -48,6 +48,7 @@ def evaluate_images(
     inception_weights: str | Path | None = None,
     classifier: DigitClassifier | None = None,
     seed: int = 0,
+    psnr_ssim: bool = True,
 ) -> dict:
     """Every applicable metric of `images` (N, C, H, W) against `reference` (default: shipped MNIST test split).
 
@@ -60,6 +61,7 @@ def evaluate_images(
             mean over 10 splits, `inception_score_std` its standard deviation.
         classifier: the digit classifier (default: the shipped one).
         seed: picks the two disjoint real subsets.
+        psnr_ssim: False skips PSNR/SSIM against references, the slow part (time-to-quality curves).
 
     Returns:
         metric name -> float, plus `num_samples` (N), `num_reference` (size of each real subset),
@@ -105,9 +107,10 @@ def evaluate_images(
     else:
         notes.append("Digit-classifier metrics skipped: they apply to 1x28x28 digit images only.")
 
-    psnr_references = compared[:NUM_PSNR_REFERENCES]
-    result["psnr"], result["ssim"] = psnr_ssim_against_references(images, psnr_references, batch_size, device)
-    result["psnr_real"], result["ssim_real"] = real_psnr_ssim(stand_in, psnr_references, batch_size, device)
+    if psnr_ssim:
+        psnr_references = compared[:NUM_PSNR_REFERENCES]
+        result["psnr"], result["ssim"] = psnr_ssim_against_references(images, psnr_references, batch_size, device)
+        result["psnr_real"], result["ssim_real"] = real_psnr_ssim(stand_in, psnr_references, batch_size, device)
 
     if originals is not None:
         originals, checks["originals"] = to_signed_unit_range(originals, originals_range, "original images")

@@ -12,6 +12,20 @@ MNIST_UNET = dict(
     norm_num_groups=8,
 )
 
+# The fast MNIST UNet: one residual block per level and no attention. Attention at 14x14 (196 tokens) made the
+# preset above cost 5x more per step on a CPU; at equal training time this one draws better digits (README,
+# "Time to quality").
+MNIST_UNET_FAST = dict(
+    sample_size=28,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=(32, 64, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+)
+
 # Ho et al. 2020, CIFAR-10: 128 base channels, multipliers (1, 2, 2, 2), attention at 16x16,
 # two residual blocks per level, dropout 0.1 (35.7 M parameters).
 CIFAR10_UNET = dict(
@@ -39,4 +53,5 @@ FGVC_AIRCRAFT_UNET = dict(
     norm_num_groups=32,
 )
 
-UNET_PRESETS = {"unet": MNIST_UNET, "unet_mnist": MNIST_UNET, "unet_cifar10": CIFAR10_UNET, "unet_fgvc_aircraft": FGVC_AIRCRAFT_UNET}
+UNET_PRESETS = {"unet": MNIST_UNET, "unet_mnist": MNIST_UNET, "unet_fast": MNIST_UNET_FAST, "unet_cifar10": CIFAR10_UNET,
+                "unet_fgvc_aircraft": FGVC_AIRCRAFT_UNET}

@@ -133,10 +133,11 @@ class ColdObjective:
         return ColdDiffusionPipeline(unet=model, degradation=self.degradation, start_distribution=start_distribution)
 
     @torch.no_grad()
-    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None) -> torch.Tensor:
+    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None,
+               progress: str | None = None) -> torch.Tensor:
         """Unconditional samples in [-1, 1], shape (N, C, H, W)."""
         pipeline = self.pipeline(model)
-        pipeline.set_progress_bar_config(disable=True)
+        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=progress is None)  # a bar if named
         images = pipeline(batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps,
                           noise=self.noise, output_type="pt").images
         return images * 2 - 1

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler
 
 from ..pipelines import EntropyScaledDDPMPipeline
+from ..sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, use_sampler
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, portable_scheduler
 from .arguments import ArgumentError
 
@@ -30,6 +31,11 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--variance_type", choices=("fixed_small", "fixed_large"), default="fixed_small",
         help="Reverse variance: posterior variance (fixed_small) or beta_t (fixed_large, the seeds' Algorithm 18.2).",
+    )
+    group.add_argument(
+        "--sampler", choices=tuple(FAST_SCHEDULERS), default=DEFAULT_SAMPLER,
+        help="Sampler of the sample grids and in-training evaluation, on the trained betas (default: dpmsolver, 20 steps; "
+             "ddim: 50; ddpm: all T ancestral steps). entropy_scaled keeps its own ancestral sampler (100 strided steps).",
     )
     group.add_argument("--des_entropy_mode", choices=ENTROPY_MODES, default="batch", help="entropy_scaled: one noise scale per batch (the seeds') or per image.")
     group.add_argument(
@@ -75,13 +81,14 @@ class DDPMObjective:
 
     default_loss = "mse"
 
-    def __init__(self, scheduler: DDPMScheduler, loss: str = "mse"):
+    def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str | None = DEFAULT_SAMPLER):
         self.scheduler = scheduler
         self.loss_fn = LOSSES[loss]
+        self.sampler = sampler
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DDPMObjective":
-        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss)
+        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss, args.sampler)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -110,12 +117,11 @@ class DDPMObjective:
         return DDPMPipeline(unet=model, scheduler=portable_scheduler(self.scheduler))
 
     @torch.no_grad()
-    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None) -> torch.Tensor:
-        """Images in [-1, 1], shape (N, C, H, W)."""
+    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None,
+               progress: str | None = None) -> torch.Tensor:
+        """Images in [-1, 1], shape (N, C, H, W), drawn with the objective's sampler."""
         pipeline = self.pipeline(model)
-        pipeline.set_progress_bar_config(disable=True)
-        images = pipeline(
-            batch_size=num_images, generator=generator, output_type="np",
-            num_inference_steps=num_inference_steps or self.num_train_timesteps,
-        ).images
+        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=progress is None)  # a bar if named
+        steps = use_sampler(pipeline, self.sampler, num_inference_steps) or self.num_train_timesteps
+        images = pipeline(batch_size=num_images, generator=generator, output_type="np", num_inference_steps=steps).images
         return torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1

@@ -29,10 +29,12 @@ from ..hub import prepare_upload, push
 from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, random_flip
 from ..models import build_model
 from ..pipelines.export import save_pipeline
+from ..sampling import autocast_with_fp32_outputs
 from .arguments import ArgumentError, validate_training_args
 from .checkpoints import complete_checkpoints, resolve_resume_path, save_checkpoint, step_of
+from .precision import auto_mixed_precision
 from .run_folder import check_output_dir, public_args, write_run_info
-from .stopping import RESUME_HINT, StopSignals, TrainingStopped
+from .stopping import RESUME_HINT, SamplingStopped, StopSignals, TrainingStopped
 
 VALIDATION_SEED = 1234
 
@@ -131,7 +133,10 @@ class Trainer:
         self.output_dir = Path(args.output_dir)
         if args.deterministic:
             _use_deterministic_algorithms()
-        accelerator_kwargs = {} if args.mixed_precision is None else {"mixed_precision": args.mixed_precision}
+        if args.mixed_precision == "auto":
+            # Recorded as resolved, so training_args.json and the model card say what was used.
+            args.mixed_precision = auto_mixed_precision(use_cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+        accelerator_kwargs = {"mixed_precision": args.mixed_precision}
         if args.torch_compile:
             accelerator_kwargs["dynamo_backend"] = "inductor"  # accelerator.prepare compiles the model
         self.accelerator = Accelerator(
@@ -199,6 +204,7 @@ class Trainer:
             accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
         self.global_step = 0
+        self.pipeline_step = None  # the step whose weights the saved pipeline holds
         if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")
             accelerator.load_state(str(checkpoint))
@@ -288,15 +294,17 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Mean loss over this process's share of the validation split, with fixed noise, averaged over processes."""
-        accelerator = self.accelerator
+        """Mean loss over this process's share of the validation subset, with fixed noise, averaged over processes."""
+        accelerator, args = self.accelerator, self.args
         model = self.eager_model
         model.eval()
         generator = torch.Generator().manual_seed(VALIDATION_SEED + accelerator.process_index)
-        shard = np.arange(accelerator.process_index, len(self.validation_data), accelerator.num_processes)
+        subset = min(len(self.validation_data), args.max_validation_samples or len(self.validation_data))
+        shard = np.arange(accelerator.process_index, subset, accelerator.num_processes)
         losses, counts = [], []
-        for start in range(0, len(shard), self.args.eval_batch_size):
-            indices = shard[start : start + self.args.eval_batch_size]
+        batches = range(0, len(shard), args.eval_batch_size)
+        for start in tqdm(batches, desc="validation", leave=False, disable=not accelerator.is_local_main_process):
+            indices = shard[start : start + args.eval_batch_size]
             clean = self.validation_data.batch(indices).to(accelerator.device)
             with accelerator.autocast():
                 losses.append(self.objective.loss(model, clean, generator=generator) * len(indices))
@@ -322,14 +330,32 @@ class Trainer:
         finally:
             self.ema.restore(model.parameters())
 
+    def generate(self, num_images: int, description: str) -> torch.Tensor:
+        """`num_images` images in [-1, 1] from the saved (EMA) weights with the run's sampler, in batches of
+        --eval_batch_size, from the same noise at every call. A stop signal ends it at the next model call
+        (SamplingStopped)."""
+        args = self.args
+        generator = torch.Generator().manual_seed(args.seed)
+        sizes = [min(args.eval_batch_size, num_images - start) for start in range(0, num_images, args.eval_batch_size)]
+        # One batch (a grid): the sampler's own bar over its steps; several: a bar over the batches.
+        per_step = description if len(sizes) == 1 else None
+        batches = tqdm(sizes, desc=description, leave=False, disable=len(sizes) == 1 or not self.accelerator.is_local_main_process)
+
+        def draw(model):
+            with self.signals.interrupting(model), autocast_with_fp32_outputs(model, self.accelerator.autocast()):
+                return torch.cat([self.objective.sample(model, size, generator, args.num_inference_steps, progress=per_step)
+                                  for size in batches]).float()
+
+        return self._with_ema_weights(draw)
+
     def save_sample_grid(self, name: str) -> Path:
-        generator = torch.Generator().manual_seed(self.args.seed)
-        images = self._with_ema_weights(
-            lambda model: self.objective.sample(model, self.args.eval_batch_size, generator, self.args.num_inference_steps)
-        )
+        images = self.generate(self.args.eval_batch_size, f"sample grid {name}")
         path = self.output_dir / "samples" / f"{name}.png"
         path.parent.mkdir(exist_ok=True)
-        image_grid(images).save(path)
+        grid = image_grid(images)
+        grid.save(path)
+        if self.args.logger == "tensorboard":
+            self.accelerator.get_tracker("tensorboard").log_images({"samples": np.asarray(grid.convert("RGB"))[None]}, self.global_step, dataformats="NHWC")
         return path
 
     def evaluate_samples(self, epoch: int) -> None:
@@ -337,11 +363,7 @@ class Trainer:
         from ..evaluation import evaluate_images, summary_line
 
         args = self.args
-        generator = torch.Generator().manual_seed(args.seed)  # the same noise at every evaluation
-        sizes = [min(args.eval_batch_size, args.eval_num_samples - start) for start in range(0, args.eval_num_samples, args.eval_batch_size)]
-        images = self._with_ema_weights(
-            lambda model: torch.cat([self.objective.sample(model, size, generator, args.num_inference_steps) for size in sizes])
-        )
+        images = self.generate(args.eval_num_samples, "evaluation samples")
         reference = torch.from_numpy(np.array(self.validation_data.images))  # a writable copy of the memory map
         try:
             result = evaluate_images(images, reference, args.eval_batch_size, str(self.accelerator.device), reference_range="uint8",
@@ -357,20 +379,35 @@ class Trainer:
 
     def save_pipeline(self) -> None:
         self._with_ema_weights(lambda model: save_pipeline(self.objective.pipeline(model), self.output_dir))
+        self.pipeline_step = self.global_step
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
-    def train(self) -> None:
+    def _announce_start(self) -> None:
         accelerator, args = self.accelerator, self.args
+        epochs = self.max_train_steps / self.steps_per_epoch
         accelerator.print(
-            f"{len(self.train_data)} training images, {len(self.validation_data)} validation images, "
-            f"{accelerator.num_processes} process(es), {self.max_train_steps} steps ({self.steps_per_epoch} per epoch)"
+            f"Training {args.model_config_name_or_path or args.model} on {len(self.train_data)} images "
+            f"({len(self.validation_data)} held out): {self.max_train_steps} steps ({epochs:.3g} epochs) of batch "
+            f"{args.train_batch_size} x {args.gradient_accumulation_steps} accumulation x {accelerator.num_processes} "
+            f"process(es), precision {args.mixed_precision}, on {accelerator.device}.\n"
+            f"Writing to {self.output_dir}/: checkpoints every {args.checkpointing_steps} steps, sample grids every "
+            f"{args.save_images_epochs} epoch(s) in samples/, the pipeline at the end"
+            + (f", starting from step {self.global_step}." if self.global_step else ".")
         )
+
+    def train(self, after_step=None) -> None:
+        """Train to the last step, then save the pipeline (and upload it with --push_to_hub).
+
+        `after_step(trainer)`, if given, runs after every step (benchmarks/time_to_quality.py scores samples there);
+        it may end training early by lowering `trainer.max_train_steps`.
+        """
+        accelerator, args = self.accelerator, self.args
+        self._announce_start()
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
-        start_step = self.global_step
         try:
             with self.signals:
-                self._train_steps(progress)
+                self._train_steps(progress, after_step)
         except TrainingStopped:
             accelerator.end_training()
             raise
@@ -378,15 +415,20 @@ class Trainer:
             progress.close()  # so that a message that follows starts on a line of its own
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            if self.global_step == start_step:
-                # Resumed from the last step's checkpoint: the run ended before or while writing the pipeline.
+            if self.pipeline_step != self.global_step:
+                # Resumed from the last step's checkpoint (the run ended before or while writing the pipeline), or
+                # ended early by `after_step`.
                 self.save_pipeline()
             upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
             if args.push_to_hub:
                 accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
+            accelerator.print(
+                f"Done: the pipeline is in {self.output_dir}/. Sample from it with\n"
+                f"  python -m diffusion_lab.sample {self.output_dir} --num_images 64"
+            )
         accelerator.end_training()
 
-    def _train_steps(self, progress) -> None:
+    def _train_steps(self, progress, after_step=None) -> None:
         accelerator, args = self.accelerator, self.args
         epoch_loss_sum = torch.zeros((), device=accelerator.device)
         losses_in_epoch = 0  # counted, not derived: a resumed run starts mid-epoch, skipped steps do not count
@@ -425,28 +467,43 @@ class Trainer:
                 window_loss_sum.zero_()
                 losses_in_window = 0
                 window_start = time.perf_counter()
+            checkpoint = None
             if checkpoint_due or stop_signal:
                 checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, self._kept_checkpoint_steps)
+            if epoch_ends and not stop_signal:
+                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / losses_in_epoch if losses_in_epoch else math.nan
+                self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
+                epoch_loss_sum.zero_()
+                losses_in_epoch = 0
+                # A signal during the epoch's validation, grids or evaluation stops the run here.
+                stop_signal = self._stop_signal()
+                if stop_signal and checkpoint is None:
+                    checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, self._kept_checkpoint_steps)
             if stop_signal:
                 raise TrainingStopped(
                     f"{signal.Signals(stop_signal).name} received: stopped after step {step} and wrote {checkpoint.name}; "
                     f"to go on, {RESUME_HINT}.",
                     exit_code=128 + stop_signal,
                 )
-            if epoch_ends:
-                train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / losses_in_epoch if losses_in_epoch else math.nan
-                self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
-                epoch_loss_sum.zero_()
-                losses_in_epoch = 0
+            if after_step is not None:
+                after_step(self)
 
     def end_of_epoch(self, epoch: int, train_loss: float, final: bool) -> None:
+        """Validation loss, then (main process) the sample grid, evaluation and pipeline as due.
+
+        A stop signal skips the grid and evaluation (even halfway through drawing them) but not the pipeline at the
+        end of training, which takes a second: a stopped run that had finished training still leaves its pipeline.
+        """
         accelerator, args = self.accelerator, self.args
         self.metrics.log({"epoch": epoch, "train_loss": train_loss, "val_loss": self.validation_loss()}, self.global_step)
         if accelerator.is_main_process:
-            if epoch % args.save_images_epochs == 0 or final:
-                self.save_sample_grid(f"epoch_{epoch:04d}")
-            if args.eval_every_epochs and (epoch % args.eval_every_epochs == 0 or final):
-                self.evaluate_samples(epoch)
+            try:
+                if (epoch % args.save_images_epochs == 0 or final) and not self.signals.received:
+                    self.save_sample_grid(f"epoch_{epoch:04d}")
+                if args.eval_every_epochs and (epoch % args.eval_every_epochs == 0 or final) and not self.signals.received:
+                    self.evaluate_samples(epoch)
+            except SamplingStopped:
+                accelerator.print(f"{signal.Signals(self.signals.received).name} received: sampling abandoned.")
             if epoch % args.save_model_epochs == 0 or final:
                 self.save_pipeline()
         accelerator.wait_for_everyone()

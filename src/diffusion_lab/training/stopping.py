@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 
 RESUME_HINT = "rerun the same command with --resume_from_checkpoint latest"
 
@@ -15,6 +16,10 @@ class TrainingStopped(Exception):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class SamplingStopped(Exception):
+    """A stop signal came while the run was drawing images; they are abandoned."""
 
 
 class StopSignals:
@@ -37,6 +42,21 @@ class StopSignals:
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+    @contextmanager
+    def interrupting(self, model):
+        """While active, a received signal makes the next call of `model` raise SamplingStopped, so that sampling
+        (hundreds of model calls inside a pipeline) ends within one call of the signal."""
+
+        def check(module, inputs):
+            if self.received:
+                raise SamplingStopped()
+
+        handle = model.register_forward_pre_hook(check)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def _record(self, signum, frame) -> None:
         if not self.received:

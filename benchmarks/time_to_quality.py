@@ -1,0 +1,167 @@
+"""Time to quality: train a configuration and score its samples at fixed marks of training time.
+
+    python benchmarks/time_to_quality.py --marks 10 20 30 45 60 --output_dir runs/ttq-default
+    python benchmarks/time_to_quality.py --marks 5 10 --num_samples 500 --json --output_dir runs/ttq-lr -- --learning_rate 2e-3
+
+Everything after `--` is a train_ddpm.py flag; without any, the run is train_ddpm.py's default recipe. At each mark
+(minutes of training time), the run's own sampler (the EMA weights, `--sampler`, `--num_inference_steps`) draws
+`--num_samples` images from the same noise, and they are scored with the project's digit metrics against the MNIST
+test split, next to the real-vs-real floor at the same N. The time spent sampling and scoring is not counted as
+training time; the run's own per-epoch work (validation, sample grid, pipeline save) is, as for a user.
+
+Writes to <output_dir>/time_to_quality/: curve.json, curve.png (digit FD against minutes, floor and 4x floor
+drawn) and mark_<minutes>.png (the first 64 samples of each mark). --json prints the curve as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # train_ddpm.py lives at the repository root
+
+# A horizon far beyond any mark: the run ends at the last mark, not at a step count.
+UNBOUNDED_STEPS = 10**7
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--marks", type=float, nargs="+", default=[10, 20, 30, 45, 60], help="Minutes of training time at which to score.")
+    parser.add_argument("--num_samples", type=int, default=1000, help="N, images scored at each mark.")
+    parser.add_argument("--output_dir", required=True, help="The run folder (a new one).")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
+    parser.add_argument("--json", action="store_true", help="Print the curve as one JSON object.")
+    parser.add_argument("train_args", nargs="*", help="train_ddpm.py flags, after --.")
+    args = parser.parse_args(argv)
+    if any(mark <= 0 for mark in args.marks) or sorted(args.marks) != args.marks:
+        parser.error("--marks must be positive and increasing, e.g. --marks 10 20 30")
+    if args.num_samples < 4:
+        parser.error("--num_samples must be at least 4")
+    return args
+
+
+class QualityCurve:
+    """The `after_step` hook of the trainer: scores samples whenever training time passes the next mark."""
+
+    def __init__(self, marks_minutes: list[float], num_samples: int, folder: Path):
+        self.marks = list(marks_minutes)
+        self.num_samples = num_samples
+        self.folder = folder
+        self.points: list[dict] = []
+        self.scoring_seconds = 0.0
+        self.start = time.perf_counter()
+
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.scoring_seconds
+
+    def __call__(self, trainer) -> None:
+        if not self.marks or self.training_seconds() < self.marks[0] * 60:
+            return
+        from diffusion_lab.data import image_grid
+        from diffusion_lab.evaluation import evaluate_images
+
+        minutes = self.training_seconds() / 60
+        mark = self.marks.pop(0)
+        began = time.perf_counter()
+        images = trainer.generate(self.num_samples, f"samples at {mark:g} min")
+        sampling_seconds = time.perf_counter() - began
+        result = evaluate_images(images, psnr_ssim=False, seed=0)
+        image_grid(images[:64]).save(self.folder / f"mark_{mark:g}.png")
+        point = {
+            "mark_minutes": mark,
+            "minutes": round(minutes, 3),
+            "steps": trainer.global_step,
+            "images_seen": trainer.global_step * trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps,
+            "digit_fd": result["digit_fd"],
+            "floor": result["digit_fd_real"],
+            "ratio": result["digit_fd"] / result["digit_fd_real"],
+            "digit_is": result["digit_is"],
+            "class_fractions": [round(result[f"digit_class_{k}_fraction"], 4) for k in range(10)],
+            "sampling_seconds": round(sampling_seconds, 1),
+        }
+        self.points.append(point)
+        self.scoring_seconds += time.perf_counter() - began
+        print(f"[time to quality] {minutes:.1f} min, step {point['steps']}: digit FD {point['digit_fd']:.1f} "
+              f"(floor {point['floor']:.1f}, {point['ratio']:.1f}x), IS {point['digit_is']:.2f}; "
+              f"sampled in {sampling_seconds:.0f} s", flush=True)
+        if not self.marks:
+            trainer.max_train_steps = trainer.global_step  # the last mark ends the run
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def plot_curve(points: list[dict], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [point["minutes"] for point in points]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(minutes, [point["digit_fd"] for point in points], "o-", label="generated vs real")
+    floor = [point["floor"] for point in points]
+    axes.plot(minutes, floor, "k--", label="real vs real (floor)")
+    axes.plot(minutes, [4 * value for value in floor], ":", color="grey", label="4x floor")
+    axes.set_yscale("log")
+    axes.set_xlabel("training time (minutes)")
+    axes.set_ylabel("digit FD")
+    axes.set_title(title, fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from diffusion_lab.training.loop import Trainer
+    from train_ddpm import parse_args as parse_train_args
+    from diffusion_lab.training.arguments import validate_training_args
+    from diffusion_lab.training.ddpm_objective import DDPMObjective
+
+    train_argv = list(args.train_args)
+    if "--max_train_steps" not in train_argv:
+        train_argv += ["--max_train_steps", str(UNBOUNDED_STEPS)]
+    train_args = parse_train_args([*train_argv, "--output_dir", args.output_dir])
+    validate_training_args(train_args)
+    trainer = Trainer(train_args, DDPMObjective.from_args(train_args), ["train_ddpm.py", *train_argv])
+    folder = Path(args.output_dir) / "time_to_quality"
+    folder.mkdir(parents=True, exist_ok=True)
+    curve = QualityCurve(args.marks, args.num_samples, folder)
+    trainer.train(after_step=curve)
+    for point in curve.points:
+        point["num_samples"] = args.num_samples
+    report = {
+        "command": "train_ddpm.py " + " ".join(args.train_args),
+        "num_samples": args.num_samples,
+        "sampler": f"{train_args.sampler}, {train_args.num_inference_steps or 'default'} steps",
+        "mixed_precision": train_args.mixed_precision,
+        "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
+                    + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        "points": curve.points,
+    }
+    (folder / "curve.json").write_text(json.dumps(report, indent=2) + "\n")
+    if curve.points:
+        plot_curve(curve.points, f"{report['command']}\n{report['hardware']}, N = {args.num_samples}", folder / "curve.png")
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Time to quality: the benchmark's curve, the fast sampler of grids, and the automatic precision."""
+
+import json
+
+import pytest
+import torch
+
+import train_ddpm
+from conftest import ROOT, TINY_RUN, run_script
+from diffusion_lab.models import CourseworkCNN
+from diffusion_lab.training.precision import auto_mixed_precision, cpu_has_native_bf16
+
+
+def test_the_benchmark_prints_a_complete_curve_with_two_points(tmp_path):
+    output = tmp_path / "run"
+    result = run_script(ROOT / "benchmarks" / "time_to_quality.py", "--marks", "0.02", "0.04", "--num_samples", "16", "--json",
+                        "--output_dir", output, "--", *TINY_RUN, "--max_train_samples", "128")
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = json.loads(result.stdout.strip().splitlines()[-1])
+    assert curve["num_samples"] == 16 and curve["mixed_precision"] in ("bf16", "no")
+    points = curve["points"]
+    assert [point["mark_minutes"] for point in points] == [0.02, 0.04]
+    assert 0.02 <= points[0]["minutes"] < points[1]["minutes"] and 0 < points[0]["steps"] < points[1]["steps"]
+    for point in points:
+        assert point["floor"] > 0 and point["ratio"] == pytest.approx(point["digit_fd"] / point["floor"])
+        assert sum(point["class_fractions"]) == pytest.approx(1, abs=1e-3)
+        assert point["images_seen"] == point["steps"] * 32
+    folder = output / "time_to_quality"
+    assert json.loads((folder / "curve.json").read_text())["points"] == points
+    for name in ("curve.png", "mark_0.02.png", "mark_0.04.png"):
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The last mark ends the run, and the pipeline holds the weights it ended with.
+    assert (output / "model_index.json").exists()
+    assert "[time to quality]" in result.stdout
+
+    # The sampler comparison on the pipeline the run left: the last sampler is the reference.
+    result = run_script(ROOT / "benchmarks" / "sampler_quality.py", output, "--num_samples", "8", "--batch_size", "4",
+                        "--samplers", "dpmsolver:2", "ddpm:3", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])["rows"]
+    assert [(row["sampler"], row["steps"]) for row in rows] == [("dpmsolver", 2), ("ddpm", 3)]
+    assert rows[1]["fd_vs_reference"] == 1 and rows[0]["fd_vs_reference"] == pytest.approx(rows[0]["digit_fd"] / rows[1]["digit_fd"])
+
+
+def model_calls_of_one_sample(*flags) -> int:
+    """How many times the grids' sampler calls the model for one image."""
+    args = train_ddpm.parse_args(["--model", "cnn", *flags])
+    objective = train_ddpm.DDPMObjective.from_args(args)
+    torch.manual_seed(0)
+    model = CourseworkCNN(hidden_channels=(2, 2, 2, 2), num_train_timesteps=args.ddpm_num_steps)
+    objective.loss(model, torch.rand(4, 1, 28, 28) * 2 - 1)  # DES measures its noise scale in training
+    calls = []
+    model.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+    images = objective.sample(model, 1, torch.Generator().manual_seed(0), args.num_inference_steps)
+    assert images.shape == (1, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
+    return len(calls)
+
+
+@pytest.mark.parametrize("flags, calls", [
+    ((), 20),                                                       # DPM-Solver, 20 steps, by default
+    (("--num_inference_steps", "7"), 7),                            # the flag still overrides
+    (("--sampler", "ddim"), 50),
+    (("--sampler", "ddpm", "--ddpm_num_steps", "60"), 60),          # every training step, ancestral
+    (("--noise_schedule", "entropy_scaled"), 100),                  # DES keeps its own sampler, strided
+])
+def test_sample_grids_use_a_fast_sampler_by_default(flags, calls):
+    assert model_calls_of_one_sample(*flags) == calls
+
+
+def test_the_default_grid_sampler_keeps_the_trained_betas():
+    args = train_ddpm.parse_args(["--noise_schedule", "geometric"])
+    objective = train_ddpm.DDPMObjective.from_args(args)
+    pipeline = objective.pipeline(CourseworkCNN(hidden_channels=(2, 2, 2, 2)))
+    from diffusion_lab.sampling import use_sampler
+
+    assert use_sampler(pipeline, args.sampler) == 20
+    assert type(pipeline.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    torch.testing.assert_close(pipeline.scheduler.alphas_cumprod, objective.scheduler.alphas_cumprod)
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16("processor : 0\nflags : fpu sse2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16("flags : fpu sse2 avx2 avx512f\n")
+    assert not cpu_has_native_bf16("")
+
+
+def test_auto_precision_follows_a_configured_launcher_else_the_hardware(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert auto_mixed_precision(use_cpu=True) == "fp16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # plain `accelerate launch` sets "no": not a choice
+    assert auto_mixed_precision(use_cpu=True) == ("bf16" if cpu_has_native_bf16() else "no")
+
+
+def test_the_run_records_the_precision_it_used(tmp_path, monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    folder = tmp_path / "run"
+    argv = ["--output_dir", str(folder), *TINY_RUN, "--max_train_samples", "64", "--max_train_steps", "1"]
+    args = train_ddpm.parse_args(argv)
+    trainer = train_ddpm.run_training(args, train_ddpm.DDPMObjective.from_args(args), argv=["train_ddpm.py", *argv])
+    recorded = json.loads((folder / "training_args.json").read_text())
+    expected = "bf16" if cpu_has_native_bf16() else "no"
+    assert recorded["args"]["mixed_precision"] == expected == trainer.accelerator.mixed_precision
