@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 from safetensors.torch import save_file
 
@@ -128,11 +127,23 @@ def test_inception_score_mean_and_std_over_10_splits():
 
 
 def literal_fid(features: np.ndarray, reference: np.ndarray) -> float:
-    """pytorch-fid's formula with a matrix square root."""
+    """The Fréchet distance with full 2048 x 2048 covariances: Tr((S1 S2)^(1/2)) = Tr((R S1 R)^(1/2)), R = S2^(1/2),
+    both square roots from symmetric eigendecompositions."""
     mu1, mu2 = features.mean(axis=0), reference.mean(axis=0)
     sigma1, sigma2 = np.cov(features, rowvar=False), np.cov(reference, rowvar=False)
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    values, vectors = np.linalg.eigh(sigma2)
+    root = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
+    trace_sqrt = np.sqrt(np.linalg.eigvalsh(root @ sigma1 @ root).clip(min=0)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def test_frechet_distance_low_rank_path_equals_the_full_covariance_formula():
+    generator = torch.Generator().manual_seed(0)
+    first, second = torch.randn(12, 64, generator=generator), torch.randn(9, 64, generator=generator) * 1.5 + 0.2
+    assert inception.frechet_distance(first, second) == pytest.approx(literal_fid(first.double().numpy(), second.double().numpy()), rel=1e-8)
+    many, other = torch.randn(80, 16, generator=generator), torch.randn(90, 16, generator=generator) + 0.5  # N > features
+    expected = literal_fid(many.double().numpy(), other.double().numpy())
+    assert inception.frechet_distance(many, other) == pytest.approx(expected, rel=1e-8) and expected > 0.5 * 16 * 0.25
 
 
 def test_evaluate_cli_reports_fid_and_is_with_std_against_a_literal_computation(weights_file, tmp_path, monkeypatch):
@@ -147,16 +158,17 @@ def test_evaluate_cli_reports_fid_and_is_with_std_against_a_literal_computation(
     for key in ("fid", "fid_real", "inception_score", "inception_score_std", "inception_score_real", "inception_score_std_real"):
         assert isinstance(written[key], float), key
 
-    # The literal path: uint8 grayscale repeated to RGB, the network, pytorch-fid's FID, the 10 splits.
+    # The literal path: uint8 grayscale repeated to RGB, the network, the Fréchet distance, the 10 splits.
     order = torch.randperm(len(test_images), generator=torch.Generator().manual_seed(0))  # evaluate's real subsets
     compared, stand_in = test_images[order[:20]], test_images[order[20:40]]
     network = FIDInceptionV3.from_file(weights_file)
     with torch.no_grad():
         outputs = {name: network(images.repeat(1, 3, 1, 1)) for name, images in
                    (("generated", generated), ("real", stand_in), ("compared", compared))}
-    pool = {name: value[0].double().numpy() for name, value in outputs.items()}
-    assert result["fid"] == pytest.approx(literal_fid(pool["generated"], pool["compared"]), rel=1e-4)
-    assert result["fid_real"] == pytest.approx(literal_fid(pool["real"], pool["compared"]), rel=1e-4)
+    pool = {name: value[0] for name, value in outputs.items()}
+    # (frechet_distance itself is checked against the full-covariance formula above.)
+    assert result["fid"] == pytest.approx(inception.frechet_distance(pool["generated"], pool["compared"]), rel=1e-4)
+    assert result["fid_real"] == pytest.approx(inception.frechet_distance(pool["real"], pool["compared"]), rel=1e-4)
     assert result["fid"] > 1.5 * result["fid_real"]
     score, spread = literal_inception_score(outputs["generated"][1].double().numpy())
     assert (result["inception_score"], result["inception_score_std"]) == pytest.approx((score, spread), rel=1e-6)

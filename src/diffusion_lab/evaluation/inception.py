@@ -6,7 +6,8 @@ the same layers and parameter names as torch-fidelity's `FeatureExtractorIncepti
 as is. It needs neither torchvision nor torch-fidelity. Input handling follows torch-fidelity: uint8 RGB, bilinear
 resize to 299x299 as TensorFlow 1.x computes it, then (x - 128) / 128.
 
-- FID: pool features (2048), mean and covariance per set, ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+- FID: pool features (2048), mean and covariance per set, ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (see
+  `frechet_distance` for how the trace is computed).
 - IS: softmax of the unbiased logits (1008 classes, no bias), shuffled with a fixed seed (2020) and cut into 10
   splits; exp(E KL(p(y|x) || p(y))) per split; the mean and the standard deviation over splits ("IS ± std").
 
@@ -249,12 +250,24 @@ def inception_outputs(network: FIDInceptionV3, images: torch.Tensor, batch_size:
 
 
 def frechet_distance(features: torch.Tensor, reference_features: torch.Tensor) -> float:
-    """||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2)), the trace from the eigenvalues of S1 S2 (torch-fidelity's)."""
+    """||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2)), in float64.
+
+    Tr((S1 S2)^(1/2)) is torch-fidelity's sum of the square roots of the eigenvalues of S1 S2, except when a set has
+    fewer images than features: then S1 = A^T A / (n1 - 1) and S2 = B^T B / (n2 - 1) (A, B the centred features) and
+    the same trace is exactly the nuclear norm of A B^T over sqrt((n1 - 1)(n2 - 1)), an n1 x n2 problem instead of
+    2048 x 2048 (the non-zero eigenvalues of S1 S2 are the squared singular values of A B^T over (n1 - 1)(n2 - 1)).
+    """
     first, second = features.double().numpy(), reference_features.double().numpy()
     mu1, mu2 = first.mean(axis=0), second.mean(axis=0)
-    sigma1, sigma2 = np.cov(first, rowvar=False), np.cov(second, rowvar=False)
-    trace_sqrt = np.sqrt(np.linalg.eigvals(sigma1 @ sigma2).astype(np.complex128)).real.sum()
-    return float((mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+    centred1, centred2 = first - mu1, second - mu2
+    scale = (len(first) - 1) * (len(second) - 1)
+    trace1, trace2 = (centred1**2).sum() / (len(first) - 1), (centred2**2).sum() / (len(second) - 1)
+    if min(len(first), len(second)) <= first.shape[1]:
+        trace_sqrt = np.linalg.svd(centred1 @ centred2.T, compute_uv=False).sum() / np.sqrt(scale)
+    else:
+        sigma1, sigma2 = np.cov(first, rowvar=False), np.cov(second, rowvar=False)
+        trace_sqrt = np.sqrt(np.linalg.eigvals(sigma1 @ sigma2).astype(np.complex128)).real.sum()
+    return float((mu1 - mu2) @ (mu1 - mu2) + trace1 + trace2 - 2 * trace_sqrt)
 
 
 def inception_score_splits(logits: torch.Tensor, splits: int = IS_SPLITS, seed: int = IS_SHUFFLE_SEED) -> tuple[float, float]:
