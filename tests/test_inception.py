@@ -140,10 +140,10 @@ def literal_fid(features: np.ndarray, reference: np.ndarray) -> float:
 def test_frechet_distance_low_rank_path_equals_the_full_covariance_formula():
     generator = torch.Generator().manual_seed(0)
     first, second = torch.randn(12, 64, generator=generator), torch.randn(9, 64, generator=generator) * 1.5 + 0.2
-    assert inception.frechet_distance(first, second) == pytest.approx(literal_fid(first.double().numpy(), second.double().numpy()), rel=1e-8)
+    assert inception.frechet_distance(first, second) == pytest.approx(literal_fid(first.double().numpy(), second.double().numpy()), rel=1e-6)
     many, other = torch.randn(80, 16, generator=generator), torch.randn(90, 16, generator=generator) + 0.5  # N > features
     expected = literal_fid(many.double().numpy(), other.double().numpy())
-    assert inception.frechet_distance(many, other) == pytest.approx(expected, rel=1e-8) and expected > 0.5 * 16 * 0.25
+    assert inception.frechet_distance(many, other) == pytest.approx(expected, rel=1e-6) and expected > 0.5 * 16 * 0.25
 
 
 def test_evaluate_cli_reports_fid_and_is_with_std_against_a_literal_computation(weights_file, tmp_path, monkeypatch):
