@@ -227,11 +227,11 @@ class ExperimentRunner:
         if variant.is_cold:
             mode = "conditional" if sampling.conditional else "unconditional"
             return f"cold, all levels, {sampling.label} ({mode})", []
-        steps = self.budget.num_inference_steps
-        if steps is None:
-            config = json.loads((self.run_dir(variant) / "scheduler" / "scheduler_config.json").read_text())
-            steps = config["num_train_timesteps"]
-        return f"DDPM ancestral, {steps} steps", ["--num_inference_steps", str(steps)]
+        config = json.loads((self.run_dir(variant) / "scheduler" / "scheduler_config.json").read_text())
+        steps = self.budget.num_inference_steps or config["num_train_timesteps"]
+        # The table's protocol is the pipeline's own ancestral sampler; DES keeps its own scheduler anyway.
+        scheduler = [] if "noise_scale" in config else ["--scheduler", "ddpm"]
+        return f"DDPM ancestral, {steps} steps", [*scheduler, "--num_inference_steps", str(steps)]
 
     def evaluate(self, variant: Variant, sampling: Sampling, train_record: dict) -> dict:
         """Sample N images, score them; returns the row (cached in row.json)."""

@@ -1,6 +1,7 @@
 """Generate images from a saved pipeline.
 
-    python -m diffusion_lab.sample ddpm-mnist --num_images 64 --scheduler ddim --num_inference_steps 50
+    python -m diffusion_lab.sample ddpm-mnist --num_images 64                      # DPM-Solver, 20 steps
+    python -m diffusion_lab.sample ddpm-mnist --scheduler ddpm                     # 1,000 ancestral steps
     python -m diffusion_lab.sample cold-rows-mnist --noise 0.01          # cold diffusion, from the fitted start
     python -m diffusion_lab.sample cold-rows-mnist --conditional --num_images 8   # restore real test images
 
@@ -20,7 +21,7 @@ from PIL import Image
 from .cli import run_command
 from .data import image_grid, load_image_caches
 from .pipelines.export import load_pipeline
-from .sampling import DEFAULT_STEPS, FAST_SCHEDULERS, generate, is_cold, keeps_own_scheduler, swap_scheduler
+from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, keeps_own_scheduler, swap_scheduler, use_sampler
 from .training.run_folder import RUN_MARKERS
 
 def parse_args(argv):
@@ -30,8 +31,9 @@ def parse_args(argv):
     parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow replacing the samples in --output_dir.")
     parser.add_argument("--num_images", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 1000 for ddpm, 50 for ddim, 20 for dpmsolver.")
-    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None, help="Swap the sampler (keeps the trained betas).")
+    parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 20 for dpmsolver, 50 for ddim, every training step for ddpm; DES 100, cold diffusion every level.")
+    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None,
+                        help="The sampler, swapped in on the trained betas (stock DDPM pipelines; default dpmsolver). DES and cold pipelines keep their own.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust_remote_code", action="store_true", help="Load classes diffusion_lab lacks from the pipeline's own code (runs that code).")
@@ -114,7 +116,8 @@ def main(argv):
         restoration_figure(pipeline, args, cold_kwargs).save(output_dir / "four_columns.png")
         print(f"wrote four_columns.png to {output_dir}")
         return
-    images = generate(pipeline, args.num_images, args.batch_size, args.seed, args.num_inference_steps or DEFAULT_STEPS[args.scheduler], **cold_kwargs)
+    steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
+    images = generate(pipeline, args.num_images, args.batch_size, args.seed, steps, **cold_kwargs)
 
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):

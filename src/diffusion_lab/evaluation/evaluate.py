@@ -12,7 +12,7 @@ import torch
 
 from ..cli import run_command
 from ..sample import check_device, open_pipeline
-from ..sampling import DEFAULT_STEPS, FAST_SCHEDULERS, generate, is_cold
+from ..sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, use_sampler
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
 from .pixel_range import PIXEL_RANGES
@@ -39,7 +39,7 @@ def pipeline_images(args: argparse.Namespace, reference: torch.Tensor) -> tuple[
         originals = reference[: args.num_samples]
         steps = {"num_inference_steps": args.num_inference_steps} if args.num_inference_steps else {}
         return restore_images(pipeline, originals, args.batch_size, args.seed, **steps, **cold_kwargs), originals
-    steps = args.num_inference_steps or DEFAULT_STEPS[args.scheduler]
+    steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
     images = generate(pipeline, args.num_samples, args.batch_size, args.seed, steps, **cold_kwargs)
     return to_nchw(torch.from_numpy(images), source="pipeline output"), None
 
@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--num_samples", type=int, default=1000, help="images to generate from a pipeline")
     parser.add_argument("--num_inference_steps", type=int, default=None)
-    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None, help="swap the pipeline's sampler")
+    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None, help="the sampler on the trained betas (stock DDPM pipelines; default dpmsolver, 20 steps; ddpm: every training step)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, and the choice of real subsets")
     parser.add_argument("--trust_remote_code", action="store_true", help="load pipelines that carry their own code")
     cold = parser.add_argument_group("cold diffusion")

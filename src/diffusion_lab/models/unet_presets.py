@@ -16,14 +16,10 @@ MNIST_UNET = dict(
 # preset above cost 5x more per step on a CPU; at equal training time this one draws better digits (README,
 # "Time to quality").
 MNIST_UNET_FAST = dict(
-    sample_size=28,
-    in_channels=1,
-    out_channels=1,
-    block_out_channels=(32, 64, 64),
+    MNIST_UNET,
     layers_per_block=1,
     down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=8,
 )
 
 # Ho et al. 2020, CIFAR-10: 128 base channels, multipliers (1, 2, 2, 2), attention at 16x16,
