@@ -16,15 +16,16 @@ from diffusion_lab.degradations import RowColumnAveraging
 
 
 def degrade_loop(degradation: RowColumnAveraging, images: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Reference D(x, t): for each image, replace each row (column) of its first t groups by its mean."""
+    """Reference D(x, t): for each image, replace each row (column) of its first t groups by its mean, or with
+    group_mode "band" each group of rows (columns) by the group's mean."""
     degraded = images.clone()
+    banded = degradation.config.group_mode == "band"
     for n in range(images.shape[0]):
         for group in degradation.groups[: int(levels[n])]:
-            for index in group:
-                if degradation.config.orientation == "rows":
-                    degraded[n, :, index, :] = images[n, :, index, :].mean(dim=-1, keepdim=True)
-                else:
-                    degraded[n, :, :, index] = images[n, :, :, index].mean(dim=-1, keepdim=True)
+            if degradation.config.orientation == "columns":
+                degraded[n, :, :, group] = images[n, :, :, group].mean(dim=(-2, -1) if banded else -2, keepdim=True)
+            else:
+                degraded[n, :, group, :] = images[n, :, group, :].mean(dim=(-2, -1) if banded else -1, keepdim=True)
     return degraded
 
 

@@ -14,8 +14,8 @@ group() {
   python -m diffusion_lab.experiments --budget "$budget" --output_dir "$output_dir" --only "$@" > "$output_dir/group_$1.log" 2>&1
   echo "group $1: exit $?"
 }
-group unet linear_cnn_unet_time &
-group cnn_large linear geometric &
+group unet linear_cnn_unet_time unet_report_mnist &
+group cnn_large linear linear_cnn_report geometric &
 group cosine_custom des_batch des_image t1500_lr4e-4 t300_smooth_l1 &
 group cold_rows_g4 cold_rows_g1 &
 group cold_columns_g4 cold_columns_g1 &

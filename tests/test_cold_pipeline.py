@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusion_lab import CourseworkCNN
-from diffusion_lab.degradations import GaussianBlur, Pixelation, RowColumnAveraging
+from diffusion_lab.degradations import GaussianBlur, GrowingMask, Pixelation, RowColumnAveraging
 from diffusion_lab.pipelines import ColdDiffusionPipeline, GaussianMixture
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 
@@ -104,6 +104,51 @@ def test_fewer_inference_steps_skip_levels_and_still_recover_x_with_an_oracle(di
     output = pipeline(images=digits[:2], num_inference_steps=4, output_type="pt")
     assert [int(t[0]) for _, t in oracle.calls] == [28, 21, 14, 7]
     torch.testing.assert_close(output.images, digits[:2] / 2 + 0.5)
+
+
+def papers_sampler(restorer, degradation, x0, algorithm, levels):
+    """Bansal et al.'s Algorithms 1 and 2 written out: x_T = D(x0, T); for s = T..1: x̂0 = R(x_s, s),
+    Algorithm 1: x_{s-1} = D(x̂0, s-1); Algorithm 2: x_{s-1} = x_s - D(x̂0, s) + D(x̂0, s-1); D(x, 0) = x; return x_0.
+    `levels` T = l_0 > l_1 > ... > 0 are the levels visited (all of them: T, T-1, ..., 0)."""
+    D = lambda x, s: x if s == 0 else degradation.degrade(x, s)  # noqa: E731
+    x = D(x0, levels[0])
+    with torch.no_grad():
+        for s, s_next in zip(levels[:-1], levels[1:]):
+            x_hat = restorer(x, torch.full((len(x),), s)).sample
+            x = D(x_hat, s_next) if algorithm == 1 else x - D(x_hat, s) + D(x_hat, s_next)
+    return x
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+@pytest.mark.parametrize("degradation", [
+    RowColumnAveraging(), RowColumnAveraging(orientation="columns", group_size=4, order="outside_in"),
+    RowColumnAveraging(group_size=4, group_mode="separate"), GaussianBlur(num_levels=5), Pixelation(), GrowingMask(rings_per_level=4),
+], ids=["rows", "column_bands", "rows_separate", "blur", "pixelate", "mask"])
+def test_the_pipeline_is_the_papers_algorithm(digits, degradation, algorithm):
+    restorer = tiny_cnn(degradation.num_levels)  # an untrained R: far from x0, so every term of the update matters
+    pipeline = ColdDiffusionPipeline(unet=restorer, degradation=degradation)
+    pipeline.set_progress_bar_config(disable=True)
+    clean = digits[:3]
+    output = pipeline(images=clean, algorithm=algorithm, output_type="pt")
+    expected = papers_sampler(restorer, degradation, clean, algorithm, list(range(degradation.num_levels, -1, -1)))
+    torch.testing.assert_close(output.images, (expected / 2 + 0.5).clamp(0, 1), atol=1e-6, rtol=0)
+
+
+def test_algorithm_2_ends_with_x1_minus_d_of_x0_hat_at_1_plus_x0_hat(digits):
+    """The last step of Algorithm 2 is x_0 = x_1 - D(x̂0, 1) + x̂0, not x̂0 (what the pipeline returned before)."""
+    degradation = RowColumnAveraging(group_size=4)
+    restorer = tiny_cnn(degradation.num_levels)
+    pipeline = ColdDiffusionPipeline(unet=restorer, degradation=degradation)
+    pipeline.set_progress_bar_config(disable=True)
+    output = pipeline(images=digits[:3], algorithm=2, num_inference_steps=2, output_type="pt")  # levels 7, 4 (rounded 3.5), 0
+    levels = [7, 4, 0]
+    expected = papers_sampler(restorer, degradation, digits[:3], 2, levels)
+    torch.testing.assert_close(output.images, (expected / 2 + 0.5).clamp(0, 1), atol=1e-6, rtol=0)
+    x_hat_last = (output.images - 0.5) * 2  # not the last prediction alone
+    with torch.no_grad():
+        x1 = papers_sampler(restorer, degradation, digits[:3], 2, levels[:-1])  # x at level 4
+        prediction = restorer(x1, torch.full((3,), 4)).sample
+    assert (x_hat_last - prediction.clamp(-1, 1)).abs().max() > 0.05
 
 
 def test_conditional_sampling_returns_the_four_columns(rows_pipeline, digits):

@@ -30,6 +30,8 @@ def test_short_training_run_lowers_the_loss_and_saves_a_sampling_pipeline(tmp_pa
     pipeline.set_progress_bar_config(disable=True)
     images = pipeline(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert images.degraded.std(dim=-2).max() < 1e-6  # started from constant columns
+    bands = images.degraded.reshape(2, 1, 28, 7, 4)  # 7 bands of 4 adjacent columns, one value each
+    assert (bands - bands[..., :1]).abs().max() < 1e-6
     assert (output_dir / "samples").is_dir()
 
 
@@ -40,9 +42,13 @@ def test_degradation_flags_reach_the_degradation_or_are_refused():
     objective = ColdObjective.from_args(train_cold.parse_args(["--order", "inside_out", "--order_seed", "3", "--loss", "mse"]))
     assert isinstance(objective.degradation, RowColumnAveraging) and objective.degradation.config.order == "inside_out"
     assert objective.loss_fn is torch.nn.functional.mse_loss
+    assert objective.degradation.config.group_mode == "band"  # the report's grouping by default
+    objective = ColdObjective.from_args(train_cold.parse_args(["--group_size", "4", "--group_mode", "separate"]))
+    assert objective.degradation.config.group_mode == "separate" and objective.num_train_timesteps == 7
     for argv, message in (
         (["--kernel_std", "0.5"], "--kernel_std does not apply to --degradation rows"),
         (["--group_size", "29"], "group_size 29"),
+        (["--degradation", "blur", "--group_mode", "band"], "--group_mode does not apply to --degradation blur"),
         (["--start_components", "5", "--start_samples", "4"], "--start_samples 4"),
         (["--noise", "-1"], "--noise -1"),
     ):

@@ -51,8 +51,8 @@ def test_level_zero_is_identity_and_levels_are_per_image(degradation):
 
 
 @pytest.mark.parametrize("orientation", ["rows", "columns"])
-def test_fully_averaged_images_are_the_row_or_column_means(orientation):
-    degradation = RowColumnAveraging(sample_size=(12, 9), orientation=orientation, group_size=5)
+def test_fully_averaged_images_are_the_row_or_column_means_with_separate_groups(orientation):
+    degradation = RowColumnAveraging(sample_size=(12, 9), orientation=orientation, group_size=5, group_mode="separate")
     images = random_images(channels=3, size=(12, 9))
     degraded = degradation.degrade(images, degradation.num_levels)
     axis = -1 if orientation == "rows" else -2
@@ -67,9 +67,11 @@ def test_fully_averaged_images_are_the_row_or_column_means(orientation):
 
 @pytest.mark.parametrize(("length", "group_size", "levels"), [(28, 1, 28), (28, 4, 7), (28, 5, 6), (28, 28, 1), (7, 2, 4)])
 def test_group_sizes_give_the_stated_number_of_levels(length, group_size, levels):
-    degradation = RowColumnAveraging(sample_size=(length, 3), group_size=group_size)
-    assert degradation.num_levels == levels
-    assert [len(group) for group in degradation.groups] == [group_size] * (length // group_size) + ([length % group_size] if length % group_size else [])
+    expected_lengths = [group_size] * (length // group_size) + ([length % group_size] if length % group_size else [])
+    for group_mode in ("band", "separate"):
+        degradation = RowColumnAveraging(sample_size=(length, 3), group_size=group_size, group_mode=group_mode)
+        assert degradation.num_levels == levels
+        assert sorted(len(group) for group in degradation.groups) == sorted(expected_lengths)
 
 
 def test_orders_match_their_definitions_and_visit_every_row_once():
@@ -86,13 +88,88 @@ def test_orders_match_their_definitions_and_visit_every_row_once():
     assert RowColumnAveraging(order="random", seed=0).averaging_order == random_orders[0]
 
 
-@pytest.mark.parametrize(("orientation", "order", "group_size"), [("rows", "random", 1), ("columns", "inside_out", 3), ("rows", "outside_in", 4)])
-def test_vectorised_averaging_equals_the_loop_reference(orientation, order, group_size):
+@pytest.mark.parametrize(("orientation", "order", "group_size", "group_mode"), [
+    ("rows", "random", 1, "band"), ("columns", "inside_out", 3, "band"), ("rows", "outside_in", 4, "band"),
+    ("columns", "inside_out", 3, "separate"), ("rows", "random", 4, "separate"),
+])
+def test_vectorised_averaging_equals_the_loop_reference(orientation, order, group_size, group_mode):
     degrade_loop = load_loop_reference()
-    degradation = RowColumnAveraging(sample_size=(16, 20), orientation=orientation, order=order, group_size=group_size, seed=5)
+    degradation = RowColumnAveraging(sample_size=(16, 20), orientation=orientation, order=order, group_size=group_size,
+                                     seed=5, group_mode=group_mode)
     images = random_images(n=12, channels=2, size=(16, 20), seed=1)
     levels = torch.randint(0, degradation.num_levels + 1, (12,), generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(degradation.degrade(images, levels), degrade_loop(degradation, images, levels))
+
+
+def report_bands_literal(images, levels, group_size, band_order, orientation):
+    """The cold-diffusion report's grouped averaging, written out: band k holds rows (columns) k*g .. k*g+g-1; at
+    level t the first t bands of `band_order` are each replaced by the mean of all their pixels, per channel."""
+    out = images.clone()
+    for n in range(images.shape[0]):
+        for band in band_order[: int(levels[n])]:
+            for c in range(images.shape[1]):
+                if orientation == "rows":
+                    first, last = band * group_size, min(band * group_size + group_size, images.shape[2])
+                    out[n, c, first:last, :] = images[n, c, first:last, :].mean()
+                else:
+                    first, last = band * group_size, min(band * group_size + group_size, images.shape[3])
+                    out[n, c, :, first:last] = images[n, c, :, first:last].mean()
+    return out
+
+
+@pytest.mark.parametrize(("orientation", "order", "size", "band_order"), [
+    ("rows", "outside_in", (28, 28), [0, 6, 1, 5, 2, 4, 3]),  # 7 bands of 4 rows: bands 1, 7, 2, 6, ...
+    ("columns", "inside_out", (28, 28), [3, 4, 2, 5, 1, 6, 0]),
+    ("rows", "inside_out", (30, 9), [3, 4, 2, 5, 1, 6, 0, 7]),  # 8 bands, the last of 2 rows
+])
+def test_grouped_averaging_is_the_reports_bands(orientation, order, size, band_order):
+    degradation = RowColumnAveraging(sample_size=size, orientation=orientation, order=order, group_size=4)
+    assert degradation.num_levels == len(band_order)
+    images = random_images(n=len(band_order) + 1, channels=2, size=size, seed=3)
+    levels = torch.arange(len(band_order) + 1)  # every level 0..T once
+    torch.testing.assert_close(degradation.degrade(images, levels), report_bands_literal(images, levels, 4, band_order, orientation))
+
+
+def test_random_band_order_is_a_seeded_permutation_of_the_bands():
+    degradation = RowColumnAveraging(order="random", group_size=4, seed=2)
+    band_order = degradation.averaging_order
+    assert sorted(band_order) == list(range(7)) and band_order != list(range(7))
+    images, levels = random_images(n=8), torch.arange(8)
+    torch.testing.assert_close(degradation.degrade(images, levels), report_bands_literal(images, levels, 4, band_order, "rows"))
+
+
+def test_fully_degraded_digit_has_7_row_values_with_bands_and_28_with_separate_rows():
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "mnist" / "test-00000-of-00001.parquet").slice(0, 5)
+    pixels = np.stack([np.asarray(Image.open(io.BytesIO(row["bytes"]))) for row in rows.column("image").to_pylist()])
+    digits = torch.from_numpy(pixels).float().div(127.5).sub(1).unsqueeze(1)
+    band = RowColumnAveraging(group_size=4).degrade(digits, 7)
+    separate = RowColumnAveraging(group_size=4, group_mode="separate").degrade(digits, 7)
+    for n in range(5):
+        bands = band[n, 0].reshape(7, 4 * 28)  # band k: rows 4k..4k+3
+        assert (bands == bands[:, :1]).all()  # one value per band (blank top and bottom bands share -1 here)
+        torch.testing.assert_close(bands[:, 0], digits[n, 0].reshape(7, 4 * 28).mean(dim=1))
+        torch.testing.assert_close(separate[n, 0], digits[n, 0].mean(dim=-1, keepdim=True).expand(28, 28))
+        assert len(torch.unique(separate[n, 0, :, 0])) > 7
+    noise = RowColumnAveraging(group_size=4).degrade(random_images(n=3), 7)
+    assert [len(torch.unique(image)) for image in noise] == [7, 7, 7]  # exactly 7 distinct row values
+    noise = RowColumnAveraging(group_size=4, group_mode="separate").degrade(random_images(n=3), 7)
+    assert [len(torch.unique(image)) for image in noise] == [28, 28, 28]
+
+
+@pytest.mark.parametrize("orientation", ["rows", "columns"])
+def test_band_start_statistics_are_one_value_per_band_and_rebuild_the_image(orientation):
+    degradation = RowColumnAveraging(sample_size=(12, 10), orientation=orientation, group_size=4, order="outside_in")
+    images = random_images(channels=3, size=(12, 10))
+    degraded = degradation.degrade(images, degradation.num_levels)
+    statistics = degradation.start_statistics(degraded)
+    assert statistics.shape == (6, 3 * degradation.num_levels)
+    torch.testing.assert_close(degradation.start_from_statistics(statistics, channels=3), degraded)
 
 
 def test_blur_compounds_successive_gaussian_blurs():
@@ -166,6 +243,8 @@ def test_bad_input_gives_one_clear_error():
         RowColumnAveraging(order="sorted")
     with pytest.raises(ValueError, match="group_size"):
         RowColumnAveraging(group_size=29)
+    with pytest.raises(ValueError, match="group_mode"):
+        RowColumnAveraging(group_mode="stripes")
     with pytest.raises(ValueError, match="kernel_size"):
         GaussianBlur(kernel_size=4)
     with pytest.raises(ValueError, match="block_sizes"):

@@ -1,7 +1,8 @@
+import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from diffusion_lab.models import CIFAR10_UNET, MNIST_UNET, CourseworkCNN, build_model
+from diffusion_lab.models import CIFAR10_UNET, FGVC_AIRCRAFT_UNET, MNIST_UNET, CourseworkCNN, build_model
 
 
 def conv_params(c_in, c_out, k):
@@ -18,6 +19,54 @@ def test_coursework_cnn_parameter_count_matches_the_layer_spec():
     time_mlp = linear_params(32, 128) + 2 * linear_params(128, 128) + linear_params(128, 16)
     assert convs + layer_norms + time_mlp == 146_961
     assert sum(p.numel() for p in CourseworkCNN().parameters()) == 146_961
+
+
+def test_report_cnn_is_the_encoder_decoder_reports_form_with_its_parameter_count_by_hand():
+    """The report: time MLP 32 -> 128 -> 128 -> 16 (two hidden layers), GELU; no normalisation is described."""
+    convs = conv_params(1, 16, 7) + conv_params(16, 32, 7) + conv_params(32, 32, 7) + conv_params(32, 16, 7) + conv_params(16, 1, 3)
+    assert convs == 800 + 25_120 + 50_208 + 25_104 + 145 == 101_377
+    time_mlp = linear_params(32, 128) + linear_params(128, 128) + linear_params(128, 16)
+    assert time_mlp == 4_224 + 16_512 + 2_064 == 22_800
+    model = build_model("cnn_report", 28, 1, 1000)
+    assert sum(p.numel() for p in model.parameters()) == convs + time_mlp == 124_177
+    linears = [layer for layer in model.time_mlp if isinstance(layer, torch.nn.Linear)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(32, 128), (128, 128), (128, 16)]
+    assert [type(layer).__name__ for layer in model.time_mlp] == ["Linear", "GELU", "Linear", "GELU", "Linear"]
+    assert not any(isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm2d)) for module in model.modules())
+    # Without the LayerNorms each block is conv -> GELU, exactly.
+    hidden = torch.randn(2, 16, 28, 28)
+    torch.testing.assert_close(model.blocks[1](hidden), torch.nn.functional.gelu(model.blocks[1].conv(hidden)))
+    assert model(torch.randn(2, 1, 28, 28), torch.tensor([3, 700])).sample.shape == (2, 1, 28, 28)
+
+
+def test_both_cnn_forms_round_trip_through_their_config(tmp_path):
+    for name, hidden_layers, norm in (("cnn", 3, "layer_norm"), ("cnn_report", 2, "none")):
+        torch.manual_seed(0)
+        model = build_model(name, 28, 1, 300)
+        model.save_pretrained(tmp_path / name)
+        loaded = CourseworkCNN.from_pretrained(tmp_path / name)
+        assert (loaded.config.time_mlp_hidden_layers, loaded.config.norm) == (hidden_layers, norm)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(ValueError, match="norm 'batch'"):
+        CourseworkCNN(norm="batch")
+
+
+def test_dropout_reaches_every_resnet_of_a_unet_preset_and_is_refused_for_the_cnns():
+    model = build_model("unet", 28, 1, 300, dropout=0.01)
+    assert model.config.dropout == 0.01
+    dropouts = [module.p for module in model.modules() if isinstance(module, torch.nn.Dropout)]
+    assert dropouts and set(dropouts) - {0.0} == {0.01}  # attention's own dropout stays 0
+    assert build_model("unet", 28, 1, 300).config.dropout == 0.0
+    assert build_model("unet_cifar10", 32, 3, 1000, dropout=0.0).config.dropout == 0.0  # replaces the preset's 0.1
+    with pytest.raises(ValueError, match="--dropout applies to UNet2DModel presets"):
+        build_model("cnn", 28, 1, 300, dropout=0.01)
+
+
+def test_fgvc_aircraft_preset_is_64x64_rgb():
+    assert (FGVC_AIRCRAFT_UNET["sample_size"], FGVC_AIRCRAFT_UNET["in_channels"]) == (64, 3)
+    model = build_model("unet_fgvc_aircraft", 64, 3, 500, dropout=0.01)
+    assert sum(p.numel() for p in model.parameters()) == 25_304_963
+    assert model.config.dropout == 0.01 and tuple(model.config.block_out_channels) == (64, 128, 256, 256)
 
 
 def test_coursework_cnn_layers_and_time_features():

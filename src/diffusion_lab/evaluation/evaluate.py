@@ -131,7 +131,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              help="classifier-free guidance w (1: plain conditional, 0: unconditional); several values: a sweep")
     parser.add_argument("--dinov2_model", default=DEFAULT_DINOV2,
                         help="DINOv2 weights for FD-DINOv2: a local folder or a Hub id in the cache ('none': skip)")
-    parser.add_argument("--inception_weights", default=None, help="Inception-v3 weights file for FID/IS")
+    parser.add_argument("--inception_weights", default=None, help="FID Inception-v3 weights (torch-fidelity's "
+                        "weights-inception-2015-12-05-6726825d.pth or a .safetensors copy) for FID and IS ± std over 10 splits; "
+                        "default: that file in torch hub's cache, if there")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -148,6 +150,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         for derived in (args.output.with_suffix(".md"), args.output.with_suffix(".png")):
             if derived.exists() and not args.overwrite:
                 raise ValueError(f"{derived} already exists: pass --overwrite to replace it, or another --output.")
+    if args.inception_weights is not None and not Path(args.inception_weights).is_file():
+        raise ValueError(f"--inception_weights {args.inception_weights} is not a file: pass the Inception weights file, or drop the flag.")
     if args.output.exists() and not args.overwrite:
         raise ValueError(f"{args.output} already exists: pass --overwrite to replace it, or another --output.")
     folder = args.output.parent

@@ -15,6 +15,7 @@ import torch
 from .digit_classifier import DigitClassifier
 from .image_sources import load_dataset_images
 from .dinov2 import Dinov2Features, load_dinov2
+from .inception import IS_SPLITS
 from .metrics import class_accuracy, digit_metrics, frechet_distances, inception_metrics, inception_unavailable_reason, paired_psnr_ssim
 from .metrics import psnr_ssim_against_references
 from .pixel_range import to_signed_unit_range
@@ -60,7 +61,8 @@ def evaluate_images(
             ("[-1,1]", "[0,1]" or "uint8"); checked, and refused with a ValueError when the values contradict them.
         originals: for conditional generation (e.g. cold-diffusion reconstructions), the image each
             generated image should reproduce; adds the paired `psnr_paired` and `ssim_paired`.
-        inception_weights: an Inception-v3 weights file for FID/IS (else torch hub's cache is looked in).
+        inception_weights: an Inception-v3 weights file for FID/IS (else torch hub's cache is looked in); IS is the
+            mean over 10 splits, `inception_score_std` its standard deviation.
         classifier: the digit classifier (default: the shipped one).
         seed: picks the two disjoint real subsets.
         labels: for class-conditional generation, the intended class of each image: adds the classifier's
@@ -143,12 +145,14 @@ def evaluate_images(
         result["psnr_paired"], result["ssim_paired"] = psnr.mean().item(), ssim.mean().item()
 
     unavailable = inception_unavailable_reason(inception_weights)
+    if unavailable is None and len(images) < IS_SPLITS:
+        unavailable = f"FID and Inception Score skipped: the Inception Score over {IS_SPLITS} splits needs at least {IS_SPLITS} images."
     if unavailable is None:
         inception = inception_metrics(compared, candidates, inception_weights, max(1, batch_size // 4), device)
         for name, metrics in inception.items():
             suffix = "" if name == "generated" else "_real"
-            result[f"fid{suffix}"] = metrics["fid"]
-            result[f"inception_score{suffix}"] = metrics["inception_score"]
+            for key in ("fid", "inception_score", "inception_score_std"):
+                result[f"{key}{suffix}"] = metrics[key]
     else:
         notes.append(unavailable)
 
@@ -170,7 +174,9 @@ def summary_line(result: dict) -> str:
         ("psnr", "PSNR", " dB"),
         ("ssim", "SSIM", ""),
     ):
-        if key in result:
+        if key == "inception_score" and key in result:  # Inception-v3 IS: mean ± std over 10 splits
+            parts.append(f"IS {result[key]:.4g} ± {result[key + '_std']:.2g} (real {result[key + '_real']:.4g} ± {result[key + '_std_real']:.2g})")
+        elif key in result:
             parts.append(f"{label} {result[key]:.4g}{unit} (real {result[key + '_real']:.4g})")
     if "class_accuracy" in result:
         parts.append(f"class accuracy {result['class_accuracy']:.1%}")

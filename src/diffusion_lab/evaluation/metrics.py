@@ -4,10 +4,9 @@
   features, classifier Inception Score (exp E[KL(p(y|x) || p(y))], between 1 and 10), the predicted-class
   histogram and the mean confidence.
 - PSNR and SSIM, per image pair, averaged.
-- FID and Inception Score on Inception-v3, only when torch-fidelity and the Inception weights are present.
+- FID and Inception Score (mean ± std over 10 splits) on Inception-v3 (`inception.py`), when its weights are present.
 """
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -19,9 +18,8 @@ from torchmetrics.image.inception import InceptionScore
 from tqdm.auto import tqdm
 
 from .digit_classifier import DigitClassifier, DigitFeatures, DigitLogits
+from .inception import INCEPTION_WEIGHTS_FILE, FIDInceptionV3, frechet_distance, inception_outputs, inception_score_splits
 
-# Where torch-fidelity caches the Inception-v3 weights it downloads (torch hub's checkpoints folder).
-INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 # The seed of the one random draw in torchmetrics' InceptionScore.compute (a permutation of the images).
 INCEPTION_SCORE_SEED = 0
 # Images in [-1, 1] span 2: the peak signal for PSNR and the data range for SSIM.
@@ -146,28 +144,23 @@ def psnr_ssim_against_references(
     return psnr_sum / num_pairs, ssim_sum / num_pairs
 
 
+def cached_inception_weights() -> Path:
+    """Where torch-fidelity (and torchmetrics' FID) keep the Inception weights: torch hub's checkpoints folder."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+
+
 def inception_unavailable_reason(weights_path: str | Path | None = None) -> str | None:
     """Why Inception-v3 FID/IS cannot run here (with how to enable them), or None when they can."""
-    if importlib.util.find_spec("torch_fidelity") is None:
-        return (
-            "FID and Inception Score on Inception-v3 skipped: torch-fidelity is not installed. "
-            'Enable with `pip install ".[fid]"` (torch-fidelity and a torchvision matching your torch).'
-        )
     if weights_path is not None:
-        return None if Path(weights_path).is_file() else f"Inception weights file {weights_path} does not exist."
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+        return None if Path(weights_path).is_file() else f"FID and Inception Score skipped: Inception weights file {weights_path} does not exist."
+    cached = cached_inception_weights()
     if not cached.is_file():
         return (
-            f"FID and Inception Score on Inception-v3 skipped: no weights at {cached}. Enable by running once "
-            "online (torch-fidelity downloads them there) or pass --inception_weights PATH."
+            f"FID and Inception Score on Inception-v3 skipped: no weights at {cached}. Enable by passing "
+            f"--inception_weights PATH ({INCEPTION_WEIGHTS_FILE}, torch-fidelity's file, or a .safetensors copy) or by "
+            "putting that file there."
         )
     return None
-
-
-def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> uint8 with 3 channels, the input torchmetrics' Inception-v3 expects."""
-    images = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
 @torch.no_grad()
@@ -178,29 +171,16 @@ def inception_metrics(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> dict[str, dict]:
-    """FID (2048-d pool features) and Inception Score of each candidate set; check availability first with
-    `inception_unavailable_reason`."""
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
-    weights_path = None if weights_path is None else str(weights_path)
-    distances = frechet_distances(
-        2048,
-        to_uint8_rgb(reference),
-        {name: to_uint8_rgb(images) for name, images in candidates.items()},
-        batch_size,
-        device,
-        feature_extractor_weights_path=weights_path,
-    )
-    logits = NoTrainInceptionV3(
-        name="inception-v3-compat", features_list=["logits_unbiased"], feature_extractor_weights_path=weights_path
-    )
-    return {
-        name: {
-            "fid": distances[name],
-            "inception_score": inception_score(logits, to_uint8_rgb(images), batch_size, device),
-        }
-        for name, images in candidates.items()
-    }
+    """FID (2048-d pool features) against `reference` and Inception Score (mean and std over 10 splits) of each
+    candidate set, images in [-1, 1]; check availability first with `inception_unavailable_reason`."""
+    network = FIDInceptionV3.from_file(weights_path or cached_inception_weights())
+    reference_pool, _ = inception_outputs(network, reference, batch_size, device)
+    results = {}
+    for name, images in candidates.items():
+        pool, logits = inception_outputs(network, images, batch_size, device)
+        score, spread = inception_score_splits(logits)
+        results[name] = {"fid": frechet_distance(pool, reference_pool), "inception_score": score, "inception_score_std": spread}
+    return results
 
 
 @torch.no_grad()

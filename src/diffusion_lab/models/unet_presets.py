@@ -36,4 +36,18 @@ CIFAR10_UNET = dict(
     norm_num_groups=32,
 )
 
-UNET_PRESETS = {"unet": MNIST_UNET, "unet_mnist": MNIST_UNET, "unet_fast": MNIST_UNET_FAST, "unet_cifar10": CIFAR10_UNET}
+# FGVC-Aircraft (the U-Net report's second dataset) at 64x64 RGB: 64 -> 32 -> 16 -> 8, attention at 16x16, two
+# residual blocks per level (25.3 M parameters). The report's dropout (0.01) is a flag: --dropout 0.01.
+FGVC_AIRCRAFT_UNET = dict(
+    sample_size=64,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(64, 128, 256, 256),
+    layers_per_block=2,
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=32,
+)
+
+UNET_PRESETS = {"unet": MNIST_UNET, "unet_mnist": MNIST_UNET, "unet_fast": MNIST_UNET_FAST, "unet_cifar10": CIFAR10_UNET,
+                "unet_fgvc_aircraft": FGVC_AIRCRAFT_UNET}

@@ -76,8 +76,9 @@ class ColdDiffusionPipeline(DiffusionPipeline):
             generator (`torch.Generator`, *optional*): makes the start (and `noise`) reproducible.
             num_inference_steps (`int`, *optional*): restoration steps, levels spaced evenly from T to 0;
                 default: all T levels.
-            algorithm (`int`, defaults to 2): 1, x_{s-1} = D(x0, s-1); 2 (the paper's improved sampler),
-                x_{s-1} = x_s - D(x0, s) + D(x0, s-1), where x0 = R(x_s, s).
+            algorithm (`int`, defaults to 2): Bansal et al.'s Algorithm 1, x_{s-1} = D(x̂0, s-1), or Algorithm 2
+                (their improved sampler), x_{s-1} = x_s - D(x̂0, s) + D(x̂0, s-1), where x̂0 = R(x_s, s) and
+                D(x, 0) = x; both return x_0 (for Algorithm 2 the last step is x_0 = x_1 - D(x̂0, 1) + x̂0, not x̂0).
             noise (`float`, defaults to 0): std of Gaussian noise added to the start to break symmetry.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, defaults to `True`): return a [`ColdDiffusionPipelineOutput`] or a tuple
@@ -112,7 +113,7 @@ class ColdDiffusionPipeline(DiffusionPipeline):
         if noise > 0:
             start = start + noise * randn_tensor(start.shape, generator=generator, device=device, dtype=start.dtype)
 
-        # 2. Restore from level T down to 0; the last prediction is the result (R is never called at t = 0).
+        # 2. Restore from level T down to 0 (R is never called at t = 0); x_0 is the result.
         steps = num_levels if num_inference_steps is None else min(num_inference_steps, num_levels)
         if steps < 1:
             raise ValueError(f"num_inference_steps {num_inference_steps} must be at least 1.")
@@ -122,12 +123,11 @@ class ColdDiffusionPipeline(DiffusionPipeline):
             timesteps = torch.full((sample.shape[0],), level, device=device, dtype=torch.long)
             restored = guided_prediction(self.unet, sample, timesteps, labels, num_classes, guidance_scale)
             direct = restored if direct is None else direct
-            if next_level > 0 and algorithm == 1:
-                sample = self.degradation.degrade(restored, next_level)
-            elif next_level > 0:
-                sample = sample - self.degradation.degrade(restored, level) + self.degradation.degrade(restored, next_level)
+            # D(x, 0) = x: Algorithm 1 ends with x̂0, Algorithm 2 with x_1 - D(x̂0, 1) + x̂0.
+            lower = restored if next_level == 0 else self.degradation.degrade(restored, next_level)
+            sample = lower if algorithm == 1 else sample - self.degradation.degrade(restored, level) + lower
 
-        outputs = [self._postprocess(x, output_type) for x in (restored, start, direct, images)]
+        outputs = [self._postprocess(x, output_type) for x in (sample, start, direct, images)]
         self.maybe_free_model_hooks()
         if not return_dict:
             return tuple(outputs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 class ArgumentError(ValueError):
@@ -35,8 +36,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="Accepted for diffusers' flag names; no effect (batches come from the memory-mapped cache).")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="cnn", help="cnn | cnn_large | unet | unet_mnist | unet_fast | unet_cifar10.")
+    model.add_argument("--model", default="cnn", help="cnn | cnn_large | cnn_report | unet | unet_mnist | unet_fast | unet_cifar10 | unet_fgvc_aircraft.")
     model.add_argument("--model_config_name_or_path", default=None, help="A UNet2DModel config (folder or json) instead of a preset.")
+    model.add_argument("--dropout", type=float, default=None, help="UNet dropout probability, e.g. 0.01 (the U-Net report's). Default: the preset's (0 for MNIST, 0.1 for CIFAR-10).")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default=None, help="Where the pipeline, checkpoints, logs and samples go.")
@@ -79,9 +81,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--num_inference_steps", type=int, default=None, help="Sampling steps for the grids and in-training evaluation (default: the sampler's, see --sampler; cold diffusion: every level).")
     output.add_argument("--checkpointing_steps", type=int, default=500)
     output.add_argument("--checkpoints_total_limit", type=int, default=None)
+    output.add_argument("--keep_epoch_checkpoints", action="store_true", help="Also write a checkpoint at the end of every epoch and keep it: one per epoch, never pruned by --checkpoints_total_limit.")
     output.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
     output.add_argument("--eval_every_epochs", type=int, default=0, help="Compute sample-quality metrics every K epochs (0: never).")
     output.add_argument("--eval_num_samples", type=int, default=1000)
+    output.add_argument("--inception_weights", default=None, help="FID Inception-v3 weights file for --eval_every_epochs (FID, IS ± std over 10 splits); default: torch hub's cache, if the file is there.")
 
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true")
@@ -132,6 +136,15 @@ def validate_training_args(args: argparse.Namespace) -> None:
         )
     if not 0 <= args.label_dropout < 1:
         raise ArgumentError(f"--label_dropout {args.label_dropout} must be in [0, 1), e.g. 0.1.")
+    if args.dropout is not None:
+        from ..models import CNN_VARIANTS
+
+        if not 0 <= args.dropout < 1:
+            raise ArgumentError(f"--dropout {args.dropout} must be in [0, 1), e.g. 0.01.")
+        if args.model in CNN_VARIANTS and args.model_config_name_or_path is None:
+            raise ArgumentError(f"--dropout applies to the UNet presets, not to --model {args.model}: drop it or pick a UNet (e.g. --model unet).")
+    if args.inception_weights is not None and not os.path.isfile(args.inception_weights):
+        raise ArgumentError(f"--inception_weights {args.inception_weights} is not a file: pass the Inception weights file, or drop the flag.")
     if args.push_to_hub and args.hub_model_id is None:
         raise ArgumentError("--push_to_hub needs --hub_model_id (e.g. your-name/ddpm-mnist).")
 

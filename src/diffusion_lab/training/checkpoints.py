@@ -101,6 +101,7 @@ def verify_manifest(checkpoint: Path) -> bool:
 CHANGEABLE_ON_RESUME = {
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_train_steps", "num_epochs", "logging_steps",
     "save_images_epochs", "save_model_epochs", "num_inference_steps", "checkpointing_steps", "checkpoints_total_limit",
+    "keep_epoch_checkpoints", "inception_weights",
     "eval_every_epochs", "eval_num_samples", "eval_batch_size", "logger", "push_to_hub", "hub_model_id",
     "hub_private_repo", "debug", "skip_nonfinite", "max_grad_norm", "torch_compile", "allow_tf32", "deterministic",
     "dataloader_num_workers", "noise",
@@ -148,20 +149,24 @@ def step_of(checkpoint: Path) -> int:
     return int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1))
 
 
-def prune_checkpoints(output_dir: Path, keep: int | None, newest: Path) -> None:
-    """Keep `newest` (the checkpoint just written) and the `keep - 1` highest-numbered other complete checkpoints."""
+def prune_checkpoints(output_dir: Path, keep: int | None, newest: Path, kept_steps=None) -> None:
+    """Keep `newest` (the checkpoint just written) and the `keep - 1` highest-numbered other complete checkpoints;
+    checkpoints whose step `kept_steps(step)` says to keep (--keep_epoch_checkpoints) are never removed nor counted."""
     if keep is None:
         return
-    others = [path for path in complete_checkpoints(output_dir) if path != newest]
+    others = [path for path in complete_checkpoints(output_dir)
+              if path != newest and not (kept_steps is not None and kept_steps(step_of(path)))]
     for old in others[: max(len(others) - (keep - 1), 0)]:
         shutil.rmtree(old)
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None, config: dict | None = None) -> Path:
+def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None, config: dict | None = None,
+                    kept_steps=None) -> Path:
     """`accelerator.save_state` into a temporary folder, then rename it into place (all processes call this).
 
     `config`, the run's settings, is stored with it (`run_config.json`) so that a resume can check it continues the
-    same run; the manifest of sizes and hashes is written last."""
+    same run; the manifest of sizes and hashes is written last. `kept_steps(step)`: checkpoints pruning must leave
+    (see `prune_checkpoints`)."""
     final = output_dir / f"checkpoint-{step}"
     if accelerator.is_main_process:
         for stale in output_dir.glob("checkpoint-*.tmp"):  # left by a run killed mid-write
@@ -181,6 +186,6 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
         staging.rename(final)
         if replaced is not None:
             shutil.rmtree(replaced)
-        prune_checkpoints(output_dir, total_limit, newest=final)
+        prune_checkpoints(output_dir, total_limit, newest=final, kept_steps=kept_steps)
     accelerator.wait_for_everyone()
     return final

@@ -19,7 +19,7 @@ from .class_conditioning import ClassConditioning
 from .ddpm_objective import LOSSES
 
 # Flags that set degradation options; each reaches only the degradations whose config has that option.
-DEGRADATION_OPTIONS = ("order", "group_size", "order_seed", "num_levels", "kernel_size", "kernel_std",
+DEGRADATION_OPTIONS = ("order", "group_size", "group_mode", "order_seed", "num_levels", "kernel_size", "kernel_std",
                        "kernel_std_growth", "padding_mode", "block_sizes", "rings_per_level", "fill_value")
 CONFIG_NAMES = {"order_seed": "seed"}
 
@@ -29,6 +29,9 @@ def add_cold_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--degradation", choices=tuple(DEGRADATIONS), default="rows")
     group.add_argument("--order", choices=("random", "outside_in", "inside_out"), default=None, help="rows/columns: averaging order (default random).")
     group.add_argument("--group_size", type=int, default=None, help="rows/columns: rows averaged per level (default 1: 28 levels on MNIST).")
+    group.add_argument("--group_mode", choices=("band", "separate"), default=None,
+                       help="rows/columns with --group_size > 1: band (default, the cold-diffusion report's) averages each "
+                       "group of adjacent rows into one value; separate keeps each row's own mean.")
     group.add_argument("--order_seed", type=int, default=None, help="rows/columns: seed of the random order (default 0).")
     group.add_argument("--num_levels", type=int, default=None, help="blur: number of successive blurs T (default 20).")
     group.add_argument("--kernel_size", type=int, default=None, help="blur: odd kernel side (default 11).")

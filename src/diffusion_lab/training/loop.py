@@ -219,7 +219,7 @@ class Trainer:
         # Every process builds the same initial weights.
         torch.manual_seed(args.seed)
         model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path,
-                            num_classes=self.train_data.num_classes)
+                            num_classes=self.train_data.num_classes, dropout=args.dropout)
         _check_model_takes(model, channels, resolution, args.class_conditional)
         set_seed(args.seed, device_specific=True)
         self.batches = ShardedBatches(len(self.train_data), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed)
@@ -363,6 +363,10 @@ class Trainer:
         torch.distributed.all_reduce(received, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
         return int(received)
 
+    def _kept_checkpoint_steps(self, step: int) -> bool:
+        """--keep_epoch_checkpoints: the checkpoint of each epoch's last step (and of the last step) is never pruned."""
+        return self.args.keep_epoch_checkpoints and (step % self.steps_per_epoch == 0 or step == self.max_train_steps)
+
     def _last_checkpoint_name(self) -> str:
         checkpoints = complete_checkpoints(self.output_dir)
         return checkpoints[-1].name if checkpoints else "none yet"
@@ -463,7 +467,8 @@ class Trainer:
         images = self.generate(args.eval_num_samples, "evaluation samples")
         reference = torch.from_numpy(np.array(self.validation_data.images))  # a writable copy of the memory map
         try:
-            result = evaluate_images(images, reference, args.eval_batch_size, str(self.accelerator.device), reference_range="uint8", seed=args.seed)
+            result = evaluate_images(images, reference, args.eval_batch_size, str(self.accelerator.device), reference_range="uint8",
+                                     seed=args.seed, inception_weights=args.inception_weights)
         except ValueError as error:  # e.g. a diverged model's samples: report it, keep training
             self.accelerator.print(f"epoch {epoch}: sample evaluation skipped: {error}")
             return
@@ -544,8 +549,8 @@ class Trainer:
                 window_loss_sum += loss
                 losses_in_window += 1
             logging_due = step % args.logging_steps == 0 or step == self.max_train_steps
-            checkpoint_due = step % args.checkpointing_steps == 0
             epoch_ends = step % self.steps_per_epoch == 0 or step == self.max_train_steps
+            checkpoint_due = step % args.checkpointing_steps == 0 or (args.keep_epoch_checkpoints and epoch_ends)
             stop_signal = self._stop_signal()
             if logging_due or checkpoint_due or epoch_ends or stop_signal:
                 self._stop_if_nonfinite()
@@ -565,7 +570,8 @@ class Trainer:
                 window_start = time.perf_counter()
             checkpoint = None
             if checkpoint_due or stop_signal:
-                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, config=self.run_config)
+                checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, config=self.run_config,
+                                             kept_steps=self._kept_checkpoint_steps)
             if epoch_ends and not stop_signal:
                 train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / losses_in_epoch if losses_in_epoch else math.nan
                 self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
@@ -574,7 +580,8 @@ class Trainer:
                 # A signal during the epoch's validation, grids or evaluation stops the run here.
                 stop_signal = self._stop_signal()
                 if stop_signal and checkpoint is None:
-                    checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, config=self.run_config)
+                    checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit,
+                                                 config=self.run_config, kept_steps=self._kept_checkpoint_steps)
             if stop_signal:
                 raise TrainingStopped(
                     f"{signal.Signals(stop_signal).name} received: stopped after step {step} and wrote {checkpoint.name}; "
