@@ -167,6 +167,7 @@ SHARED_NUMERIC_CASES = [
     ("max_validation_samples", 0, "must be a positive integer"),
     ("label_dropout", 1, "must be in [0, 1)"),
     ("label_dropout", "nan", "must be a finite number"),
+    ("dropout", 1, "must be in [0, 1)", "--model", "unet_fast"),
 ]
 SCRIPT_NUMERIC_CASES = {
     "train_ddpm.py": [

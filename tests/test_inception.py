@@ -179,7 +179,7 @@ def test_evaluate_cli_reports_fid_and_is_with_std_against_a_literal_computation(
 
 
 def test_evaluate_refuses_a_missing_weights_file_and_notes_why_when_there_are_none(tmp_path, monkeypatch):
-    images = np.zeros((12, 28, 28, 1), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (12, 28, 28, 1), dtype=np.uint8)
     np.savez(tmp_path / "s.npz", images=images)
     with pytest.raises(ValueError, match="--inception_weights .* is not a file"):
         evaluate([str(tmp_path / "s.npz"), "--inception_weights", str(tmp_path / "none.pth"), "--output", str(tmp_path / "x.json")])

@@ -200,6 +200,13 @@ def _image_column(split, image_column: str):
     return column
 
 
+def _source_row(column, index: int) -> int:
+    """The row of the dataset as stored that item `index` of a split made by `train_test_split`/`select` comes from
+    (datasets keeps that mapping as the split's indices table), so that a message names the row the user can find."""
+    indices = column._indices
+    return index if indices is None else indices.column(0)[index].as_py()
+
+
 def _dataset_mode(columns, image_column: str) -> str:
     """L when every image of every split is grayscale, else RGB: decided over the whole dataset from the image
     headers (not the first image, which a shuffle can make any one), so that train and validation agree."""
@@ -211,7 +218,7 @@ def _dataset_mode(columns, image_column: str) -> str:
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     mode = _image_mode(_open_header(item))
             except Exception:
-                _open_or_explain(item, index)  # raises the one-line message for this image
+                _open_or_explain(item, _source_row(column, index))  # raises the one-line message for this image
                 raise
             if mode == "RGB":
                 return "RGB"
@@ -236,7 +243,7 @@ def _decode_split(column, image_column: str, mode: str, resolution: int, center_
     try:
         with stop_cleanly_on_sigterm("decoding images"):
             for index, row in enumerate(tqdm(column, desc=desc, leave=False)):
-                array[index] = _decode(_open_or_explain(row[image_column], index), mode, resolution, center_crop)
+                array[index] = _decode(_open_or_explain(row[image_column], _source_row(column, index)), mode, resolution, center_crop)
             array.flush()
             del array
             os.replace(tmp_path, path)

@@ -193,7 +193,8 @@ def main(argv=None) -> dict:
             images, originals, labels = pipeline_images(args, reference, pipeline, guidance_scale)
             # The restored originals are left out of the reference, so the distribution metrics see new images.
             compared = reference if originals is None else reference[len(originals) :]
-            result = evaluate_images(images, compared, images_range="uint8", originals=originals, labels=labels, **score)
+            result = evaluate_images(images, compared, images_range="uint8", originals=originals, originals_range="uint8",
+                                     labels=labels, **score)
             if labels is not None:
                 result["guidance_scale"] = guidance_scale
                 print(f"guidance {guidance_scale:g}: {summary_line(result)}")
