@@ -1,7 +1,6 @@
 """Class-conditional training and sampling with classifier-free guidance (issue 16)."""
 
 import json
-import os
 import shutil
 
 import datasets
@@ -390,10 +389,6 @@ def test_guidance_sweep_writes_a_table_and_a_plot(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("DIFFUSION_LAB_REAL_RUN"),
-    reason="its threshold was not verified (the CPU was saturated when it was written): run with DIFFUSION_LAB_REAL_RUN=1",
-)
 def test_a_short_real_run_draws_digits_the_classifier_reads_as_their_class(tmp_path):
     """Cold diffusion with a growing mask (2 levels): the fully masked start holds nothing, so what is drawn comes
     from the label alone. 100 steps of a small UNet on 2,048 digits; 10 samples of each digit at guidance 3."""
