@@ -271,6 +271,9 @@ def test_des_run_with_ema_resumes_exactly_and_saves_a_conditional_pipeline(tmp_p
     assert pipeline.unet.config.num_class_embeds == 11 and list(pipeline.config.class_names) == DIGITS
     images = run(pipeline, class_labels=[7, 7], guidance_scale=3)
     assert images.shape == (2, 1, 28, 28)
+    # The run's sample grid has a row per class: --eval_batch_size 8 < 10 classes gives one image of each.
+    grid = Image.open(sorted((tmp_path / "whole" / "samples").glob("epoch_*.png"))[-1])
+    assert grid.size == (2 + 30, 2 + 10 * 30)
 
 
 def test_conditional_cold_diffusion_generates_and_restores_with_labels(tmp_path):

@@ -450,10 +450,13 @@ class Trainer:
         return self._with_ema_weights(draw)
 
     def save_sample_grid(self, name: str) -> Path:
-        images = self.generate(self.args.eval_batch_size, f"sample grid {name}")
+        """--eval_batch_size images; class-conditional runs: one row per class (the classes are drawn in order)."""
+        num_classes = self.train_data.num_classes
+        columns = None if num_classes is None else max(1, self.args.eval_batch_size // num_classes)
+        images = self.generate(self.args.eval_batch_size if columns is None else columns * num_classes, f"sample grid {name}")
         path = self.output_dir / "samples" / f"{name}.png"
         path.parent.mkdir(exist_ok=True)
-        grid = image_grid(images)
+        grid = image_grid(images, columns)
         grid.save(path)
         if self.args.logger == "tensorboard":
             self.accelerator.get_tracker("tensorboard").log_images({"samples": np.asarray(grid.convert("RGB"))[None]}, self.global_step, dataformats="NHWC")
