@@ -2,8 +2,10 @@
 --debug), nothing existing overwritten. docs/troubleshooting.md lists these cases."""
 
 import argparse
+import errno
 import importlib
 import json
+import os
 import re
 import resource
 import shutil
@@ -29,6 +31,8 @@ from test_data import make_folder
 
 SMALL_RUN = [*TINY_RUN, "--max_train_samples", "32", "--train_batch_size", "8"]
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+LONG_NAME = "x" * 300  # more than the 255 bytes a file name may have on common file systems
+TOO_MUCH = 10**7  # images per batch: terabytes of activations
 PROGRESS_BAR = re.compile(r"\[\d\d:\d\d[<,]")  # tqdm's "[00:01<00:02, ...]"
 
 
@@ -50,7 +54,7 @@ def snapshot(*folders):
 
 def existing_folders(c, argv):
     """The folders a command is given that exist already: none of their files may change."""
-    return [c.run, c.pipeline, *(arg for arg in argv if isinstance(arg, Path) and arg.is_dir())]
+    return [c.run, c.pipeline, *(arg for arg in argv if isinstance(arg, Path) and os.path.isdir(arg))]  # no raise on a name too long
 
 
 def run_and_read_error(main, argv, capsys):
@@ -141,6 +145,10 @@ TRAIN_CASES = {
     "dataset too small to hold out validation": (lambda c: ["--train_data_dir", make_folder(fresh(c, "one"), count=1, size=(20, 20)), "--resolution", 16], "has 1 image(s) and no test/validation split: too few to hold out --validation_fraction 0.05"),
     "a null image in a parquet": (lambda c: ["--dataset_name", parquet_with_a_null_image(c), "--resolution", 16, "--validation_fraction", 0.25], "image 3 is empty (null in the dataset): remove or fill that row"),
     "resume past --max_train_steps": (lambda c: ["--output_dir", c.run, "--resume_from_checkpoint", "latest", "--max_train_steps", 1], "checkpoint-2 is past the 1 steps"),
+    "--output_dir name too long": (lambda c: ["--output_dir", c.root / LONG_NAME], "--output_dir: the file name xxxxxxxxxxxxxxxxxxxx... is 300 bytes long, more than the 255"),
+    "--train_data_dir name too long": (lambda c: ["--train_data_dir", c.root / LONG_NAME / "images"], "--train_data_dir: the file name"),
+    "--eval_batch_size that cannot fit in memory": (lambda c: ["--eval_batch_size", TOO_MUCH], f"--eval_batch_size {TOO_MUCH} needs up to"),
+    "--eval_num_samples that cannot fit in memory": (lambda c: ["--eval_every_epochs", 1, "--eval_num_samples", 10**12], "--eval_num_samples 1000000000000 need up to"),
 }
 
 # Every numeric flag of each train script with a value it must refuse (test_every_numeric_flag_has_a_case keeps
@@ -296,6 +304,43 @@ def test_a_full_disk_stops_with_one_line_and_keeps_what_was_saved(write, flags, 
     load_pipeline(str(folder))
 
 
+def metrics_on_a_full_disk(c):
+    """A copy of the run whose metrics.jsonl sits on a full disk (/dev/full: every write fails with ENOSPC)."""
+    folder = fresh(c, "full")
+    shutil.copytree(c.run, folder)
+    (folder / "metrics.jsonl").unlink()
+    (folder / "metrics.jsonl").symlink_to("/dev/full")
+    return ["--output_dir", folder, "--resume_from_checkpoint", "latest", "--max_train_steps", 3, "--checkpointing_steps", 100]
+
+
+def metrics_not_writable(c, monkeypatch):
+    """A fresh run whose folder stops being writable at the first metrics line (as root, chmod would not stop us)."""
+    from diffusion_lab.training import loop
+
+    def refuse(self, values, step):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(loop.MetricsLog, "log", refuse)
+    return ["--output_dir", fresh(c, "out"), "--max_train_steps", 2, "--checkpointing_steps", 100]
+
+
+@pytest.mark.parametrize("make_argv, message", [
+    (lambda c, monkeypatch: metrics_on_a_full_disk(c),
+     "(No space left on device); the last checkpoint (checkpoint-2) is intact: make {folder} writable (or free disk space), then "
+     "rerun the same command with --resume_from_checkpoint latest."),
+    (metrics_not_writable,
+     "metrics.jsonl (Permission denied); no checkpoint was written yet, so there is nothing to resume: make {folder} writable"),
+], ids=["disk full after a checkpoint", "permission denied before any checkpoint"])
+def test_a_run_folder_that_becomes_unwritable_stops_with_one_line_naming_the_last_checkpoint(make_argv, message, ctx, capsys, monkeypatch):
+    argv = [*SMALL_RUN, *make_argv(ctx, monkeypatch)]
+    folder = argv[argv.index("--output_dir") + 1]
+    saved = snapshot(folder / "checkpoint-2")  # empty for a fresh run
+    status, lines = run_and_read_error(train_ddpm.main, argv, capsys)
+    assert status == 1 and len(lines) == 1 and lines[0].startswith(f"stopped: cannot write {folder}"), lines
+    assert message.format(folder=folder) in lines[0], lines
+    assert snapshot(folder / "checkpoint-2") == saved
+
+
 def broken_pipeline(c, damage):
     folder = fresh(c, "pipeline")
     shutil.copytree(c.pipeline, folder)
@@ -369,6 +414,10 @@ SAMPLE_CASES = {
     "--output_dir of a run": (lambda c: [c.pipeline, "--output_dir", c.run], "already holds model_index.json"),
     "--output_dir holding images but no samples.npz": (lambda c: [c.pipeline, "--output_dir", images_without_npz(c)], "already holds grid.png"),
     "a pipeline as a component": (lambda c: [broken_pipeline(c, nested_pipeline)], "names a DDPMPipeline as its 'inner' component, which is neither a model nor a scheduler"),
+    "PIPELINE name too long": (lambda c: [c.root / LONG_NAME], "PIPELINE: the file name xxxxxxxxxxxxxxxxxxxx... is 300 bytes long"),
+    "--output_dir name too long": (lambda c: [c.pipeline, "--output_dir", c.root / LONG_NAME / "samples"], "--output_dir: the file name"),
+    "--batch_size that cannot fit in memory": (lambda c: [c.pipeline, "--num_images", TOO_MUCH, "--batch_size", TOO_MUCH], f"--batch_size {TOO_MUCH} needs up to"),
+    "--num_images that cannot fit on disk": (lambda c: [c.pipeline, "--num_images", 10**12], "--num_images 1000000000000 would write up to"),
 }
 
 
@@ -432,6 +481,7 @@ EVALUATE_CASES = {
     ".npz whose header claims more than it holds": (lambda c: [lying_npz(c)], "claims shape (1000000000, 28, 28) (784,000,000,000 bytes) but holds 100 bytes"),
     "--output in a folder that does not exist": (lambda c: [npz_of(c, random_images()), "--output", c.root / "no" / "such" / "e.json"], "/no/such/e.json does not exist: create it or pass another --output"),
     "unknown --reference_split": (lambda c: [npz_of(c, random_images()), "--reference_split", "holdout"], "Unknown split \"holdout\""),
+    "--output name too long": (lambda c: [npz_of(c, random_images()), "--output", c.root / f"{LONG_NAME}.json"], "--output: the file name"),
 }
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -295,3 +296,38 @@ def test_pruning_keeps_the_checkpoint_just_written_and_ignores_cut_off_ones(tmp_
     assert checkpoints(tmp_path) == ["checkpoint-4", "checkpoint-6", "checkpoint-8.tmp"]
     prune_checkpoints(tmp_path, keep=1, newest=tmp_path / "checkpoint-4")
     assert [path.name for path in complete_checkpoints(tmp_path)] == ["checkpoint-4"]
+
+
+def test_sampling_writes_each_batch_as_it_is_made_and_an_interrupted_run_keeps_it(tmp_path, monkeypatch, capsys):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    from diffusion_lab import sample
+    from diffusion_lab.cli import run_command
+    from diffusion_lab.models import build_model
+    from diffusion_lab.pipelines.export import save_pipeline
+
+    torch.manual_seed(0)
+    save_pipeline(DDPMPipeline(unet=build_model("cnn", 28, 1, 1000, None), scheduler=DDPMScheduler()), tmp_path / "pipeline")
+    flags = [str(tmp_path / "pipeline"), "--num_images", "5", "--batch_size", "2", "--num_inference_steps", "2"]
+    sample.main([*flags, "--output_dir", str(tmp_path / "whole")])
+    whole = np.load(tmp_path / "whole" / "samples.npz")["images"]
+    assert whole.shape == (5, 28, 28, 1) and sorted(os.listdir(tmp_path / "whole")) == ["grid.png", "images", "samples.npz"]
+    assert len(os.listdir(tmp_path / "whole" / "images")) == 5
+
+    real_batches = sample.generate_batches
+
+    def interrupted_after_two_batches(*args, **kwargs):
+        batches = real_batches(*args, **kwargs)
+        yield next(batches)
+        yield next(batches)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample, "generate_batches", interrupted_after_two_batches)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(sample.main, [*flags, "--output_dir", str(tmp_path / "cut")])
+    partial = tmp_path / "cut" / "partial"
+    assert exit_info.value.code == 130
+    assert f"stopped: interrupted: the 4 of 5 images made so far are in {partial}/" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert sorted(os.listdir(partial / "images")) == [f"{index:05d}.png" for index in range(4)]
+    assert np.array_equal(np.load(partial / "samples.npy")[:4], whole[:4])  # the same images as the whole run's

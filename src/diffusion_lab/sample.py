@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,12 @@ from .cli import run_command
 from .data import image_grid, load_image_caches
 from .pipelines.class_guidance import class_index, num_classes_of
 from .pipelines.export import load_pipeline
-from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, keeps_own_scheduler, swap_scheduler, use_sampler
+from .path_names import check_path_name
+from .sample_output import SampleWriter, clear_earlier_samples
+from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate_batches, is_cold, keeps_own_scheduler, swap_scheduler, use_sampler
+from .sampling_memory import check_sampling_fits
 from .training.run_folder import RUN_MARKERS
+from .training.stopping import TrainingStopped
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +68,9 @@ def parse_args(argv):
             raise ValueError(f"--{name} {value} must be a positive integer.")
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed} must not be negative.")
+    for flag, value in (("PIPELINE", args.pipeline), ("--dataset_name", args.dataset_name)):  # --output_dir: in main
+        if value is not None:
+            check_path_name(value, flag)
     check_device(args.device)
     return args
 
@@ -74,9 +80,6 @@ def check_device(device: str) -> None:
         torch.device(device)
     except RuntimeError:
         raise ValueError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N.") from None
-
-
-SAMPLE_OUTPUTS = ("samples.npz", "grid.png", "images", "four_columns.png")
 
 
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
@@ -94,16 +97,6 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):  # fail now rather than after sampling
         reason = "Not a directory" if not existing.is_dir() else "Permission denied"
         raise PermissionError(f"cannot write to --output_dir {output_dir} ({reason}): choose a writable folder.")
-
-
-def clear_earlier_samples(output_dir: Path) -> None:
-    """--overwrite_output_dir: earlier samples go as a whole, so none of them mixes with the new ones."""
-    for name in SAMPLE_OUTPUTS:
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
 
 
 def class_labels_for(pipeline, class_labels: list[str] | None, per_class: int) -> list[int] | None:
@@ -161,6 +154,7 @@ def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str =
 def main(argv):
     args = parse_args(argv)
     output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
+    check_path_name(output_dir, "--output_dir" if args.output_dir else "the default --output_dir (PIPELINE-samples)")
     check_output_dir(output_dir, args.overwrite_output_dir)
     pipeline = open_pipeline(args.pipeline, args.scheduler, args.device, args.trust_remote_code)
     cold = is_cold(pipeline)
@@ -179,23 +173,23 @@ def main(argv):
     per_class = args.num_images or 8
     labels = class_labels_for(pipeline, args.class_labels, per_class)
     num_images = len(labels) if labels is not None else (args.num_images or 64)
+    check_sampling_fits(pipeline.unet, num_images, args.batch_size, args.device, value_bytes=1, output_dir=output_dir)
     guidance = {"guidance_scale": args.guidance_scale} if conditional else {}
     steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
-    images = generate(pipeline, num_images, args.batch_size, args.seed, steps, class_labels=labels, **guidance, **cold_kwargs)
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    clear_earlier_samples(output_dir)
-    (output_dir / "images").mkdir()
-    for index, image in enumerate(images):
-        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(output_dir / "images" / f"{index:05d}.png")
+    writer = SampleWriter(output_dir, num_images)
+    try:
+        for batch in generate_batches(pipeline, num_images, args.batch_size, args.seed, steps, class_labels=labels, **guidance, **cold_kwargs):
+            writer.add(batch)
+    except KeyboardInterrupt:
+        raise TrainingStopped(f"interrupted: the {writer.count} of {num_images} images made so far are in {writer.folder}/ "
+                              "(images/*.png, samples.npy); rerun with --overwrite_output_dir for all of them.", 130) from None
+    images = writer.images
     if labels is None:
-        grid = image_grid(torch.from_numpy(images[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1)
-        np.savez_compressed(output_dir / "samples.npz", images=images)
+        grid = image_grid(torch.from_numpy(np.array(images[:64])).permute(0, 3, 1, 2).float() / 127.5 - 1)
     else:
         grid = class_grid(images, np.asarray(labels), per_class)
-        np.savez_compressed(output_dir / "samples.npz", images=images, labels=np.asarray(labels, dtype=np.int64))
-    grid.save(output_dir / "grid.png")
-    print(f"wrote {len(images)} images, grid.png and samples.npz to {output_dir}")
+    writer.finish(grid, labels)
+    print(f"wrote {num_images} images, grid.png and samples.npz to {output_dir}")
 
 
 def class_grid(images: np.ndarray, labels: np.ndarray, per_class: int, max_columns: int = 16) -> Image.Image:

@@ -8,6 +8,7 @@ noise scale s) keeps its own scheduler and takes fewer, strided ancestral steps 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -66,19 +67,24 @@ def autocast_with_fp32_outputs(model, autocast: contextlib.AbstractContextManage
         handle.remove()
 
 
-def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
-             class_labels: list[int] | None = None, **kwargs) -> np.ndarray:
-    """uint8 images (N, H, W, C); batch b uses generator seed + b, so results do not depend on the device count.
+def generate_batches(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
+                     class_labels: list[int] | None = None, **kwargs) -> Iterator[np.ndarray]:
+    """uint8 images (n, H, W, C), one batch at a time, so that callers can write each as it is made; batch b uses
+    generator seed + b, so results do not depend on the device count.
 
     `class_labels` (class-conditional pipelines): the class of each of the N images."""
     if num_inference_steps:
         kwargs["num_inference_steps"] = num_inference_steps
-    batches = []
     for batch_index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="sampling")):
         generator = torch.Generator().manual_seed(seed + batch_index)
         size = min(batch_size, num_images - start)
         if class_labels is not None:
             kwargs["class_labels"] = class_labels[start : start + size]
         images = pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images
-        batches.append((np.asarray(images) * 255).round().astype(np.uint8))
-    return np.concatenate(batches)
+        yield (np.asarray(images) * 255).round().astype(np.uint8)
+
+
+def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
+             class_labels: list[int] | None = None, **kwargs) -> np.ndarray:
+    """All the images of `generate_batches` in one array (N, H, W, C), for callers that need them together."""
+    return np.concatenate(list(generate_batches(pipeline, num_images, batch_size, seed, num_inference_steps, class_labels, **kwargs)))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..cli import run_command
+from ..path_names import check_path_name
 from ..pipelines.class_guidance import num_classes_of
 from ..sample import check_device, class_labels_for, open_pipeline
 from ..sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, use_sampler
@@ -142,8 +143,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ValueError("--num_samples must be >= 2, --batch_size >= 1 and --noise >= 0.")
     if args.num_inference_steps is not None and args.num_inference_steps < 1:
         raise ValueError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer.")
+    for flag, value in (("INPUT", args.input), ("--output", args.output), ("--originals", args.originals),
+                        ("--reference", args.reference), ("--inception_weights", args.inception_weights)):
+        if value is not None:
+            check_path_name(value, flag)
     if args.output is None:
         args.output = default_output(args.input)
+        check_path_name(args.output, "the default --output (INPUT-evaluation.json)")
     if not all(np.isfinite(w) and w >= 0 for w in args.guidance_scale):
         raise ValueError(f"--guidance_scale {' '.join(map(str, args.guidance_scale))}: each must be a finite number >= 0.")
     if len(args.guidance_scale) > 1:

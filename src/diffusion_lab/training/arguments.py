@@ -10,6 +10,8 @@ import argparse
 import math
 import os
 
+from ..path_names import check_path_name
+
 
 class ArgumentError(ValueError):
     """A flag with a value the trainer cannot use; the message names the flag and the fix."""
@@ -97,6 +99,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "num_epochs", "gradient_accumulation_steps", "logging_steps",
                  "save_images_epochs", "save_model_epochs", "checkpointing_steps", "eval_num_samples")
+# Flags that name files or folders (a Hub id is checked like a relative path).
+PATH_FLAGS = ("output_dir", "train_data_dir", "dataset_name", "model_config_name_or_path", "resume_from_checkpoint", "inception_weights")
 NON_NEGATIVE = ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers", "eval_every_epochs")
 
 
@@ -108,6 +112,9 @@ def validate_training_args(args: argparse.Namespace) -> None:
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ArgumentError(f"--{name} {value} must be a finite number.")
+    for name in PATH_FLAGS:
+        if getattr(args, name) is not None:
+            check_path_name(getattr(args, name), f"--{name}")
     if not 0 <= args.seed <= MAX_SEED:
         raise ArgumentError(f"--seed {args.seed} must be between 0 and {MAX_SEED}.")
     for name in POSITIVE_INTS:

@@ -31,11 +31,12 @@ from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, ra
 from ..models import build_model
 from ..pipelines.export import save_pipeline
 from ..sampling import autocast_with_fp32_outputs
+from ..sampling_memory import check_sampling_fits
 from .arguments import ArgumentError, training_warnings, validate_training_args
 from .checkpoints import MANIFEST_NAME, check_same_run, complete_checkpoints, resolve_resume_path, save_checkpoint, step_of, verify_manifest
 from .precision import auto_mixed_precision
 from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside, public_args, write_run_info
-from .stopping import RESUME_HINT, SamplingStopped, StopSignals, TrainingStopped, stop_with_launcher
+from .stopping import RESUME_HINT, SamplingStopped, StopSignals, TrainingStopped, stop_if_unwritable, stop_with_launcher
 
 VALIDATION_SEED = 1234
 
@@ -221,6 +222,10 @@ class Trainer:
         model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path,
                             num_classes=self.train_data.num_classes, dropout=args.dropout)
         _check_model_takes(model, channels, resolution, args.class_conditional)
+        # Sample grids and evaluation hold their images (float32) on the device until they are scored.
+        images_flag = "--eval_num_samples" if args.eval_every_epochs else "--eval_batch_size"
+        check_sampling_fits(model, getattr(args, images_flag[2:]), args.eval_batch_size, accelerator.device, value_bytes=4,
+                            flags=(images_flag, "--eval_batch_size"))
         set_seed(args.seed, device_specific=True)
         self.batches = ShardedBatches(len(self.train_data), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed)
         self.steps_per_epoch = self.batches.batches_per_epoch // args.gradient_accumulation_steps
@@ -367,9 +372,9 @@ class Trainer:
         """--keep_epoch_checkpoints: the checkpoint of each epoch's last step (and of the last step) is never pruned."""
         return self.args.keep_epoch_checkpoints and (step % self.steps_per_epoch == 0 or step == self.max_train_steps)
 
-    def _last_checkpoint_name(self) -> str:
+    def _last_checkpoint_name(self) -> str | None:
         checkpoints = complete_checkpoints(self.output_dir)
-        return checkpoints[-1].name if checkpoints else "none yet"
+        return checkpoints[-1].name if checkpoints else None
 
     def _stop_if_nonfinite(self) -> None:
         """Called before anything is logged or written: stop if a loss was not finite since the last call."""
@@ -510,7 +515,7 @@ class Trainer:
         self._announce_start()
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
         try:
-            with self.signals:
+            with self.signals, stop_if_unwritable(self.output_dir, self._last_checkpoint_name):
                 self._train_steps(progress, after_step)
         except TrainingStopped:
             accelerator.end_training()
@@ -519,11 +524,12 @@ class Trainer:
             progress.close()  # so that a message that follows starts on a line of its own
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            if self.pipeline_step != self.global_step:
-                # Resumed from the last step's checkpoint (the run ended before or while writing the pipeline), or
-                # ended early by `after_step`.
-                self.save_pipeline()
-            upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
+            with stop_if_unwritable(self.output_dir, self._last_checkpoint_name):
+                if self.pipeline_step != self.global_step:
+                    # Resumed from the last step's checkpoint (the run ended before or while writing the pipeline), or
+                    # ended early by `after_step`.
+                    self.save_pipeline()
+                upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
             if args.push_to_hub:
                 accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
             accelerator.print(

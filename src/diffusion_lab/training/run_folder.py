@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -141,7 +142,9 @@ class RunLock:
 
     def release(self) -> None:
         if self.held and self._holder() == self.owner:
-            self.path.unlink(missing_ok=True)
+            # A folder that became unwritable keeps the lock, which is stale (taken over) once this process ends.
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
         self.held = False
 
 

@@ -1,8 +1,10 @@
-"""Stopping a run early but cleanly: on SIGINT/SIGTERM, and on a non-finite loss."""
+"""Stopping a run early but cleanly: on SIGINT/SIGTERM, on a non-finite loss, and when the run folder can no longer
+be written."""
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import sys
@@ -109,3 +111,27 @@ def stop_cleanly_on_sigterm(what: str):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# OS errors that mean the run folder can no longer be written: permissions, a read-only mount, a full disk or quota,
+# a file size limit.
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextmanager
+def stop_if_unwritable(output_dir: Path, last_checkpoint):
+    """Inside, an OS error writing the run folder (it became read-only, or the disk filled up) stops the run with a
+    line naming the path, the last checkpoint (`last_checkpoint()`, None if none) that is intact, and what to do.
+    Errors our writers already explain (checkpoints and pipelines, WriteError) carry no errno and pass through."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in UNWRITABLE:
+            raise
+        checkpoint = last_checkpoint()
+        remedy = f"make {output_dir} writable (or free disk space), then"
+        if checkpoint is None:
+            then = f"no checkpoint was written yet, so there is nothing to resume: {remedy} rerun the same command with --overwrite_output_dir."
+        else:
+            then = f"the last checkpoint ({checkpoint}) is intact: {remedy} {RESUME_HINT}."
+        raise TrainingStopped(f"cannot write {error.filename or output_dir} ({error.strerror}); {then}", exit_code=1) from None
