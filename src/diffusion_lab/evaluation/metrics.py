@@ -22,6 +22,8 @@ from .digit_classifier import DigitClassifier, DigitFeatures, DigitLogits
 
 # Where torch-fidelity caches the Inception-v3 weights it downloads (torch hub's checkpoints folder).
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+# The seed of the one random draw in torchmetrics' InceptionScore.compute (a permutation of the images).
+INCEPTION_SCORE_SEED = 0
 # Images in [-1, 1] span 2: the peak signal for PSNR and the data range for SSIM.
 DATA_RANGE = 2.0
 
@@ -68,8 +70,11 @@ def inception_score(logits_extractor: nn.Module, images: torch.Tensor, batch_siz
         metric = InceptionScore(feature=logits_extractor, splits=1).to(device)
     for batch in _batches(images, batch_size, device, "class probabilities"):
         metric.update(batch)
-    # compute() shuffles with the global generator; fork it so evaluation leaves training's RNG untouched.
+    # compute() shuffles the images with an unseeded draw from the global generator (torch.randperm), and the order
+    # changes the float sums in the 7th significant digit: fork the generator (training's RNG stays untouched) and
+    # seed it, so that the same images always give the same score.
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(INCEPTION_SCORE_SEED)
         # With one split the spread across splits is undefined (torch warns computing it); only the mean is used.
         warnings.filterwarnings("ignore", message=".*degrees of freedom.*")
         score, _ = metric.compute()
