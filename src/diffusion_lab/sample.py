@@ -21,7 +21,7 @@ from PIL import Image
 from .cli import run_command
 from .data import image_grid, load_image_caches
 from .pipelines.export import load_pipeline
-from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, keeps_own_scheduler, swap_scheduler, use_sampler
+from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, keeps_own_scheduler, use_sampler
 from .training.run_folder import RUN_MARKERS
 
 def parse_args(argv):
@@ -87,17 +87,16 @@ def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
 
 
 def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
-    """A saved pipeline on `device`, with its sampler swapped if asked (stock-DDPM pipelines only)."""
+    """A saved pipeline on `device`; asking for a `scheduler` (swapped in later by `use_sampler`) is refused for
+    pipelines that keep their own."""
     if trust_remote_code:
         from diffusers import DiffusionPipeline
 
         pipeline = DiffusionPipeline.from_pretrained(name_or_path, trust_remote_code=True, use_safetensors=True)
     else:
         pipeline = load_pipeline(name_or_path)
-    if scheduler is not None:
-        if keeps_own_scheduler(pipeline):
-            raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
-        swap_scheduler(pipeline, scheduler)
+    if scheduler is not None and keeps_own_scheduler(pipeline):
+        raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
     pipeline.set_progress_bar_config(leave=False)
     return pipeline.to(device)
 
