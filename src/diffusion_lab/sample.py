@@ -28,7 +28,7 @@ from .pipelines.class_guidance import class_index, num_classes_of
 from .pipelines.export import load_pipeline
 from .path_names import check_path_name
 from .sample_output import SampleWriter, clear_earlier_samples
-from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate_batches, is_cold, keeps_own_scheduler, swap_scheduler, use_sampler
+from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate_batches, is_cold, keeps_own_scheduler, use_sampler
 from .sampling_memory import check_sampling_fits
 from .training.run_folder import RUN_MARKERS
 from .training.stopping import TrainingStopped
@@ -136,17 +136,16 @@ def restoration_figure(pipeline, args, cold_kwargs: dict) -> Image.Image:
 
 
 def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
-    """A saved pipeline on `device`, with its sampler swapped if asked (stock-DDPM pipelines only)."""
+    """A saved pipeline on `device`; asking for a `scheduler` (swapped in later by `use_sampler`) is refused for
+    pipelines that keep their own."""
     if trust_remote_code:
         from diffusers import DiffusionPipeline
 
         pipeline = DiffusionPipeline.from_pretrained(name_or_path, trust_remote_code=True, use_safetensors=True)
     else:
         pipeline = load_pipeline(name_or_path)
-    if scheduler is not None:
-        if keeps_own_scheduler(pipeline):
-            raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
-        swap_scheduler(pipeline, scheduler)
+    if scheduler is not None and keeps_own_scheduler(pipeline):
+        raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
     pipeline.set_progress_bar_config(leave=False)
     return pipeline.to(device)
 

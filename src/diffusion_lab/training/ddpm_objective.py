@@ -85,7 +85,7 @@ class DDPMObjective(ClassConditioning):
 
     default_loss = "mse"
 
-    def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str | None = DEFAULT_SAMPLER):
+    def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str = DEFAULT_SAMPLER):
         self.scheduler = scheduler
         self.loss_fn = LOSSES[loss]
         self.sampler = sampler
