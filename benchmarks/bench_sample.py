@@ -29,6 +29,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -55,6 +56,7 @@ def parse_args(argv=None):
     parser.add_argument("--torch_compile", nargs="+", choices=("off", *COMPILE_MODES), default=["off"],
                         help="Compile settings to measure each sampler under: off (eager) and/or torch.compile modes.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
+    parser.add_argument("--output", type=Path, default=None, help="Also write the JSON report to this file, after every result.")
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "SAMPLER", "COMPILE"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -142,7 +144,7 @@ def main(argv=None):
         return
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "torch": torch.__version__, "device": args.device},
-              "config": {k: v for k, v in vars(args).items() if k not in ("json", "worker")},
+              "config": {k: v for k, v in vars(args).items() if k not in ("json", "worker", "output")},
               "loadavg_start": [round(x, 2) for x in os.getloadavg()], "results": [], "gaps": []}
     passthrough = ["--batch_size", str(args.batch_size), "--ddpm_batch_size", str(args.ddpm_batch_size),
                    "--mixed_precision", args.mixed_precision, "--device", args.device]
@@ -159,11 +161,15 @@ def main(argv=None):
             continue
         result = json.loads(completed.stdout.strip().splitlines()[-1])
         report["results"].append(result)
+        if args.output:  # as it goes: a run stopped at its time budget keeps what it measured
+            args.output.write_text(json.dumps(report, indent=2) + "\n")
         if not args.json:
             print(f"{model_name:5s} {sampler:13s} compile {compile_mode:16s} batch {result['batch_size']:4d} "
                   f"{result['seconds']:8.2f} s {result['images_per_s']:9.2f} images/s  warm-up {result['warmup_seconds']:.1f} s  "
                   f"peak +{result['peak_memory_mb']:.0f} MB  (load {result['loadavg'][0]})", flush=True)
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report))
     else:

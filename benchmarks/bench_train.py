@@ -72,6 +72,7 @@ def parse_args(argv=None):
     parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers of (c) (the example's default is 0).")
     parser.add_argument("--dataset", default=None, help="Dataset folder (default: the shipped MNIST).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
+    parser.add_argument("--output", type=Path, default=None, help="Also write the JSON report to this file.")
     return parser.parse_args(argv)
 
 
@@ -300,12 +301,14 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    report = {"machine": machine(), "config": {k: v for k, v in vars(args).items() if k != "json"},
+    report = {"machine": machine(), "config": {k: v for k, v in vars(args).items() if k not in ("json", "output")},
               "loadavg_start": [round(x, 2) for x in os.getloadavg()], "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench_train-") as workdir:
         for model_name in args.models:
             report["models"][model_name] = bench_model(model_name, args, Path(workdir))
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report))
         return
