@@ -63,7 +63,7 @@ if [ "$SIZE" = full ]; then
   TTQ_TRAIN=(--checkpointing_steps 100000 --logger none --eval_batch_size 1000 --overwrite_output_dir)
   TABLE_FLAGS=(--budget full --concurrency auto)
 else
-  B_INSTALL=120 B_TRAIN=120 B_COMPILED=0 B_SAMPLE=120 B_TABLE=240
+  B_INSTALL=120 B_TRAIN=300 B_COMPILED=0 B_SAMPLE=300 B_TABLE=600  # limits only: a shared CPU is slow
   TRAIN_MODELS="cnn"
   TRAIN_FLAGS=(--rounds 1 --steps 1 --warmup 1 --batch_size 8)
   SAMPLE_FLAGS=(--models cnn --samplers dpmsolver-20 cold-28 --batch_size 2)

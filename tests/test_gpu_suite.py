@@ -12,7 +12,7 @@ def test_tiny_gpu_suite_writes_every_table_and_json(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "GPU_SUITE_SIZE": "tiny", "OUT": str(out), "GPU_SUITE_WORK": str(tmp_path / "work")}
     completed = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--no-install"], env=env,
-                               capture_output=True, text=True, timeout=900)
+                               capture_output=True, text=True, timeout=1500)
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
     suite = json.loads((out / "suite.json").read_text())
