@@ -65,9 +65,9 @@ if [ "$SIZE" = full ]; then
 else
   B_INSTALL=120 B_TRAIN=300 B_COMPILED=0 B_SAMPLE=300 B_TABLE=600  # limits only: a shared CPU is slow
   TRAIN_MODELS="cnn"
-  TRAIN_FLAGS=(--rounds 1 --steps 1 --warmup 1 --batch_size 8)
-  SAMPLE_FLAGS=(--models cnn --samplers dpmsolver-20 cold-28 --batch_size 2)
-  TTQ_FLAGS=(--marks 0.02 --num_samples 16)
+  TRAIN_FLAGS=(--rounds 1 --steps 1 --warmup 1 --batch_size 8 --threads 1)  # one thread: a shared CPU
+  SAMPLE_FLAGS=(--models cnn --samplers dpmsolver-20 cold-28 --batch_size 2 --threads 1)
+  TTQ_FLAGS=(--marks 0.02 --num_samples 16 --threads 1)
   TTQ_TRAIN=(--checkpointing_steps 100000 --logger none --overwrite_output_dir --model cnn --max_train_samples 256 --train_batch_size 16
              --eval_batch_size 16 --num_inference_steps 2 --no-use_ema)
   TABLE_FLAGS=(--budget tiny --only linear --concurrency 1)
