@@ -8,7 +8,8 @@ Three setups train the same model (same architecture, batch, image size and mode
   (a) trainer   `Trainer._train_step` of diffusion_lab.training.loop as train_ddpm.py builds it (decoded-image
                 cache, DDPM loss, clipping, optimizer, LR schedule, EMA with --use_ema) plus the loop's logging
                 (one host sync and one metrics.jsonl/TensorBoard record every --logging_steps steps);
-  (b) bare      random tensors already in memory: forward, MSE, backward, Adam step. The limit for the model;
+  (b) bare      random tensors already on the device: forward, MSE, backward, Adam step (fused on CUDA, as in (a)),
+                with (a)'s model options (precision, compile and its mode, channels-last). The limit for the model;
   (c) example   diffusers' train_unconditional.py way: the `datasets` images decoded per item through PIL
                 transforms in a shuffling DataLoader (benchmarks/diffusers_example_data.py), then that script's
                 step (add_noise, clipping, AdamW, LR schedule, EMA, `loss.item()` and a tracker log every step).
@@ -16,7 +17,11 @@ Three setups train the same model (same architecture, batch, image size and mode
                 its data path only, not for a wider first convolution. --example_fp32 keeps (c) in full precision
                 (the example's default) while (a) and (b) run --mixed_precision bf16.
 The setups run interleaved (a, b, c, a, b, c, ...) after a warm-up, so that load from other processes on a shared
-machine hits all three alike; figures are medians over rounds, ratios the median of the per-round ratios.
+machine hits all three alike; figures are medians over rounds, ratios the median of the per-round ratios. On CUDA
+each timing waits for the device, and the peak memory of each setup is reported. The first step (compilation
+included under --torch_compile) is timed apart.
+
+    python benchmarks/bench_train.py --models cnn --rounds 1 --steps 1 --warmup 1 --batch_size 8 --json   # tiny, CPU
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffusers_example_data import example_dataloader  # noqa: E402
+from diffusion_lab.training.arguments import COMPILE_MODES, CUDA_GRAPH_MODES  # noqa: E402
+from diffusion_lab.training.precision import auto_mixed_precision  # noqa: E402
 
 SETUPS = {"a": "trainer", "b": "bare", "c": "example"}
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def parse_args(argv=None):
@@ -52,18 +60,30 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     parser.add_argument("--use_ema", action="store_true", help="EMA in (a) and (c), as --use_ema does in both trainers.")
     parser.add_argument("--random_flip", action="store_true", help="Random horizontal flips in (a) and (c).")
-    parser.add_argument("--mixed_precision", choices=("no", "bf16"), default="no", help="Autocast for all three setups.")
+    parser.add_argument("--mixed_precision", choices=("auto", "no", "bf16"), default="no",
+                        help="Autocast for all three setups; auto: the trainer's choice (bf16 where native).")
     parser.add_argument("--torch_compile", action="store_true", help="torch.compile the model in all three setups.")
+    parser.add_argument("--torch_compile_mode", choices=COMPILE_MODES, default="default", help="Its mode, in all three setups.")
+    parser.add_argument("--channels_last", action="store_true", help="Channels-last weights in (a) and (b).")
+    parser.add_argument("--data_on_device", action=argparse.BooleanOptionalAction, default=None,
+                        help="(a)'s --data_on_device (default: the trainer's auto, on for CUDA).")
     parser.add_argument("--example_fp32", action="store_true",
                         help="Run (c) in fp32, the example's default, even under --mixed_precision bf16.")
     parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers of (c) (the example's default is 0).")
     parser.add_argument("--dataset", default=None, help="Dataset folder (default: the shipped MNIST).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
+    parser.add_argument("--output", type=Path, default=None, help="Also write the JSON report to this file.")
     return parser.parse_args(argv)
 
 
 def _autocast(mixed_precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if mixed_precision == "bf16" else contextlib.nullcontext()
+    return torch.autocast(DEVICE.type, dtype=torch.bfloat16) if mixed_precision == "bf16" else contextlib.nullcontext()
+
+
+def _synchronize() -> None:
+    """Wait for the device, so that a timing covers the work it launched."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def trainer_setup(model_name: str, args, workdir: Path):
@@ -81,15 +101,18 @@ def trainer_setup(model_name: str, args, workdir: Path):
     argv = ["--model", model_name, "--output_dir", str(workdir / f"trainer-{model_name}"),
             "--train_batch_size", str(args.batch_size), "--mixed_precision", args.mixed_precision]
     argv += ["--dataset_name", args.dataset] if args.dataset else []
-    argv += ["--use_ema"] * args.use_ema + ["--random_flip"] * args.random_flip + ["--torch_compile"] * args.torch_compile
+    argv += ["--use_ema"] * args.use_ema + ["--random_flip"] * args.random_flip + ["--channels_last"] * args.channels_last
+    argv += ["--torch_compile", "--torch_compile_mode", args.torch_compile_mode] if args.torch_compile else []
+    argv += [] if args.data_on_device is None else ["--data_on_device" if args.data_on_device else "--no-data_on_device"]
     trainer_args = parser.parse_args(argv)
     trainer = Trainer(trainer_args, DDPMObjective.from_args(trainer_args), ["train_ddpm.py", *argv])
-    window_loss = torch.zeros(())
+    window_loss = torch.zeros((), device=DEVICE)
 
     def fetch(batches: int) -> float:
         start = time.perf_counter()
         for micro_batch in range(batches):
             trainer._batch(micro_batch)
+        _synchronize()
         return time.perf_counter() - start
 
     def run(steps: int) -> float:
@@ -101,39 +124,46 @@ def trainer_setup(model_name: str, args, workdir: Path):
             if trainer.global_step % trainer_args.logging_steps == 0:  # what Trainer.train does between steps
                 loss = trainer.accelerator.reduce(window_loss, reduction="mean").item() / trainer_args.logging_steps
                 trainer.metrics.log({"loss": loss, "lr": trainer.lr_scheduler.get_last_lr()[0]}, trainer.global_step)
-                window_loss = torch.zeros(())
+                window_loss = torch.zeros((), device=DEVICE)
+        _synchronize()
         return time.perf_counter() - start
 
     shape = (trainer.train_data.channels, trainer.train_data.images.shape[-1])
     return run, fetch, shape
 
 
-def _build(model_name: str, channels: int, resolution: int, compile_model: bool):
+def _build(model_name: str, channels: int, resolution: int, args, channels_last: bool = False):
     from diffusion_lab.models import build_model
 
     torch.manual_seed(0)
     model = build_model(model_name, resolution, channels, 1000)
-    return torch.compile(model) if compile_model else model
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model, mode=args.torch_compile_mode) if args.torch_compile else model
 
 
 def bare_setup(model_name: str, args, channels: int, resolution: int):
-    """(b): forward, loss, backward, optimizer step on tensors already in memory; no data to fetch."""
-    model = _build(model_name, channels, resolution, args.torch_compile)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    """(b): forward, loss, backward, optimizer step on tensors already on the device; no data to fetch."""
+    model = _build(model_name, channels, resolution, args, args.channels_last).to(DEVICE)
+    cuda = DEVICE.type == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda or None, foreach=not cuda or None)
     generator = torch.Generator().manual_seed(0)
-    noisy = torch.randn(args.batch_size, channels, resolution, resolution, generator=generator)
-    noise = torch.randn(noisy.shape, generator=generator)
-    timesteps = torch.randint(0, 1000, (args.batch_size,), generator=generator)
+    noisy = torch.randn(args.batch_size, channels, resolution, resolution, generator=generator).to(DEVICE)
+    noise = torch.randn(noisy.shape, generator=generator).to(DEVICE)
+    timesteps = torch.randint(0, 1000, (args.batch_size,), generator=generator).to(DEVICE)
 
     def run(steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
+            if args.torch_compile and args.torch_compile_mode in CUDA_GRAPH_MODES:
+                torch.compiler.cudagraph_mark_step_begin()
             with _autocast(args.mixed_precision):
                 prediction = model(noisy, timesteps).sample
             loss = F.mse_loss(prediction.float(), noise)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        _synchronize()
         return time.perf_counter() - start
 
     return run, lambda batches: 0.0
@@ -153,7 +183,7 @@ def example_setup(model_name: str, args, channels: int, resolution: int, workdir
         project_config=ProjectConfiguration(project_dir=str(workdir / f"example-{model_name}")),
     )
     accelerator.init_trackers("train_unconditional")
-    model = _build(model_name, channels, resolution, args.torch_compile)
+    model = _build(model_name, channels, resolution, args)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     # The example's optimizer defaults: AdamW, lr 1e-4, betas (0.95, 0.999), weight decay 1e-6, eps 1e-8.
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
@@ -206,6 +236,7 @@ def example_setup(model_name: str, args, channels: int, resolution: int, workdir
             global_step += 1
             logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0], "step": global_step}
             accelerator.log(logs, step=global_step)
+        _synchronize()
         return time.perf_counter() - start
 
     return run, fetch
@@ -231,17 +262,23 @@ def bench_model(model_name: str, args, workdir: Path) -> dict:
             run(args.warmup - 1)
     seconds = {key: [] for key in setups}
     data_seconds = {key: [] for key in setups}
+    peak_memory = {key: 0 for key in setups}
     for _ in range(args.rounds):
         for key, (run, fetch) in setups.items():
+            if DEVICE.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             seconds[key].append(run(args.steps) / args.steps)
+            if DEVICE.type == "cuda":
+                peak_memory[key] = max(peak_memory[key], torch.cuda.max_memory_allocated())
             data_seconds[key].append(fetch(args.steps) / args.steps)
     result = {"setups": {}}
     for key, per_step in seconds.items():
         ms = statistics.median(per_step) * 1000
         result["setups"][key] = {
-            "name": SETUPS[key], "ms_per_step": round(ms, 1), "images_per_s": round(args.batch_size * 1000 / ms, 1),
+            "name": SETUPS[key], "ms_per_step": round(ms, 3), "images_per_s": round(args.batch_size * 1000 / ms, 1),
             "data_ms_per_batch": round(statistics.median(data_seconds[key]) * 1000, 2),
             "first_step_s": round(first_step_s[key], 2), "ms_per_step_rounds": [round(s * 1000, 1) for s in per_step],
+            "peak_gpu_memory_mb": round(peak_memory[key] / 2**20, 1) if DEVICE.type == "cuda" else None,
         }
     # Throughput ratios, paired round by round: (a)/(b) = t_b / t_a.
     for numerator, denominator in (("a", "b"), ("a", "c")):
@@ -252,32 +289,39 @@ def bench_model(model_name: str, args, workdir: Path) -> dict:
 
 def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "python": platform.python_version()}
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.mixed_precision == "auto":
+        args.mixed_precision = auto_mixed_precision(use_cpu=DEVICE.type == "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    report = {"machine": machine(), "config": {k: v for k, v in vars(args).items() if k != "json"},
+    report = {"machine": machine(), "config": {k: v for k, v in vars(args).items() if k not in ("json", "output")},
               "loadavg_start": [round(x, 2) for x in os.getloadavg()], "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench_train-") as workdir:
         for model_name in args.models:
             report["models"][model_name] = bench_model(model_name, args, Path(workdir))
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report))
         return
     print(f"batch {args.batch_size}, {args.rounds} rounds x {args.steps} steps, threads {torch.get_num_threads()}, "
-          f"mixed_precision {args.mixed_precision}{' ((c) fp32)' * args.example_fp32}, compile {args.torch_compile}, EMA {args.use_ema}; "
+          f"mixed_precision {args.mixed_precision}{' ((c) fp32)' * args.example_fp32}, compile {args.torch_compile and args.torch_compile_mode}, "
+          f"channels_last {args.channels_last}, EMA {args.use_ema}, device {report['machine']['gpu'] or 'cpu'}; "
           f"load average {report['loadavg_start']} -> {report['loadavg_end']}")
-    print(f"{'model':6s} {'setup':11s} {'ms/step':>9s} {'images/s':>9s} {'data ms/batch':>13s} {'1st step s':>10s}")
+    print(f"{'model':6s} {'setup':11s} {'ms/step':>9s} {'images/s':>9s} {'data ms/batch':>13s} {'1st step s':>10s} {'GPU MB':>7s}")
     for model_name, result in report["models"].items():
         for key, setup in result["setups"].items():
+            memory = "" if setup["peak_gpu_memory_mb"] is None else f"{setup['peak_gpu_memory_mb']:7.0f}"
             print(f"{model_name:6s} ({key}) {setup['name']:7s} {setup['ms_per_step']:9.1f} {setup['images_per_s']:9.1f} "
-                  f"{setup['data_ms_per_batch']:13.2f} {setup['first_step_s']:10.2f}")
+                  f"{setup['data_ms_per_batch']:13.2f} {setup['first_step_s']:10.2f} {memory}")
         ratios = "   ".join(f"{name} = {value:.2f}" for name, value in result.items() if "/" in name)
         print(f"{model_name:6s} ratios (throughput): {ratios}")
 

@@ -83,3 +83,31 @@ def test_every_shipped_config_loads_and_names_an_existing_script():
         assert {(s.flags, s.conditional) for s in variant.samplings} == {
             (("--algorithm", a), c) for a in ("1", "2") for c in (False, True)
         }
+
+
+def test_concurrency_is_the_fewest_runs_within_the_gain_of_the_best():
+    from diffusion_lab.concurrency import choose_concurrency
+
+    assert choose_concurrency({1: 100.0, 2: 190.0, 4: 300.0, 8: 310.0}) == 4  # 8 adds 3 %: not worth a slot
+    assert choose_concurrency({1: 100.0, 2: 105.0}) == 1  # a busy device: one at a time
+    assert choose_concurrency({1: 100.0, 2: 80.0}) == 1
+
+
+def test_the_probe_times_concurrent_workers_together():
+    from diffusion_lab.concurrency import probe
+
+    result = probe("cnn", 4, "cpu", max_processes=2, seconds=0.3)
+    assert set(result["steps_per_second"]) <= {1, 2} and 1 in result["steps_per_second"]
+    assert all(value > 0 for value in result["steps_per_second"].values())
+    assert result["concurrency"] in result["steps_per_second"]
+
+
+def test_concurrent_variants_fill_the_same_table(tmp_path):
+    output_dir = tmp_path / "tiny"
+    argv = ["--budget", "tiny", "--only", "linear", "cold_rows_g4", "--configs_dir", str(ROOT / "experiments"),
+            "--output_dir", str(output_dir), "--device", "cpu", "--concurrency", "2"]
+    rows = experiments.main(argv)
+    assert [row["row"] for row in rows] == ["linear", *(f"cold_rows_g4-{name}" for name in ("alg2_uncond", "alg1_uncond", "alg2_cond", "alg1_cond"))]
+    assert all(row["status"] == "done" for row in rows), rows
+    assert (output_dir / "runner_linear.log").is_file() and (output_dir / "runner_cold_rows_g4.log").is_file()
+    assert "5 of 5 rows done" in (output_dir / "results.md").read_text()

@@ -13,6 +13,11 @@ loss curves with `diffusion_lab.plot` and the schedules with `diffusion_lab.plot
 the same budget (optimizer steps, batch size, training images) and the same protocol (number of samples, sampler
 and its steps, seed); a config may scale its steps (`train_steps_factor`) for a compute-matched comparison.
 
+Several variants share one device at once when that finishes the table sooner: `--concurrency auto` (the
+default on CUDA) measures it first (`diffusion_lab.concurrency`: aggregate training steps/s of 1, 2, 4, ...
+concurrent runs of the model most variants use, recorded in `concurrency.json` and reused on resume), then runs
+the variants longest first, each in a runner subprocess of its own, as many at once as was chosen.
+
 Resume-safe: a finished training (`<run>/experiment_train.json`) or evaluation (`<row>/row.json`) is not redone;
 an interrupted training continues from its latest checkpoint.
 
@@ -319,6 +324,44 @@ class ExperimentRunner:
         self.plot_grid_overview(rows)
         return rows
 
+    def run_concurrently(self, variants: list[Variant], processes: int, runner_flags: list[str]) -> None:
+        """Train and evaluate `variants` in `processes` runner subprocesses at once, one variant each, longest first;
+        their rows land in this runner's folders, for `run(..., collect_only=True)` to tabulate."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .plot_schedules import main as plot_schedules
+
+        if not (self.figures / "schedules.png").is_file():  # once, before the subprocesses would each draw it
+            plot_schedules(["--output", str(self.figures / "schedules.png")])
+        runnable = [v for v in variants if not (v.skip_budgets or {}).get(self.budget_name)]
+        runnable.sort(key=lambda v: -v.train_steps_factor)  # stable: the configs' order among equals
+
+        def run_one(variant: Variant) -> None:
+            log_path = self.output_dir / f"runner_{variant.name}.log"
+            command = [sys.executable, "-m", "diffusion_lab.experiments", *runner_flags, "--concurrency", "1", "--only", variant.name]
+            with log_path.open("a") as log:
+                returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=self.env).returncode
+            print(f"[{variant.name}] {'done' if returncode == 0 else f'failed (exit {returncode}): see {log_path}'}", flush=True)
+
+        print(f"running {len(runnable)} variants, {processes} at once", flush=True)
+        with ThreadPoolExecutor(processes) as pool:
+            list(pool.map(run_one, runnable))
+
+    def concurrency(self, requested: str, variants: list[Variant], max_processes: int) -> int:
+        """--concurrency: a number as given, or (auto) measured once by the probe and kept in concurrency.json."""
+        if requested != "auto":
+            return int(requested)
+        record = self.output_dir / "concurrency.json"
+        if record.is_file():
+            return json.loads(record.read_text())["concurrency"]
+        from .concurrency import probe
+
+        models = [v.flags[v.flags.index("--model") + 1] for v in variants if "--model" in v.flags[:-1]]
+        model = max(set(models), key=models.count) if models else "cnn"
+        result = probe(model, self.budget.train_batch_size, self.device, min(max_processes, len(variants)), env=self.env)
+        record.write_text(json.dumps(result, indent=2) + "\n")
+        return result["concurrency"]
+
     def plot_grid_overview(self, rows: list[dict]) -> None:
         """figures/grids.png: every finished row's sample grid (conditional rows: original, degraded, one-step and
         iterative restoration of 8 test images), titled with its row name and digit FD."""
@@ -491,8 +534,19 @@ def parse_args(argv) -> argparse.Namespace:
         help="Only rebuild the table and figures from the rows already finished (e.g. after running disjoint --only "
         "sets in parallel into one --output_dir); nothing is trained or sampled.",
     )
+    parser.add_argument(
+        "--concurrency", default="auto" if torch.cuda.is_available() else "1",
+        help="Variants run at once: a number, or auto (the default on CUDA; 1 elsewhere) to measure how many runs the "
+             "device takes before it is busy (see diffusion_lab.concurrency).",
+    )
+    parser.add_argument("--max_concurrency", type=int, default=8, help="The most variants --concurrency auto tries at once.")
     parser.add_argument("--debug", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.concurrency != "auto" and not (args.concurrency.isdigit() and int(args.concurrency) >= 1):
+        parser.error(f"--concurrency {args.concurrency}: pass a positive number or auto")
+    if args.max_concurrency < 1:
+        parser.error(f"--max_concurrency {args.max_concurrency}: pass a positive number")
+    return args
 
 
 def main(argv=None) -> list[dict]:
@@ -504,7 +558,12 @@ def main(argv=None) -> list[dict]:
         return []
     launcher = [sys.executable] if args.launcher == "python" else shlex.split(args.launcher)
     runner = ExperimentRunner(args.budget, args.configs_dir, args.output_dir or Path("runs/experiments") / args.budget, launcher, args.device)
-    rows = runner.run(variants, collect_only=args.collect)
+    processes = 1 if args.collect or len(variants) == 1 else runner.concurrency(args.concurrency, variants, args.max_concurrency)
+    if processes > 1:
+        runner_flags = ["--budget", args.budget, "--configs_dir", str(args.configs_dir.resolve()), "--output_dir",
+                        str(runner.output_dir.resolve()), "--launcher", args.launcher, "--device", args.device]
+        runner.run_concurrently(variants, processes, runner_flags)
+    rows = runner.run(variants, collect_only=args.collect or processes > 1)
     print(f"wrote {runner.output_dir / 'results.md'} and results.csv")
     return rows
 

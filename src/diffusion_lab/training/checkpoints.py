@@ -104,7 +104,7 @@ CHANGEABLE_ON_RESUME = {
     "keep_epoch_checkpoints", "inception_weights",
     "eval_every_epochs", "eval_num_samples", "eval_batch_size", "logger", "push_to_hub", "hub_model_id",
     "hub_private_repo", "debug", "skip_nonfinite", "max_grad_norm", "torch_compile", "allow_tf32", "deterministic",
-    "dataloader_num_workers", "noise",
+    "dataloader_num_workers", "noise", "data_on_device", "torch_compile_mode", "channels_last",
 }
 
 

@@ -96,7 +96,9 @@ class ColdObjective(ClassConditioning):
              class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean loss on one batch; `generator` (on CPU) fixes the levels (and dropped labels), e.g. for validation;
         `class_labels` for class-conditional runs."""
-        levels = torch.randint(1, self.num_train_timesteps + 1, (clean.shape[0],), generator=generator).to(clean.device)
+        # Drawn on the device in training (no host work or transfer in a step), on the generator's CPU otherwise.
+        levels = torch.randint(1, self.num_train_timesteps + 1, (clean.shape[0],), generator=generator,
+                               device=clean.device if generator is None else "cpu").to(clean.device)
         if class_labels is None:
             prediction = model(self.degradation.degrade(clean, levels), levels).sample
         else:

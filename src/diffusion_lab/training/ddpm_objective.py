@@ -110,8 +110,10 @@ class DDPMObjective(ClassConditioning):
              class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean loss on one batch; `generator` (on CPU) fixes noise and timesteps (and dropped labels), e.g. for
         validation; `class_labels` for class-conditional runs."""
-        noise = torch.randn(clean.shape, generator=generator).to(clean.device) if generator else torch.randn_like(clean)
-        timesteps = torch.randint(0, self.num_train_timesteps, (clean.shape[0],), generator=generator).to(clean.device)
+        # Drawn on the device in training (no host work or transfer in a step), on the generator's CPU otherwise.
+        device = clean.device if generator is None else "cpu"
+        noise = torch.randn(clean.shape, generator=generator, device=device).to(clean.device)
+        timesteps = torch.randint(0, self.num_train_timesteps, (clean.shape[0],), generator=generator, device=device).to(clean.device)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
         if class_labels is None:
             prediction = model(noisy, timesteps).sample

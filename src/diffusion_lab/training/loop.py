@@ -20,19 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, TorchDynamoPlugin, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..hub import check_hub_access, prepare_upload, push
-from ..data import ImageCache, ShardedBatches, image_grid, load_image_caches, random_flip
+from ..data import ImageCache, ShardedBatches, image_grid, keep_on_device, load_image_caches, random_flip
 from ..models import build_model
 from ..pipelines.export import save_pipeline
 from ..sampling import autocast_with_fp32_outputs
 from ..sampling_memory import check_sampling_fits
-from .arguments import ArgumentError, training_warnings, validate_training_args
+from .arguments import CUDA_GRAPH_MODES, ArgumentError, training_warnings, validate_training_args
 from .checkpoints import MANIFEST_NAME, check_same_run, complete_checkpoints, resolve_resume_path, save_checkpoint, step_of, verify_manifest
 from .precision import auto_mixed_precision
 from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside, public_args, write_run_info
@@ -55,11 +55,13 @@ class MetricsLog:
                 file.write(json.dumps({"step": step, **values}) + "\n")
 
 
-def _make_optimizer(args: argparse.Namespace, parameters) -> torch.optim.Optimizer:
+def _make_optimizer(args: argparse.Namespace, parameters, device: torch.device) -> torch.optim.Optimizer:
     optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    # On CUDA one fused kernel updates every parameter; elsewhere the foreach implementation is torch's fastest.
+    implementation = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return optimizer_class(
         parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, foreach=True,
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, **implementation,
     )
 
 
@@ -151,8 +153,8 @@ class Trainer:
             # Recorded as resolved, so training_args.json and the model card say what was used.
             args.mixed_precision = auto_mixed_precision(use_cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
         accelerator_kwargs = {"mixed_precision": args.mixed_precision}
-        if args.torch_compile:
-            accelerator_kwargs["dynamo_backend"] = "inductor"  # accelerator.prepare compiles the model
+        if args.torch_compile:  # accelerator.prepare compiles the model
+            accelerator_kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", mode=args.torch_compile_mode)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             log_with=None if args.logger == "none" else args.logger,
@@ -215,6 +217,9 @@ class Trainer:
             label_column=args.label_column if args.class_conditional else None,
         )
         channels, resolution = self.train_data.channels, self.train_data.images.shape[-1]
+        self.data_on_device = keep_on_device(args.data_on_device, accelerator.device, self.train_data.nbytes)
+        if self.data_on_device:
+            self.train_data = self.train_data.to(accelerator.device)
         if args.class_conditional:
             objective.use_classes(self.train_data.class_names, args.label_dropout)
         # Every process builds the same initial weights.
@@ -252,7 +257,10 @@ class Trainer:
             model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
             power=args.ema_power, model_cls=type(model), model_config=model.config, foreach=True,
         ) if args.use_ema else None
-        optimizer = _make_optimizer(args, model.parameters())
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model = model.to(accelerator.device)  # before the optimizer: fused AdamW wants its parameters on the GPU
+        optimizer = _make_optimizer(args, model.parameters(), accelerator.device)
         # The prepared LR scheduler steps once per process per optimizer step (see diffusers' examples).
         lr_scheduler = get_scheduler(
             args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
@@ -302,6 +310,7 @@ class Trainer:
                 "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
                 "train_images": len(self.train_data), "validation_images": len(self.validation_data),
                 "max_train_steps": self.max_train_steps, "num_epochs": self.num_epochs, "steps_per_epoch": self.steps_per_epoch,
+                "data_on_device": self.data_on_device,
             })
             accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         accelerator.wait_for_everyone()
@@ -314,10 +323,9 @@ class Trainer:
         per_epoch = self.steps_per_epoch * self.args.gradient_accumulation_steps
         epoch, index = divmod(micro_batch, per_epoch)
         indices = self.batches.indices(epoch, index)
-        images = self.train_data.batch(indices)
-        if self.args.random_flip:
-            images = random_flip(images, generator=None)
-        images = images.to(self.accelerator.device, non_blocking=True)
+        images = self.train_data.batch(indices).to(self.accelerator.device, non_blocking=True)
+        if self.args.random_flip:  # on the device, so that both data paths draw the same flips
+            images = random_flip(images)
         if not with_labels:
             return images
         labels = None if self.train_data.labels is None else self.train_data.batch_labels(indices).to(self.accelerator.device)
@@ -337,6 +345,9 @@ class Trainer:
         total = torch.zeros((), device=accelerator.device)
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
         skipped = False
+        if args.torch_compile and args.torch_compile_mode in CUDA_GRAPH_MODES:
+            # A new step: CUDA-graph outputs of the last one may be overwritten now, as torch.compile requires to be told.
+            torch.compiler.cudagraph_mark_step_begin()
         for micro in range(args.gradient_accumulation_steps):
             clean, labels = self._batch(self.global_step * args.gradient_accumulation_steps + micro, with_labels=True)
             with accelerator.accumulate(self.model):
@@ -544,10 +555,16 @@ class Trainer:
         losses_in_epoch = 0  # counted, not derived: a resumed run starts mid-epoch, skipped steps do not count
         window_loss_sum = torch.zeros((), device=accelerator.device)
         losses_in_window = 0
+        steps_in_window = 0  # timed steps: the compiling first step is timed on its own
+        compiling = args.torch_compile
         window_start = time.perf_counter()
         while self.global_step < self.max_train_steps:
             loss, skipped = self._train_step()
             self.global_step += 1
+            steps_in_window += 1
+            if compiling:
+                compiling, steps_in_window = False, 0
+                window_start = self._report_compile_time(loss, window_start)
             progress.update(1)
             step, epoch = self.global_step, math.ceil(self.global_step / self.steps_per_epoch)
             if skipped:
@@ -565,17 +582,17 @@ class Trainer:
                 self._stop_if_nonfinite()
             if logging_due:
                 # The host-device syncs of the loop happen here, every --logging_steps steps.
-                steps_in_window = (step - 1) % args.logging_steps + 1
                 # NaN when every step of the window was skipped (--skip_nonfinite).
                 mean_loss = accelerator.reduce(window_loss_sum, reduction="mean").item() / losses_in_window if losses_in_window else math.nan
-                values = {"epoch": epoch, "loss": mean_loss, "lr": self.lr_scheduler.get_last_lr()[0],
-                          "steps_per_second": steps_in_window / (time.perf_counter() - window_start)}
+                values = {"epoch": epoch, "loss": mean_loss, "lr": self.lr_scheduler.get_last_lr()[0]}
+                if steps_in_window:
+                    values["steps_per_second"] = steps_in_window / (time.perf_counter() - window_start)
                 if self.ema is not None:
                     values["ema_decay"] = self.ema.cur_decay_value
                 self.metrics.log(values, step)
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{values['lr']:.2e}")
                 window_loss_sum.zero_()
-                losses_in_window = 0
+                losses_in_window = steps_in_window = 0
                 window_start = time.perf_counter()
             checkpoint = None
             if checkpoint_due or stop_signal:
@@ -599,6 +616,14 @@ class Trainer:
                 )
             if after_step is not None:
                 after_step(self)
+
+    def _report_compile_time(self, loss: torch.Tensor, start: float) -> float:
+        """Log the first step's time, torch.compile's compilation included, as compile_seconds; returns when it ended."""
+        loss.item()  # waits for the step: a one-off sync, not one per step
+        seconds = time.perf_counter() - start
+        self.metrics.log({"compile_seconds": seconds}, self.global_step)
+        self.accelerator.print(f"torch.compile ({self.args.torch_compile_mode}): the first step took {seconds:.1f} s, compilation included.")
+        return time.perf_counter()
 
     def end_of_epoch(self, epoch: int, train_loss: float, final: bool) -> None:
         """Validation loss, then (main process) the sample grid, evaluation and pipeline as due.
