@@ -40,6 +40,7 @@ SAMPLERS = {  # name: (scheduler for diffusion_lab.sample.swap_scheduler, infere
     "ddim-50": ("ddim", 50),
     "ddim-100": ("ddim", 100),
     "dpmsolver-20": ("dpmsolver", 20),
+    "dpmsolver-sde-20": ("dpmsolver-sde", 20),
     "cold-28": ("cold", None),
 }
 

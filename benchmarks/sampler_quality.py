@@ -1,6 +1,6 @@
 """Sample quality by sampler, on one trained model: is a fast sampler as good as 1,000 ancestral steps?
 
-    python benchmarks/sampler_quality.py ddpm-mnist --num_samples 1000 --samplers dpmsolver:20 ddim:50 ddpm:1000
+    python benchmarks/sampler_quality.py ddpm-mnist --num_samples 1000 --samplers dpmsolver-sde:20 dpmsolver:20 ddim:50 ddpm:1000
 
 Each sampler (a scheduler swap that keeps the trained betas, `diffusion_lab.sampling`) draws N images from the same
 seeds; each set is scored with the digit metrics against the MNIST test split, beside the real-vs-real floor at the
@@ -20,10 +20,12 @@ import torch
 
 
 def parse_args(argv):
+    from diffusion_lab.sampling import SAMPLERS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("pipeline", help="A saved DDPM pipeline folder (stock DDPMPipeline).")
-    parser.add_argument("--samplers", nargs="+", default=["dpmsolver:20", "ddim:50", "ddpm:1000"],
-                        help="name:steps, the last one the reference (names: ddpm, ddim, dpmsolver).")
+    parser.add_argument("--samplers", nargs="+", default=["dpmsolver-sde:20", "dpmsolver:20", "ddim:50", "ddpm:1000"],
+                        help=f"name:steps, the last one the reference (names: {', '.join(SAMPLERS)}).")
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--batch_size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
@@ -34,7 +36,7 @@ def parse_args(argv):
     samplers = []
     for item in args.samplers:
         name, _, steps = item.partition(":")
-        if name not in ("ddpm", "ddim", "dpmsolver") or not steps.isdigit() or int(steps) < 1:
+        if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
             parser.error(f"--samplers {item!r}: write name:steps, e.g. dpmsolver:20")
         samplers.append((name, int(steps)))
     args.samplers = samplers

@@ -35,10 +35,10 @@ def test_the_benchmark_prints_a_complete_curve_with_two_points(tmp_path):
 
     # The sampler comparison on the pipeline the run left: the last sampler is the reference.
     result = run_script(ROOT / "benchmarks" / "sampler_quality.py", output, "--num_samples", "8", "--batch_size", "4",
-                        "--samplers", "dpmsolver:2", "ddpm:3", "--json")
+                        "--samplers", "dpmsolver-sde:2", "ddpm:3", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])["rows"]
-    assert [(row["sampler"], row["steps"]) for row in rows] == [("dpmsolver", 2), ("ddpm", 3)]
+    assert [(row["sampler"], row["steps"]) for row in rows] == [("dpmsolver-sde", 2), ("ddpm", 3)]
     assert rows[1]["fd_vs_reference"] == 1 and rows[0]["fd_vs_reference"] == pytest.approx(rows[0]["digit_fd"] / rows[1]["digit_fd"])
 
 
@@ -57,7 +57,8 @@ def model_calls_of_one_sample(*flags) -> int:
 
 
 @pytest.mark.parametrize("flags, calls", [
-    ((), 20),                                                       # DPM-Solver, 20 steps, by default
+    ((), 20),                                                       # SDE-DPM-Solver++, 20 steps, by default
+    (("--sampler", "dpmsolver"), 20),
     (("--num_inference_steps", "7"), 7),                            # the flag still overrides
     (("--sampler", "ddim"), 50),
     (("--sampler", "ddpm", "--ddpm_num_steps", "60"), 60),          # every training step, ancestral
@@ -75,7 +76,30 @@ def test_the_default_grid_sampler_keeps_the_trained_betas():
 
     assert use_sampler(pipeline, args.sampler) == 20
     assert type(pipeline.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert pipeline.scheduler.config.algorithm_type == "sde-dpmsolver++"
     torch.testing.assert_close(pipeline.scheduler.alphas_cumprod, objective.scheduler.alphas_cumprod)
+
+
+def test_the_sde_sampler_draws_fresh_noise_from_the_seed():
+    """Same seed, same images; another seed, other images, even from the same start: SDE steps add noise."""
+    from diffusion_lab.sampling import use_sampler
+
+    args = train_ddpm.parse_args([])
+    torch.manual_seed(0)
+    pipeline = train_ddpm.DDPMObjective.from_args(args).pipeline(CourseworkCNN(hidden_channels=(2, 2, 2, 2)))
+    steps = use_sampler(pipeline, "dpmsolver-sde", 4)
+    pipeline.set_progress_bar_config(disable=True)
+
+    def draw(seed, start_seed=0):
+        start = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(start_seed))
+        pipeline.scheduler.set_timesteps(steps)
+        image, generator = start * pipeline.scheduler.init_noise_sigma, torch.Generator().manual_seed(seed)
+        for t in pipeline.scheduler.timesteps:
+            image = pipeline.scheduler.step(pipeline.unet(image, t).sample, t, image, generator=generator).prev_sample
+        return image
+
+    torch.testing.assert_close(draw(1), draw(1), rtol=0, atol=0)
+    assert (draw(1) - draw(2)).abs().mean() > 0.01
 
 
 def test_native_bf16_is_read_from_the_cpu_flags():

@@ -132,7 +132,7 @@ def test_train_ddpm_defaults_to_the_time_to_quality_recipe():
     # The README's "Time to quality" curve is the evidence; the seeds' recipe stays one set of flags away.
     defaults = train_ddpm.parse_args([])
     assert (defaults.model, defaults.optimizer, defaults.learning_rate, defaults.lr_scheduler, defaults.lr_warmup_steps,
-            defaults.use_ema, defaults.num_epochs, defaults.sampler) == ("unet_fast", "adamw", 1e-3, "constant_with_warmup", 250, True, 8, "dpmsolver")
+            defaults.use_ema, defaults.num_epochs, defaults.sampler) == ("unet_fast", "adamw", 1e-3, "constant_with_warmup", 250, True, 8, "dpmsolver-sde")
     seeds = train_ddpm.parse_args(["--model", "cnn", "--optimizer", "adam", "--learning_rate", "2e-4", "--lr_scheduler", "constant",
                                    "--lr_warmup_steps", "0", "--no-use_ema"])
     assert (seeds.model, seeds.optimizer, seeds.learning_rate, seeds.lr_scheduler, seeds.use_ema) == ("cnn", "adam", 2e-4, "constant", False)

@@ -1,6 +1,6 @@
 """Generate images from a saved pipeline.
 
-    python -m diffusion_lab.sample ddpm-mnist --num_images 64                      # DPM-Solver, 20 steps
+    python -m diffusion_lab.sample ddpm-mnist --num_images 64                      # SDE-DPM-Solver++, 20 steps
     python -m diffusion_lab.sample ddpm-mnist --scheduler ddpm                     # 1,000 ancestral steps
     python -m diffusion_lab.sample cold-rows-mnist --noise 0.01          # cold diffusion, from the fitted start
     python -m diffusion_lab.sample cold-rows-mnist --conditional --num_images 8   # restore real test images
@@ -28,7 +28,7 @@ from .pipelines.class_guidance import class_index, num_classes_of
 from .pipelines.export import load_pipeline
 from .path_names import check_path_name
 from .sample_output import SampleWriter, clear_earlier_samples
-from .sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate_batches, is_cold, keeps_own_scheduler, use_sampler
+from .sampling import DEFAULT_SAMPLER, SAMPLERS, generate_batches, is_cold, keeps_own_scheduler, use_sampler
 from .sampling_memory import check_sampling_fits
 from .training.run_folder import RUN_MARKERS
 from .training.stopping import TrainingStopped
@@ -41,8 +41,8 @@ def parse_args(argv):
     parser.add_argument("--num_images", type=int, default=None, help="Default: 64; for class-conditional pipelines 8 per class.")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 20 for dpmsolver, 50 for ddim, every training step for ddpm; DES 100, cold diffusion every level.")
-    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None,
-                        help="The sampler, swapped in on the trained betas (stock DDPM pipelines; default dpmsolver). DES and cold pipelines keep their own.")
+    parser.add_argument("--scheduler", choices=tuple(SAMPLERS), default=None,
+                        help="The sampler, swapped in on the trained betas (stock DDPM pipelines; default dpmsolver-sde, 20 steps). DES and cold pipelines keep their own.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust_remote_code", action="store_true", help="Load classes diffusion_lab lacks from the pipeline's own code (runs that code).")

@@ -21,7 +21,7 @@ from ..cli import run_command
 from ..path_names import check_path_name
 from ..pipelines.class_guidance import num_classes_of
 from ..sample import check_device, class_labels_for, open_pipeline
-from ..sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, generate, is_cold, use_sampler
+from ..sampling import DEFAULT_SAMPLER, SAMPLERS, generate, is_cold, use_sampler
 from .dinov2 import DEFAULT_DINOV2, load_dinov2
 from .image_evaluation import evaluate_images, summary_line, write_result
 from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
@@ -114,7 +114,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--num_samples", type=int, default=1000, help="images to generate from a pipeline")
     parser.add_argument("--num_inference_steps", type=int, default=None)
-    parser.add_argument("--scheduler", choices=tuple(FAST_SCHEDULERS), default=None, help="the sampler on the trained betas (stock DDPM pipelines; default dpmsolver, 20 steps; ddpm: every training step)")
+    parser.add_argument("--scheduler", choices=tuple(SAMPLERS), default=None, help="the sampler on the trained betas (stock DDPM pipelines; default dpmsolver-sde, 20 steps; ddpm: every training step)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, and the choice of real subsets")
     parser.add_argument("--trust_remote_code", action="store_true", help="load pipelines that carry their own code")
     cold = parser.add_argument_group("cold diffusion")

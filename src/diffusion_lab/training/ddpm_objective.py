@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler
 
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
-from ..sampling import DEFAULT_SAMPLER, FAST_SCHEDULERS, use_sampler
+from ..sampling import DEFAULT_SAMPLER, SAMPLERS, use_sampler
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, portable_scheduler
 from .arguments import ArgumentError
 from .class_conditioning import ClassConditioning
@@ -34,9 +34,9 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
         help="Reverse variance: posterior variance (fixed_small) or beta_t (fixed_large, the seeds' Algorithm 18.2).",
     )
     group.add_argument(
-        "--sampler", choices=tuple(FAST_SCHEDULERS), default=DEFAULT_SAMPLER,
-        help="Sampler of the sample grids and in-training evaluation, on the trained betas (default: dpmsolver, 20 steps; "
-             "ddim: 50; ddpm: all T ancestral steps). entropy_scaled keeps its own ancestral sampler (100 strided steps).",
+        "--sampler", choices=tuple(SAMPLERS), default=DEFAULT_SAMPLER,
+        help="Sampler of the sample grids and in-training evaluation, on the trained betas (default: dpmsolver-sde, 20 steps; "
+             "dpmsolver: 20; ddim: 50; ddpm: all T ancestral steps). entropy_scaled keeps its own ancestral sampler (100 strided steps).",
     )
     group.add_argument("--des_entropy_mode", choices=ENTROPY_MODES, default="batch", help="entropy_scaled: one noise scale per batch (the seeds') or per image.")
     group.add_argument(
