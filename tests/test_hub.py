@@ -74,3 +74,16 @@ def test_a_failed_upload_keeps_the_pipeline_and_gives_the_command_and_the_card_t
     # The data and steps actually used: 32 images, 4 steps per epoch, 2 steps = 1 epoch (not --num_epochs' default 10).
     for row in ("| max_train_samples | 32 |", "| train_images | 32 |", "| max_train_steps | 2 |", "| num_epochs | 1 |", "| steps_per_epoch | 4 |"):
         assert row in card, row
+
+
+def test_the_card_of_a_class_conditional_pipeline_shows_labels_and_guidance(tmp_path):
+    folder = tmp_path / "cond"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": ["pipeline_class_conditional", "ClassConditionalDDPMPipeline"], "class_names": [str(k) for k in range(10)]}))
+    card = hub.model_card(folder, "me/cond")
+    assert "A class-conditional image diffusion pipeline (classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in card
+    assert "pipeline(class_labels=9, batch_size=16, guidance_scale=3)" in card and "class-conditional" in card.split("---")[1]
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
+    card = hub.model_card(folder, "me/plain")
+    assert "An unconditional image diffusion pipeline" in card and "pipeline(batch_size=16)" in card

@@ -34,7 +34,7 @@ CARD_TEMPLATE = """---
 from diffusers import DiffusionPipeline
 
 pipeline = DiffusionPipeline.from_pretrained("{repo_id}"{remote_code})
-images = pipeline(batch_size=16).images
+images = pipeline({call_arguments}).images
 ```
 {remote_code_note}
 ## Training
@@ -86,18 +86,25 @@ def _last_metrics(folder: Path) -> dict:
     return latest
 
 
+def _class_names(folder: Path) -> list[str] | None:
+    """The classes of a class-conditional pipeline (stored in model_index.json), None for unconditional ones."""
+    return json.loads((folder / "model_index.json").read_text()).get("class_names")
+
+
 def model_card(folder: Path, repo_id: str) -> str:
     info = json.loads((folder / "training_args.json").read_text()) if (folder / "training_args.json").exists() else {"args": {}, "command": ""}
     # What the run actually did (steps, epochs, images, precision) over the flags as given.
     args = {**info["args"], **info.get("run", {})}
     remote = _needs_remote_code(folder)
+    classes = _class_names(folder)
     dataset = args.get("dataset_name") or "ylecun/mnist"
     dataset = Path(dataset).name if Path(dataset).is_absolute() else dataset
     metrics = _last_metrics(folder)
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float)) and math.isfinite(value)}
     card_data = ModelCardData(
         library_name="diffusers", license="apache-2.0", datasets=[dataset], pipeline_tag="unconditional-image-generation",
-        tags=["diffusers", "unconditional-image-generation", "diffusion-lab", "cold-diffusion" if args.get("degradation") else "ddpm"],
+        tags=["diffusers", "unconditional-image-generation", "diffusion-lab", "cold-diffusion" if args.get("degradation") else "ddpm",
+              *(["class-conditional", "classifier-free-guidance"] if classes else [])],
         model_name=repo_id.split("/")[-1] if numbers else None,
         eval_results=[
             EvalResult(task_type="unconditional-image-generation", dataset_type=dataset, dataset_name=dataset,
@@ -111,8 +118,13 @@ def model_card(folder: Path, repo_id: str) -> str:
     card = CARD_TEMPLATE.format(
         card_data=card_data.to_yaml(),
         title=repo_id.split("/")[-1],
-        description="An unconditional image diffusion pipeline trained with diffusion-lab.",
+        description=(
+            f"A class-conditional image diffusion pipeline (classes {', '.join(classes)}; classifier-free guidance: "
+            "`guidance_scale` 1 is the plain conditional model, 0 the unconditional one) trained with diffusion-lab."
+            if classes else "An unconditional image diffusion pipeline trained with diffusion-lab."
+        ),
         repo_id=repo_id,
+        call_arguments=f"class_labels={len(classes) - 1}, batch_size=16, guidance_scale=3" if classes else "batch_size=16",
         remote_code=", trust_remote_code=True" if remote else "",
         remote_code_note=(
             "\nThis pipeline uses classes of diffusion-lab whose code is stored in this repository (`*.py` next to the "
