@@ -77,9 +77,9 @@ def test_every_shipped_config_loads_and_names_an_existing_script():
     assert len({v.order for v in variants}) == len(variants)  # a definite run order
     for variant in variants:
         assert (ROOT / variant.script).is_file(), variant
-    cold = [v for v in variants if v.is_cold]
+    cold = [v for v in variants if v.is_cold and "--class_conditional" not in v.flags]
     assert {v.name for v in cold} == {"cold_rows_g4", "cold_rows_g1", "cold_columns_g4", "cold_columns_g1"}
-    for variant in cold:
+    for variant in cold:  # each degradation with both algorithms, generating and restoring
         assert {(s.flags, s.conditional) for s in variant.samplings} == {
             (("--algorithm", a), c) for a in ("1", "2") for c in (False, True)
         }
