@@ -71,8 +71,7 @@ class Upload:
     ignore_patterns: tuple[str, ...] = NOT_UPLOADED
 
 
-def _needs_remote_code(folder: Path) -> bool:
-    index = json.loads((folder / "model_index.json").read_text())
+def _needs_remote_code(index: dict) -> bool:
     return any(isinstance(value, list) and value[0] not in ("diffusers", None) for value in index.values())
 
 
@@ -86,17 +85,13 @@ def _last_metrics(folder: Path) -> dict:
     return latest
 
 
-def _class_names(folder: Path) -> list[str] | None:
-    """The classes of a class-conditional pipeline (stored in model_index.json), None for unconditional ones."""
-    return json.loads((folder / "model_index.json").read_text()).get("class_names")
-
-
 def model_card(folder: Path, repo_id: str) -> str:
     info = json.loads((folder / "training_args.json").read_text()) if (folder / "training_args.json").exists() else {"args": {}, "command": ""}
     # What the run actually did (steps, epochs, images, precision) over the flags as given.
     args = {**info["args"], **info.get("run", {})}
-    remote = _needs_remote_code(folder)
-    classes = _class_names(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    remote = _needs_remote_code(index)
+    classes = index.get("class_names")  # a class-conditional pipeline's classes; None for unconditional ones
     dataset = args.get("dataset_name") or "ylecun/mnist"
     dataset = Path(dataset).name if Path(dataset).is_absolute() else dataset
     metrics = _last_metrics(folder)
