@@ -1,36 +1,7 @@
-"""Train a DDPM (Ho et al. 2020) and save it as a diffusers pipeline.
+"""`accelerate launch train_ddpm.py [flags]`: the same as `diffusion-lab train-ddpm` (diffusion_lab.commands.train_ddpm)."""
 
-    accelerate launch train_ddpm.py                      # the fast UNet on the shipped MNIST -> ddpm-mnist/
-    accelerate launch train_ddpm.py --model cnn --no-use_ema --optimizer adam --learning_rate 2e-4 \
-        --lr_scheduler constant --lr_warmup_steps 0 --output_dir ddpm-cnn    # the seeds' coursework recipe
-"""
-
-import argparse
-
-from diffusion_lab.cli import run_command
-from diffusion_lab.training.arguments import add_training_args
-from diffusion_lab.training.ddpm_objective import DDPMObjective, add_ddpm_args
-from diffusion_lab.training.loop import run_training
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(parser)
-    add_ddpm_args(parser)
-    # The recipe that reaches real-looking digits soonest (README, "Time to quality"): the fast UNet preset, AdamW at
-    # 1e-3 after a short warm-up, and an EMA of the weights; 8 epochs, about an hour on a 2-core CPU. The seeds'
-    # recipes stay reachable by flags (experiments/).
-    parser.set_defaults(
-        output_dir="ddpm-mnist", model="unet_fast", use_ema=True, optimizer="adamw", learning_rate=1e-3,
-        lr_scheduler="constant_with_warmup", lr_warmup_steps=250, num_epochs=8,
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv):
-    args = parse_args(argv)
-    run_training(args, DDPMObjective.from_args(args))
-
+from diffusion_lab.commands import run_command
+from diffusion_lab.commands.train_ddpm import main
 
 if __name__ == "__main__":
     run_command(main)

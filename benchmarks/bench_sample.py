@@ -4,7 +4,7 @@
     python benchmarks/bench_sample.py --models cnn --samplers ddim-50 dpmsolver-20 --json
 
 Samplers: DDPM with all 1,000 steps, DDIM at 50 and 100 steps, DPM-Solver++ at 20 (the schedulers
-`python -m diffusion_lab.sample --scheduler ...` swaps in), and cold diffusion restoring row-averaged images over
+`diffusion-lab sample --scheduler ...` swaps in), and cold diffusion restoring row-averaged images over
 its 28 levels (when diffusion_lab has ColdDiffusionPipeline). Weights are untrained: speed does not depend on them.
 DDPM-1000 runs a smaller batch (--ddpm_batch_size) so that the whole script takes minutes on a CPU; images/s is
 per image either way (on a CPU the cost of a batch grows linearly with its size).
@@ -35,7 +35,7 @@ import torch
 
 from diffusion_lab.training.arguments import COMPILE_MODES
 
-SAMPLERS = {  # name: (scheduler for diffusion_lab.sample.swap_scheduler, inference steps)
+SAMPLERS = {  # name: (scheduler for diffusion_lab.sampling.swap_scheduler, inference steps)
     "ddpm-1000": ("ddpm", 1000),
     "ddim-50": ("ddim", 50),
     "ddim-100": ("ddim", 100),
@@ -80,6 +80,7 @@ def _max_rss_bytes() -> int:
 def build_sampler(model_name: str, sampler: str, device: str, compile_mode: str = "off"):
     """A function (batch_size, generator, steps=the sampler's) -> images for one model and sampler."""
     from diffusers import DDPMPipeline, DDPMScheduler
+
     from diffusion_lab.models import build_model
     from diffusion_lab.sampling import swap_scheduler
 

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffusers_example_data import example_dataloader  # noqa: E402
+
 from diffusion_lab.training.arguments import COMPILE_MODES, CUDA_GRAPH_MODES  # noqa: E402
 from diffusion_lab.training.precision import auto_mixed_precision  # noqa: E402
 
@@ -176,6 +177,7 @@ def example_setup(model_name: str, args, channels: int, resolution: int, workdir
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
+
     from diffusion_lab.data import SHIPPED_MNIST
 
     accelerator = Accelerator(

@@ -98,11 +98,11 @@ part bench_sample "$B_SAMPLE" python benchmarks/bench_sample.py "${SAMPLE_FLAGS[
 # (iii) and (iv): the time-to-quality curve alongside the experiment table, both on the device.
 part time_to_quality "$B_TABLE" python benchmarks/time_to_quality.py "${TTQ_FLAGS[@]}" --output_dir "$WORK/ttq" -- "${TTQ_TRAIN[@]}" &
 TTQ_PID=$!
-part experiments "$B_TABLE" python -m diffusion_lab.experiments "${TABLE_FLAGS[@]}" --configs_dir "$ROOT/experiments" --output_dir "$WORK/experiments"
+part experiments "$B_TABLE" python -m diffusion_lab experiments "${TABLE_FLAGS[@]}" --configs_dir "$ROOT/experiments" --output_dir "$WORK/experiments"
 wait $TTQ_PID
 # A table cut at its budget: tabulate the rows that finished.
 if [ ! -f "$WORK/experiments/results.md" ] || grep -q PARTIAL "$WORK/experiments/results.md"; then
-  python -m diffusion_lab.experiments "${TABLE_FLAGS[@]}" --configs_dir "$ROOT/experiments" --output_dir "$WORK/experiments" --collect \
+  python -m diffusion_lab experiments "${TABLE_FLAGS[@]}" --configs_dir "$ROOT/experiments" --output_dir "$WORK/experiments" --collect \
     >> "$OUT_DIR/experiments.log" 2>&1
 fi
 

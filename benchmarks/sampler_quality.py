@@ -47,7 +47,12 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from diffusion_lab.evaluation import evaluate_images
     from diffusion_lab.pipelines.export import load_pipeline
-    from diffusion_lab.sampling import autocast_with_fp32_outputs, generate, keeps_own_scheduler, use_sampler
+    from diffusion_lab.sampling import (
+        autocast_with_fp32_outputs,
+        generate,
+        keeps_own_scheduler,
+        use_sampler,
+    )
     from diffusion_lab.training.precision import auto_mixed_precision
 
     precision = auto_mixed_precision(use_cpu=args.device == "cpu") if args.mixed_precision == "auto" else args.mixed_precision

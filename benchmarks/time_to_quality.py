@@ -25,9 +25,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # train_ddpm.py lives at the repository root
-
 # A horizon far beyond any mark: the run ends at the last mark, not at a step count.
 UNBOUNDED_STEPS = 10**7
 
@@ -131,10 +128,10 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from diffusion_lab.training.loop import Trainer
-    from train_ddpm import parse_args as parse_train_args
+    from diffusion_lab.commands.train_ddpm import parse_args as parse_train_args
     from diffusion_lab.training.arguments import validate_training_args
     from diffusion_lab.training.ddpm_objective import DDPMObjective
+    from diffusion_lab.training.loop import Trainer
 
     train_argv = list(args.train_args)
     if "--max_train_steps" not in train_argv:

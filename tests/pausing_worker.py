@@ -20,10 +20,9 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 import accelerate.accelerator  # noqa: E402
-from diffusion_lab.cli import run_command  # noqa: E402
+
+from diffusion_lab.commands import run_command  # noqa: E402
 from diffusion_lab.pipelines import export  # noqa: E402
 from diffusion_lab.training import loop  # noqa: E402
 
@@ -63,4 +62,4 @@ wrap(loop.Trainer, "save_sample_grid", before=lambda trainer, *_: pause(f"grid-{
 moved = []
 wrap(export, "_move_into_place", after=lambda entry, target: moved.append(entry) or (len(moved) == 1 and pause("pipeline")))
 
-run_command(importlib.import_module(Path(script).stem).main, flags)
+run_command(importlib.import_module(f"diffusion_lab.commands.{Path(script).stem}").main, flags)

@@ -7,13 +7,17 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UNet2DModel,
+)
+from helpers import ROOT, TINY_RUN, run_script
 from PIL import Image
 from safetensors.torch import load_file
 
-import train_cold
-import train_ddpm
-from conftest import ROOT, TINY_RUN, run_script
+from diffusion_lab.commands import train_cold, train_ddpm
 from diffusion_lab.data import DataError, load_image_caches
 from diffusion_lab.models import build_model
 from diffusion_lab.pipelines import ClassConditionalDDPMPipeline, ColdDiffusionPipeline
@@ -297,17 +301,17 @@ def test_conditional_cold_diffusion_generates_and_restores_with_labels(tmp_path)
 def test_sample_command_draws_a_row_per_class_and_a_single_class(tmp_path):
     folder = tmp_path / "conditional"
     save_pipeline(tiny_pipeline(), folder)
-    result = run_script("-m", "diffusion_lab.sample", folder, "--num_images", "2", "--scheduler", "ddim", "--num_inference_steps", "3",
+    result = run_script("-m", "diffusion_lab", "sample", folder, "--num_images", "2", "--scheduler", "ddim", "--num_inference_steps", "3",
                         "--output_dir", tmp_path / "all")
     assert result.returncode == 0, result.stderr[-2000:]
     saved = np.load(tmp_path / "all" / "samples.npz")
     assert saved["images"].shape == (20, 8, 8, 1) and saved["labels"].tolist() == [k for k in range(10) for _ in range(2)]
     assert Image.open(tmp_path / "all" / "grid.png").size == (2 + 2 * 10, 2 + 10 * 10)  # 2 columns, a row per class
-    result = run_script("-m", "diffusion_lab.sample", folder, "--class_labels", "7", "--guidance_scale", "3", "--num_images", "3",
+    result = run_script("-m", "diffusion_lab", "sample", folder, "--class_labels", "7", "--guidance_scale", "3", "--num_images", "3",
                         "--num_inference_steps", "3", "--scheduler", "ddim", "--output_dir", tmp_path / "seven")
     assert result.returncode == 0, result.stderr[-2000:]
     assert np.load(tmp_path / "seven" / "samples.npz")["labels"].tolist() == [7, 7, 7]
-    result = run_script("-m", "diffusion_lab.sample", folder, "--class_labels", "12", "--output_dir", tmp_path / "bad")
+    result = run_script("-m", "diffusion_lab", "sample", folder, "--class_labels", "12", "--output_dir", tmp_path / "bad")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: --class_labels: class label 12 is outside 0..9: this model has 10 classes."]
 
@@ -376,7 +380,7 @@ def test_fd_dinov2_with_a_small_random_dinov2_offline(tmp_path):
 
 
 def test_guidance_sweep_writes_a_table_and_a_plot(tmp_path):
-    from diffusion_lab.evaluation.evaluate import main as evaluate
+    from diffusion_lab.commands.evaluate import main as evaluate
 
     folder = tmp_path / "conditional"
     save_pipeline(ClassConditionalDDPMPipeline(tiny_unet(sample_size=28), DDPMScheduler(num_train_timesteps=20), class_names=DIGITS), folder)

@@ -19,7 +19,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusion_lab import CourseworkCNN
-from diffusion_lab.degradations import GaussianBlur, GrowingMask, Pixelation, RowColumnAveraging
+from diffusion_lab.degradations import (
+    GaussianBlur,
+    GrowingMask,
+    Pixelation,
+    RowColumnAveraging,
+)
 from diffusion_lab.pipelines import ColdDiffusionPipeline, GaussianMixture
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 

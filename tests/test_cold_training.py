@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_RUN
+from helpers import TINY_RUN
 
-import train_cold
+from diffusion_lab.commands import train_cold
 from diffusion_lab.degradations import GaussianBlur, RowColumnAveraging
 from diffusion_lab.pipelines import ColdDiffusionPipeline
 from diffusion_lab.training.arguments import ArgumentError

@@ -17,14 +17,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, TINY_RUN
 from safetensors.torch import load_file
 
-import train_ddpm
-from conftest import ROOT, TINY_RUN
+from diffusion_lab.commands import train_ddpm
 from diffusion_lab.pipelines.export import load_pipeline
-from diffusion_lab.training.stopping import TrainingStopped
+from diffusion_lab.stopping import TrainingStopped
 
-SCRIPTS = [name for name in ("train_ddpm.py", "train_cold.py") if (ROOT / name).exists()]
+SCRIPTS = ["train_ddpm.py", "train_cold.py"]
 # 64 images, a global batch of 16: 4 steps per epoch, so a pipeline is saved at steps 4 and 8, checkpoints likewise.
 KILL_RUN = [*TINY_RUN, "--max_train_samples", "64", "--max_train_steps", "8", "--checkpointing_steps", "4",
             "--checkpoints_total_limit", "2", "--use_ema", "--learning_rate", "1e-3"]
@@ -151,7 +151,7 @@ def test_sigterm_to_the_launcher_alone_stops_the_training_with_a_checkpoint(tmp_
 
 def test_sigterm_while_decoding_images_leaves_no_partial_cache(tmp_path):
     cache = tmp_path / "cache"
-    code = ("from diffusion_lab.cli import run_command\nfrom diffusion_lab.data import load_image_caches\n"
+    code = ("from diffusion_lab.commands import run_command\nfrom diffusion_lab.data import load_image_caches\n"
             "run_command(lambda argv: load_image_caches(resolution=128), [])\n")
     env = {**os.environ, "DIFFUSION_LAB_CACHE": str(cache)}
     log = tmp_path / "stderr.log"
@@ -287,7 +287,10 @@ def test_skip_nonfinite_skips_exactly_the_bad_steps(uninterrupted, tmp_path, mon
 
 
 def test_pruning_keeps_the_checkpoint_just_written_and_ignores_cut_off_ones(tmp_path):
-    from diffusion_lab.training.checkpoints import complete_checkpoints, prune_checkpoints
+    from diffusion_lab.training.checkpoints import (
+        complete_checkpoints,
+        prune_checkpoints,
+    )
 
     for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8.tmp"):
         (tmp_path / name).mkdir()
@@ -301,8 +304,7 @@ def test_pruning_keeps_the_checkpoint_just_written_and_ignores_cut_off_ones(tmp_
 def test_sampling_writes_each_batch_as_it_is_made_and_an_interrupted_run_keeps_it(tmp_path, monkeypatch, capsys):
     from diffusers import DDPMPipeline, DDPMScheduler
 
-    from diffusion_lab import sample
-    from diffusion_lab.cli import run_command
+    from diffusion_lab.commands import run_command, sample
     from diffusion_lab.models import build_model
     from diffusion_lab.pipelines.export import save_pipeline
 
@@ -314,7 +316,9 @@ def test_sampling_writes_each_batch_as_it_is_made_and_an_interrupted_run_keeps_i
     assert whole.shape == (5, 28, 28, 1) and sorted(os.listdir(tmp_path / "whole")) == ["grid.png", "images", "samples.npz"]
     assert len(os.listdir(tmp_path / "whole" / "images")) == 5
 
-    real_batches = sample.generate_batches
+    from diffusion_lab.sampling import sample_files
+
+    real_batches = sample_files.generate_batches
 
     def interrupted_after_two_batches(*args, **kwargs):
         batches = real_batches(*args, **kwargs)
@@ -322,7 +326,7 @@ def test_sampling_writes_each_batch_as_it_is_made_and_an_interrupted_run_keeps_i
         yield next(batches)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sample, "generate_batches", interrupted_after_two_batches)
+    monkeypatch.setattr(sample_files, "generate_batches", interrupted_after_two_batches)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         run_command(sample.main, [*flags, "--output_dir", str(tmp_path / "cut")])

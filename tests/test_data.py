@@ -1,18 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import make_folder
 
-from diffusion_lab.data import DataError, ShardedBatches, image_grid, load_image_caches, random_flip
-
-
-def make_folder(root, count=12, size=(40, 30), mode="RGB"):
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(root / f"{i}.png")
-    return root
+from diffusion_lab.data import DataError, ShardedBatches, load_image_caches, random_flip
+from diffusion_lab.sampling import image_grid
 
 
 def test_shipped_mnist_stays_grayscale_in_minus_one_to_one():

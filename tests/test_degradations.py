@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from diffusion_lab.degradations import (
-    DEGRADATIONS, GaussianBlur, GrowingMask, Pixelation, RowColumnAveraging, build_degradation,
+    DEGRADATIONS,
+    GaussianBlur,
+    GrowingMask,
+    Pixelation,
+    RowColumnAveraging,
+    build_degradation,
 )
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_degradation.py"

@@ -7,7 +7,11 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from diffusion_lab.pipelines import EntropyScaledDDPMPipeline
-from diffusion_lab.schedulers import EntropyScaledDDPMScheduler, build_noise_scheduler, histogram_entropy
+from diffusion_lab.schedulers import (
+    EntropyScaledDDPMScheduler,
+    build_noise_scheduler,
+    histogram_entropy,
+)
 
 # Pixels in [-1, 1]: the 256 levels k / 127.5 - 1, once each, as a 16x16 image.
 UNIFORM_256 = (torch.arange(256, dtype=torch.float32) / 127.5 - 1).reshape(1, 1, 16, 16)

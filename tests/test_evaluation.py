@@ -6,16 +6,24 @@ import math
 import numpy as np
 import pytest
 import torch
-import train_ddpm
-from conftest import TINY_RUN
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from helpers import TINY_RUN
 from PIL import Image
 
 from diffusion_lab import CourseworkCNN
+from diffusion_lab.commands import train_ddpm
+from diffusion_lab.commands.evaluate import main
 from diffusion_lab.degradations import RowColumnAveraging
-from diffusion_lab.evaluation import DigitClassifier, evaluate_images, to_signed_unit_range
-from diffusion_lab.evaluation.digit_classifier import SHIPPED_WEIGHTS, DigitFeatures, DigitLogits
-from diffusion_lab.evaluation.evaluate import main, open_pipeline, restore_images
+from diffusion_lab.evaluation import (
+    DigitClassifier,
+    evaluate_images,
+    to_signed_unit_range,
+)
+from diffusion_lab.evaluation.digit_classifier import (
+    SHIPPED_WEIGHTS,
+    DigitFeatures,
+    DigitLogits,
+)
 from diffusion_lab.evaluation.image_sources import load_dataset_images
 from diffusion_lab.evaluation.metrics import (
     frechet_distances,
@@ -24,10 +32,16 @@ from diffusion_lab.evaluation.metrics import (
     paired_psnr_ssim,
     psnr_ssim_against_references,
 )
-from diffusion_lab.evaluation.plot_run import plot_run, read_metrics
-from diffusion_lab.evaluation.train_digit_classifier import accuracy, to_model_range, train_digit_classifier
+from diffusion_lab.evaluation.plot_run import plot_run
+from diffusion_lab.evaluation.train_digit_classifier import (
+    accuracy,
+    to_model_range,
+    train_digit_classifier,
+)
 from diffusion_lab.pipelines import ColdDiffusionPipeline
 from diffusion_lab.pipelines.export import save_pipeline
+from diffusion_lab.run_files import read_metrics
+from diffusion_lab.sampling import open_pipeline, restore
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +237,7 @@ def test_cli_samples_a_saved_pipeline_reproducibly(tmp_path):
     arguments = [str(tmp_path / "ddpm"), "--num_samples", "6", "--batch_size", "4", "--num_inference_steps", "2"]
     first = main([*arguments, "--scheduler", "ddim", "--output", str(tmp_path / "first.json")])
     second = main([*arguments, "--scheduler", "ddim", "--output", str(tmp_path / "second.json")])
-    assert first["num_samples"] == 6 and first["pixel_range_checks"]["images"]["declared"] == "uint8"
+    assert first["num_samples"] == second["num_samples"] == 6 and first["pixel_range_checks"]["images"]["declared"] == "uint8"
     assert (tmp_path / "first.json").read_text() == (tmp_path / "second.json").read_text()
     with pytest.raises(ValueError, match="cold-diffusion pipelines only"):
         main([*arguments, "--conditional"])
@@ -262,7 +276,7 @@ def test_cli_scores_conditional_cold_diffusion_against_each_original(mnist_test,
     assert result["num_samples"] == 8 and result["pixel_range_checks"]["originals"]["declared"] == "uint8"
     # The originals are the first 8 test images, each scored against its own restoration.
     originals = mnist_test[0][:8]
-    restored = restore_images(open_pipeline(str(tmp_path / "cold")), originals, 8, 0, num_inference_steps=2)
+    restored = restore(open_pipeline(str(tmp_path / "cold")), originals, 8, 0, num_inference_steps=2).images
     psnr, ssim = paired_psnr_ssim(to_model_range(restored), to_model_range(originals))
     assert result["psnr_paired"] == pytest.approx(psnr.mean().item(), rel=1e-5)
     assert result["ssim_paired"] == pytest.approx(ssim.mean().item(), rel=1e-5)
@@ -305,7 +319,8 @@ def test_plot_reads_resumed_logs_and_refuses_bad_input(tmp_path):
         {"step": 2, "epoch": 1, "train_loss": 0.8, "val_loss": 1.0},  # logged again after a resume
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    series, epoch_of_step = read_metrics(tmp_path)
+    metrics = read_metrics(tmp_path)
+    series, epoch_of_step = metrics.series, metrics.epoch_of_step
     assert series["train_loss"] == {2: 0.8} and series["loss"] == {1: 1.0} and epoch_of_step == {1: 1, 2: 1}
     assert [path.name for path in plot_run(tmp_path)] == ["loss_curves.png"]  # no metrics, no grids: not drawn
 

@@ -4,24 +4,26 @@ import csv
 import json
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
-from diffusion_lab import experiments
+from diffusion_lab.commands import experiments as experiments_command
+from diffusion_lab.experiments import BUDGETS, load_variant, load_variants
+from diffusion_lab.experiments.table import COLUMNS
 
 
 def test_tiny_budget_produces_a_complete_table_and_resumes_without_redoing_work(tmp_path):
     output_dir = tmp_path / "tiny"
     argv = ["--budget", "tiny", "--only", "linear", "cold_rows_g4", "--configs_dir", str(ROOT / "experiments"),
             "--output_dir", str(output_dir), "--device", "cpu"]
-    experiments.main(argv)
+    experiments_command.main(argv)
 
     with (output_dir / "results.csv").open() as file:
         reader = csv.DictReader(file)
-        assert tuple(reader.fieldnames) == experiments.COLUMNS
+        assert tuple(reader.fieldnames) == COLUMNS
         rows = {row["row"]: row for row in reader}
     cold_rows = [f"cold_rows_g4-{name}" for name in ("alg2_uncond", "alg1_uncond", "alg2_cond", "alg1_cond")]
     assert list(rows) == ["linear", *cold_rows]  # one row per variant and sampling, in the configs' order
-    budget = experiments.BUDGETS["tiny"]
+    budget = BUDGETS["tiny"]
     for name, row in rows.items():
         assert row["status"] == "done", row
         assert int(row["num_samples"]) == budget.num_samples and int(row["train_steps"]) == budget.train_steps
@@ -44,12 +46,12 @@ def test_tiny_budget_produces_a_complete_table_and_resumes_without_redoing_work(
 
     finished = finished_work()
     assert len(finished) == 2 + 2 * 5  # a pipeline per variant; evaluation.json and row.json per row
-    assert [row["row"] for row in experiments.main(argv)] == list(rows)
+    assert [row["row"] for row in experiments_command.main(argv)] == list(rows)
     assert finished_work() == finished
 
     # --collect rebuilds the table from finished rows only: a row whose evaluation is gone is listed, not redone.
     (output_dir / "rows" / "linear" / "row.json").unlink()
-    collected = {row["row"]: row["status"] for row in experiments.main([*argv, "--collect"])}
+    collected = {row["row"]: row["status"] for row in experiments_command.main([*argv, "--collect"])}
     assert collected == {"linear": "not finished", **{name: "done" for name in cold_rows}}
     assert not (output_dir / "rows" / "linear" / "row.json").exists()
     assert "4 of 5 rows done" in (output_dir / "results.md").read_text()
@@ -59,30 +61,34 @@ def test_a_skipped_variant_marks_the_table_partial(tmp_path):
     (tmp_path / "configs").mkdir()
     config = {"script": "train_ddpm.py", "flags": ["--model", "cnn"], "skip_budgets": {"tiny": "too slow here"}}
     (tmp_path / "configs" / "big.json").write_text(json.dumps(config))
-    rows = experiments.main(["--budget", "tiny", "--configs_dir", str(tmp_path / "configs"), "--output_dir", str(tmp_path / "out")])
+    rows = experiments_command.main(["--budget", "tiny", "--configs_dir", str(tmp_path / "configs"), "--output_dir", str(tmp_path / "out")])
     assert rows[0]["status"] == "not run at budget tiny: too slow here"
     assert "(PARTIAL)" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_unknown_variants_and_config_keys_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"--only nope: no such variant; known: .*linear"):
-        experiments.load_variants(ROOT / "experiments", only=["nope"])
+        load_variants(ROOT / "experiments", only=["nope"])
     (tmp_path / "typo.json").write_text(json.dumps({"script": "train_ddpm.py", "flag": ["--model", "unet"]}))
     with pytest.raises(ValueError, match=r"typo.json: keys \['flag'\] are unknown"):
-        experiments.load_variant(tmp_path / "typo.json")
+        load_variant(tmp_path / "typo.json")
+    (tmp_path / "sampling.json").write_text(json.dumps({"script": "train_cold.py", "samplings": [{"name": "a", "algoritm": 1}]}))
+    with pytest.raises(ValueError, match=r"sampling.json: a sampling has a key Sampling does not take"):
+        load_variant(tmp_path / "sampling.json")
+    (tmp_path / "script.json").write_text(json.dumps({"script": "train.py"}))
+    with pytest.raises(ValueError, match=r"script.json: script 'train.py' is not a training script"):
+        load_variant(tmp_path / "script.json")
 
 
 def test_every_shipped_config_loads_and_names_an_existing_script():
-    variants = experiments.load_variants(ROOT / "experiments")
+    variants = load_variants(ROOT / "experiments")
     assert len({v.order for v in variants}) == len(variants)  # a definite run order
     for variant in variants:
         assert (ROOT / variant.script).is_file(), variant
     cold = [v for v in variants if v.is_cold and "--class_conditional" not in v.flags]
     assert {v.name for v in cold} == {"cold_rows_g4", "cold_rows_g1", "cold_columns_g4", "cold_columns_g1"}
     for variant in cold:  # each degradation with both algorithms, generating and restoring
-        assert {(s.flags, s.conditional) for s in variant.samplings} == {
-            (("--algorithm", a), c) for a in ("1", "2") for c in (False, True)
-        }
+        assert {(s.algorithm, s.conditional) for s in variant.samplings} == {(a, c) for a in (1, 2) for c in (False, True)}
 
 
 def test_concurrency_is_the_fewest_runs_within_the_gain_of_the_best():
@@ -106,7 +112,7 @@ def test_concurrent_variants_fill_the_same_table(tmp_path):
     output_dir = tmp_path / "tiny"
     argv = ["--budget", "tiny", "--only", "linear", "cold_rows_g4", "--configs_dir", str(ROOT / "experiments"),
             "--output_dir", str(output_dir), "--device", "cpu", "--concurrency", "2"]
-    rows = experiments.main(argv)
+    rows = experiments_command.main(argv)
     assert [row["row"] for row in rows] == ["linear", *(f"cold_rows_g4-{name}" for name in ("alg2_uncond", "alg1_uncond", "alg2_cond", "alg1_cond"))]
     assert all(row["status"] == "done" for row in rows), rows
     assert (output_dir / "runner_linear.log").is_file() and (output_dir / "runner_cold_rows_g4.log").is_file()

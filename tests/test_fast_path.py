@@ -7,7 +7,11 @@ import torch
 from accelerate.state import AcceleratorState
 
 from diffusion_lab.data import keep_on_device
-from diffusion_lab.training.arguments import ArgumentError, add_training_args, validate_training_args
+from diffusion_lab.training.arguments import (
+    ArgumentError,
+    add_training_args,
+    validate_training_args,
+)
 from diffusion_lab.training.ddpm_objective import DDPMObjective, add_ddpm_args
 from diffusion_lab.training.loop import Trainer
 

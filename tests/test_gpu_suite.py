@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_tiny_gpu_suite_writes_every_table_and_json(tmp_path):

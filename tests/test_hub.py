@@ -5,12 +5,11 @@ import json
 
 import huggingface_hub
 import pytest
+from helpers import TINY_RUN
 from huggingface_hub import constants
 
-import train_ddpm
-from conftest import TINY_RUN
 from diffusion_lab import hub
-from diffusion_lab.cli import run_command
+from diffusion_lab.commands import run_command, train_ddpm
 from diffusion_lab.hub import HubError, check_hub_access
 from diffusion_lab.pipelines.export import load_pipeline
 

@@ -15,10 +15,15 @@ import torch
 from safetensors.torch import save_file
 
 import diffusion_lab.evaluation.inception as inception
+from diffusion_lab.commands.evaluate import main as evaluate
 from diffusion_lab.evaluation import evaluate_images
-from diffusion_lab.evaluation.evaluate import main as evaluate
 from diffusion_lab.evaluation.image_sources import load_dataset_images
-from diffusion_lab.evaluation.inception import FIDInceptionV3, inception_score_splits, resize_like_tensorflow1x, to_uint8_rgb
+from diffusion_lab.evaluation.inception import (
+    FIDInceptionV3,
+    inception_score_splits,
+    resize_like_tensorflow1x,
+    to_uint8_rgb,
+)
 
 # 75 x 75 is the smallest input Inception-v3 takes; the real 299 x 299 costs 16x more on a CPU. Only the tests that
 # run many images shrink it (the layers do not depend on it).
@@ -189,8 +194,9 @@ def test_evaluate_refuses_a_missing_weights_file_and_notes_why_when_there_are_no
 
 
 def test_in_training_evaluation_logs_fid_and_is_with_inception_weights(weights_file, tmp_path, monkeypatch):
-    import train_ddpm
-    from conftest import TINY_RUN
+    from helpers import TINY_RUN
+
+    from diffusion_lab.commands import train_ddpm
 
     monkeypatch.setattr(inception, "INPUT_SIZE", SMALL_INPUT)
     argv = ["--output_dir", str(tmp_path / "run"), *TINY_RUN, "--max_train_steps", "8", "--eval_every_epochs", "1",

@@ -2,7 +2,13 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from diffusion_lab.models import CIFAR10_UNET, FGVC_AIRCRAFT_UNET, MNIST_UNET, CourseworkCNN, build_model
+from diffusion_lab.models import (
+    CIFAR10_UNET,
+    FGVC_AIRCRAFT_UNET,
+    MNIST_UNET,
+    CourseworkCNN,
+    build_model,
+)
 
 
 def conv_params(c_in, c_out, k):

@@ -4,15 +4,12 @@ from any flag or the environment, no absolute local path, whatever the spelling 
 import ast
 import importlib
 import json
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, TINY_RUN
 
-import train_cold
-import train_ddpm
-from conftest import ROOT, TINY_RUN
-from diffusion_lab.cli import run_command
-from diffusion_lab.training.run_folder import RecordFilter, public_args
+from diffusion_lab.commands import run_command, train_cold, train_ddpm
+from diffusion_lab.run_files import RecordFilter, public_args
 
 COMMAND_FILES = [*ROOT.glob("*.py"), *(ROOT / "src" / "diffusion_lab").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
 
@@ -26,14 +23,14 @@ def test_every_argument_parser_refuses_abbreviations():
                 keywords = {keyword.arg: keyword.value for keyword in node.keywords}
                 parsers.append(path.name)
                 assert "allow_abbrev" in keywords and keywords["allow_abbrev"].value is False, f"{path}:{node.lineno}"
-    assert {"train_ddpm.py", "train_cold.py", "sample.py", "evaluate.py", "plot_run.py"} <= set(parsers)
+    assert {"train_ddpm.py", "train_cold.py", "sample.py", "evaluate.py", "plot.py", "experiments.py"} <= set(parsers)
 
 
 @pytest.mark.parametrize("module, argv", [
     (train_ddpm, ["--hub_tok", "hf_SECRET123"]),
     (train_cold, ["--output_d", "x"]),
-    ("diffusion_lab.sample", ["pipeline", "--num_im", "4"]),
-    ("diffusion_lab.evaluation.evaluate", ["samples.npz", "--overw"]),
+    ("diffusion_lab.commands.sample", ["pipeline", "--num_im", "4"]),
+    ("diffusion_lab.commands.evaluate", ["samples.npz", "--overw"]),
 ])
 def test_an_abbreviated_flag_is_refused_with_status_2(module, argv, capsys):
     module = importlib.import_module(module) if isinstance(module, str) else module

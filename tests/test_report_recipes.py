@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN
+from helpers import TINY_RUN
 from PIL import Image
 
-import train_ddpm
+from diffusion_lab.commands import train_ddpm
 from diffusion_lab.pipelines.export import load_pipeline
 from diffusion_lab.training.arguments import validate_training_args
 

@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from helpers import TINY_RUN
 
-import train_ddpm
-from conftest import TINY_RUN
-from diffusion_lab.cli import run_command
+from diffusion_lab.commands import run_command, train_ddpm
 from diffusion_lab.training.run_folder import LOCK_NAME, RunFolderBusy, RunLock
 
 SHORT = [*TINY_RUN, "--max_train_samples", "32", "--train_batch_size", "8", "--eval_batch_size", "2",
@@ -204,7 +203,7 @@ def test_the_ema_in_a_checkpoint_is_read_from_safetensors_only(two_steps, tmp_pa
 
 
 def test_train_cold_refuses_to_resume_a_ddpm_checkpoint(two_steps, tmp_path, capsys):
-    import train_cold
+    from diffusion_lab.commands import train_cold
 
     folder = copy_of(two_steps, tmp_path)
     capsys.readouterr()

@@ -8,10 +8,14 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_RUN, run_script
+from helpers import TINY_RUN, run_script
 
 from diffusion_lab.pipelines.export import load_pipeline
-from diffusion_lab.schedulers import EntropyScaledDDPMScheduler, GeometricDDPMScheduler, LinearDDPMScheduler
+from diffusion_lab.schedulers import (
+    EntropyScaledDDPMScheduler,
+    GeometricDDPMScheduler,
+    LinearDDPMScheduler,
+)
 from diffusion_lab.training.arguments import ArgumentError, add_training_args
 from diffusion_lab.training.ddpm_objective import add_ddpm_args, build_ddpm_scheduler
 

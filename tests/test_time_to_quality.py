@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from helpers import ROOT, TINY_RUN, run_script
 
-import train_ddpm
-from conftest import ROOT, TINY_RUN, run_script
+from diffusion_lab.commands import train_ddpm
 from diffusion_lab.models import CourseworkCNN
 from diffusion_lab.training.precision import auto_mixed_precision, cpu_has_native_bf16
 

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_RUN, run_script
 from safetensors.torch import load_file
 
-import train_ddpm
-from conftest import TINY_RUN, run_script
+from diffusion_lab.commands import train_ddpm
 from diffusion_lab.hub import prepare_upload
 from diffusion_lab.pipelines.export import load_pipeline
 
@@ -77,7 +77,7 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(trained, t
 def test_seeded_sampling_reproduces_itself(trained, tmp_path):
     outputs = []
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
-        result = run_script("-m", "diffusion_lab.sample", trained, "--num_images", "3", "--batch_size", "2",
+        result = run_script("-m", "diffusion_lab", "sample", trained, "--num_images", "3", "--batch_size", "2",
                             "--scheduler", "ddim", "--num_inference_steps", "5", "--seed", seed, "--output_dir", tmp_path / name)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.append(np.load(tmp_path / name / "samples.npz")["images"])
@@ -111,7 +111,7 @@ def test_hub_token_and_local_paths_are_never_written(tmp_path, monkeypatch):
 
 
 def test_rgb_image_folder_at_32px_with_the_cifar10_unet_preset(tmp_path):
-    from test_data import make_folder
+    from helpers import make_folder
 
     images = make_folder(tmp_path / "images", count=10, size=(36, 32))
     folder = tmp_path / "rgb"

@@ -2,9 +2,8 @@ import json
 import shutil
 
 import torch
+from helpers import ROOT, TINY_RUN, run_script
 from safetensors.torch import load_file
-
-from conftest import ROOT, TINY_RUN, run_script
 
 
 def test_two_cpu_ranks_train_on_different_shards_in_sync(tmp_path):

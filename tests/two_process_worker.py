@@ -10,9 +10,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_ddpm  # noqa: E402
-from diffusion_lab.training import loop  # noqa: E402
+from diffusion_lab.commands import train_ddpm
+from diffusion_lab.training import loop
 
 record_dir = Path(sys.argv[1])
 args = train_ddpm.parse_args(sys.argv[2:])

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCardData
 
-from .training.run_folder import RecordFilter
+from .run_files import RecordFilter, read_metrics, read_training_args
 
 # Run artefacts that stay local: resumable state, logs, intermediate grids, temporary folders.
 NOT_UPLOADED = ("checkpoint-*", "checkpoint-*/**", "logs/**", "samples/**", "*.tmp", "**/*.tmp/**", ".*")
@@ -75,26 +75,17 @@ def _needs_remote_code(index: dict) -> bool:
     return any(isinstance(value, list) and value[0] not in ("diffusers", None) for value in index.values())
 
 
-def _last_metrics(folder: Path) -> dict:
-    """The last value of every metric in metrics.jsonl (evaluation metrics included, when present)."""
-    path = folder / "metrics.jsonl"
-    latest = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            latest.update({k: v for k, v in json.loads(line).items() if k not in ("step", "epoch", "lr", "steps_per_second")})
-    return latest
-
-
 def model_card(folder: Path, repo_id: str) -> str:
-    info = json.loads((folder / "training_args.json").read_text()) if (folder / "training_args.json").exists() else {"args": {}, "command": ""}
+    info = read_training_args(folder)
     # What the run actually did (steps, epochs, images, precision) over the flags as given.
-    args = {**info["args"], **info.get("run", {})}
+    args = {**info["args"], **info["run"]}
     index = json.loads((folder / "model_index.json").read_text())
     remote = _needs_remote_code(index)
     classes = index.get("class_names")  # a class-conditional pipeline's classes; None for unconditional ones
     dataset = args.get("dataset_name") or "ylecun/mnist"
     dataset = Path(dataset).name if Path(dataset).is_absolute() else dataset
-    metrics = _last_metrics(folder)
+    # The last value of every metric (evaluation metrics included, when present), not the bookkeeping.
+    metrics = read_metrics(folder, missing_ok=True).latest(leave_out=("lr", "steps_per_second"))
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float)) and math.isfinite(value)}
     card_data = ModelCardData(
         library_name="diffusers", license="apache-2.0", datasets=[dataset], pipeline_tag="unconditional-image-generation",

@@ -13,11 +13,18 @@ from pathlib import Path
 import torch
 
 from .digit_classifier import DigitClassifier
-from .image_sources import load_dataset_images
 from .dinov2 import Dinov2Features, load_dinov2
+from .image_sources import load_dataset_images
 from .inception import IS_SPLITS
-from .metrics import class_accuracy, digit_metrics, frechet_distances, inception_metrics, inception_unavailable_reason, paired_psnr_ssim
-from .metrics import psnr_ssim_against_references
+from .metrics import (
+    class_accuracy,
+    digit_metrics,
+    frechet_distances,
+    inception_metrics,
+    inception_unavailable_reason,
+    paired_psnr_ssim,
+    psnr_ssim_against_references,
+)
 from .pixel_range import to_signed_unit_range
 
 # As in the seeds: each generated image is compared with this many validation images.

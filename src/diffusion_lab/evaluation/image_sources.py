@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import SHIPPED_MNIST, _image_mode, _to_8_bit, read_image
+from ..data import SHIPPED_MNIST
+from ..data.decoding import _image_mode, _to_8_bit, read_image
 
 
 def load_dataset_images(
@@ -111,3 +112,22 @@ def to_nchw(images: torch.Tensor, source: str = "images") -> torch.Tensor:
     raise ValueError(
         f"{source} has shape {tuple(images.shape)}: expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3."
     )
+
+
+def declared_range(images: torch.Tensor, pixel_range: str | None, source: str) -> str:
+    """`--pixel_range` when given; uint8 images need none, float images must have one."""
+    if pixel_range is not None or images.dtype == torch.uint8:
+        return pixel_range or "uint8"
+    raise ValueError(f"{source} holds {images.dtype} images: declare their range with --pixel_range.")
+
+
+def load_images(path: str, npz_key: str = "images") -> torch.Tensor:
+    return load_npz_images(path, npz_key) if str(path).endswith(".npz") else load_png_folder(path)
+
+
+def load_npz_labels(path: str) -> torch.Tensor | None:
+    """The `labels` array of an .npz written by `sample` from a class-conditional pipeline, else None."""
+    if not str(path).endswith(".npz"):
+        return None
+    with np.load(path) as data:
+        return torch.from_numpy(data["labels"]).long() if "labels" in data.files else None

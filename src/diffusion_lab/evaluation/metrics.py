@@ -12,13 +12,22 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from tqdm.auto import tqdm
 
 from .digit_classifier import DigitClassifier, DigitFeatures, DigitLogits
-from .inception import INCEPTION_WEIGHTS_FILE, FIDInceptionV3, frechet_distance, inception_outputs, inception_score_splits
+from .inception import (
+    INCEPTION_WEIGHTS_FILE,
+    FIDInceptionV3,
+    frechet_distance,
+    inception_outputs,
+    inception_score_splits,
+)
 
 # The seed of the one random draw in torchmetrics' InceptionScore.compute (a permutation of the images).
 INCEPTION_SCORE_SEED = 0

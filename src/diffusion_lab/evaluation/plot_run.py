@@ -1,4 +1,4 @@
-"""`python -m diffusion_lab.plot RUN_DIR`: figures of a training run, from its metrics.jsonl and sample grids.
+"""Figures of a training run, from its metrics.jsonl and sample grids.
 
 Writes to RUN_DIR/plots (or --output_dir):
 - loss_curves.png: the logged training loss per step, and the train / validation loss per epoch;
@@ -6,8 +6,6 @@ Writes to RUN_DIR/plots (or --output_dir):
 - sample_grids.png: the sample grids saved over the epochs (samples/epoch_*.png), side by side.
 """
 
-import argparse
-import json
 import math
 from pathlib import Path
 
@@ -18,35 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ..run_files import read_metrics  # noqa: E402
+
 # Metrics written by the training loop's evaluation, under this prefix (see Trainer.evaluate_samples).
 EVAL_PREFIX = "eval/"
 # Columns of grids in sample_grids.png: the first and last epochs and evenly spaced ones between.
 MAX_GRIDS = 6
-
-
-def read_metrics(run_dir: Path) -> tuple[dict[str, dict[int, float]], dict[int, int]]:
-    """Each logged value as a series `{name: {step: value}}`, and the epoch of each logged step.
-
-    A resumed run logs some steps twice; the later line wins, as it is the run that continued.
-    """
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: pass a run folder written by train_ddpm.py / train_cold.py.")
-    series: dict[str, dict[int, float]] = {}
-    epoch_of_step: dict[int, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} line {number} is not JSON ({error.msg}): fix or delete that line.") from None
-        step = record.pop("step")
-        epoch_of_step[step] = record.pop("epoch", None)
-        for name, value in record.items():
-            if isinstance(value, (int, float)):
-                series.setdefault(name, {})[step] = float(value)
-    return series, epoch_of_step
 
 
 def _by_epoch(values: dict[int, float], epoch_of_step: dict[int, int]) -> tuple[list[int], list[float]]:
@@ -154,20 +129,11 @@ def plot_run(run_dir: str | Path, output_dir: str | Path | None = None) -> list[
         raise FileNotFoundError(f"run folder {run_dir} does not exist: pass the --output_dir of a training run.")
     output_dir = Path(output_dir) if output_dir is not None else run_dir / "plots"
     output_dir.mkdir(parents=True, exist_ok=True)
-    series, epoch_of_step = read_metrics(run_dir)
+    metrics = read_metrics(run_dir)
+    series, epoch_of_step = metrics.series, metrics.epoch_of_step
     written = [
         plot_losses(series, output_dir / "loss_curves.png"),
         plot_metrics(series, epoch_of_step, output_dir / "metrics.png"),
         plot_sample_grids(run_dir, output_dir / "sample_grids.png"),
     ]
     return [path for path in written if path is not None]
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="a training run's --output_dir")
-    parser.add_argument("--output_dir", default=None, help="where to write the PNGs (default: RUN_DIR/plots)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    args = parser.parse_args(argv)
-    for path in plot_run(args.run_dir, args.output_dir):
-        print(f"wrote {path}")

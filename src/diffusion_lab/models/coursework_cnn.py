@@ -8,12 +8,10 @@ that has diffusers but not diffusion_lab.
 import math
 
 import torch
-from torch import nn
-
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
-
+from torch import nn
 
 NORMS = ("layer_norm", "none")
 

@@ -3,7 +3,11 @@
 from .factory import NOISE_SCHEDULES, build_noise_scheduler, portable_scheduler
 from .scheduling_beta_formula import BetaFormulaDDPMScheduler
 from .scheduling_cosine_custom_ddpm import CosineCustomDDPMScheduler
-from .scheduling_entropy_scaled_ddpm import ENTROPY_MODES, EntropyScaledDDPMScheduler, histogram_entropy
+from .scheduling_entropy_scaled_ddpm import (
+    ENTROPY_MODES,
+    EntropyScaledDDPMScheduler,
+    histogram_entropy,
+)
 from .scheduling_geometric_ddpm import GeometricDDPMScheduler
 from .scheduling_linear_ddpm import LinearDDPMScheduler
 

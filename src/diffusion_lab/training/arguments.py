@@ -12,7 +12,6 @@ import os
 
 from ..path_names import check_path_name
 
-
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
@@ -175,7 +174,7 @@ def validate_training_args(args: argparse.Namespace) -> None:
 
 def training_warnings(args: argparse.Namespace) -> list[str]:
     """Flags that are accepted but deserve a word: a token on the command line, a flag that has no effect."""
-    from .run_folder import token_on_command_line_warning
+    from ..run_files import token_on_command_line_warning
 
     warnings = [token_on_command_line_warning(args)]
     if args.dataloader_num_workers:

@@ -15,8 +15,7 @@ import torch
 from ..degradations import DEGRADATIONS, Degradation, build_degradation
 from ..pipelines import ColdDiffusionPipeline, GaussianMixture
 from .arguments import ArgumentError
-from .class_conditioning import ClassConditioning
-from .ddpm_objective import LOSSES
+from .objective import LOSSES, Objective
 
 # Flags that set degradation options; each reaches only the degradations whose config has that option.
 DEGRADATION_OPTIONS = ("order", "group_size", "group_mode", "order_seed", "num_levels", "kernel_size", "kernel_std",
@@ -63,7 +62,7 @@ def build_degradation_from_args(args: argparse.Namespace) -> Degradation:
         raise ArgumentError(f"--degradation {args.degradation}: {error}") from None
 
 
-class ColdObjective(ClassConditioning):
+class ColdObjective(Objective):
     """Predict x0 from x_t = D(x0, t), t uniform in 1..T; collect fully degraded statistics for the start."""
 
     default_loss = "l1"  # the paper's; the seeds used MSE
@@ -117,7 +116,7 @@ class ColdObjective(ClassConditioning):
             self._start_distribution = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint keeps (see the training loop): the statistics collected so far."""
+        """The start statistics collected so far (a resumed run fits the same start distribution)."""
         return {"start_statistics": torch.cat(self.start_statistics) if self.start_statistics else torch.empty(0)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -142,14 +141,5 @@ class ColdObjective(ClassConditioning):
         return ColdDiffusionPipeline(unet=model, degradation=self.degradation, start_distribution=start_distribution,
                                      class_names=self.class_names)
 
-    @torch.no_grad()
-    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None,
-               progress: str | None = None) -> torch.Tensor:
-        """Samples in [-1, 1], shape (N, C, H, W); class-conditional runs draw the classes in order (`grid_labels`)."""
-        pipeline = self.pipeline(model)
-        # A bar if named, on terminals only.
-        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=True if progress is None else None)
-        labels = self.grid_labels(num_images)
-        images = pipeline(batch_size=num_images, class_labels=labels, generator=generator, num_inference_steps=num_inference_steps,
-                          noise=self.noise, output_type="pt").images
-        return images * 2 - 1
+    def sampling_options(self) -> dict:
+        return {"noise": self.noise}

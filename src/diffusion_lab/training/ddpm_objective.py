@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler
 
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
-from ..sampling import DEFAULT_SAMPLER, SAMPLERS, use_sampler
-from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, portable_scheduler
+from ..sampling import DEFAULT_SAMPLER, SAMPLERS
+from ..schedulers import (
+    ENTROPY_MODES,
+    NOISE_SCHEDULES,
+    EntropyScaledDDPMScheduler,
+    build_noise_scheduler,
+    portable_scheduler,
+)
 from .arguments import ArgumentError
-from .class_conditioning import ClassConditioning
-
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+from .objective import LOSSES, Objective
 
 
 def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +80,7 @@ def build_ddpm_scheduler(args: argparse.Namespace) -> DDPMScheduler:
         ) from None
 
 
-class DDPMObjective(ClassConditioning):
+class DDPMObjective(Objective):
     """Noise a clean batch at random timesteps and regress the network's output on the target.
 
     Class-conditional runs (`use_classes`) pass each image's label, dropped to the null class with probability
@@ -130,16 +133,5 @@ class DDPMObjective(ClassConditioning):
             return EntropyScaledDDPMPipeline(unet=model, scheduler=self.scheduler)
         return DDPMPipeline(unet=model, scheduler=portable_scheduler(self.scheduler))
 
-    @torch.no_grad()
-    def sample(self, model, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None,
-               progress: str | None = None) -> torch.Tensor:
-        """Images in [-1, 1], shape (N, C, H, W), drawn with the objective's sampler; class-conditional runs draw the
-        classes in order (`grid_labels`), guidance 1."""
-        pipeline = self.pipeline(model)
-        # A bar if named, on terminals only.
-        pipeline.set_progress_bar_config(desc=progress, leave=False, disable=True if progress is None else None)
-        steps = use_sampler(pipeline, self.sampler, num_inference_steps) or self.num_train_timesteps
-        labels = self.grid_labels(num_images)
-        images = pipeline(**({} if labels is None else {"class_labels": labels}),
-                          batch_size=num_images, generator=generator, output_type="np", num_inference_steps=steps).images
-        return torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
+    def sampling_options(self) -> dict:
+        return {"sampler": self.sampler}

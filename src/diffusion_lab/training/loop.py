@@ -1,14 +1,14 @@
 """The one training loop behind train_ddpm.py and train_cold.py.
 
-An *objective* says what is learnt (DDPM noise prediction, cold-diffusion restoration): it computes the loss of
-a batch, builds the pipeline to save, and draws sample images. Everything else lives here: data, Accelerate,
-EMA, LR schedule, logging, sample grids, checkpoints, exact resume, the final pipeline and the Hub.
+An *objective* (`training.objective.Objective`: DDPM noise prediction, cold-diffusion restoration) says what is
+learnt: the loss of a batch, the pipeline to save, how that pipeline draws sample grids. Everything else lives
+here: data, Accelerate, EMA, LR schedule, logging, sample grids, checkpoints, exact resume, the final pipeline and
+the Hub.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pickle
@@ -26,33 +26,53 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..data import ShardedBatches, keep_on_device, load_image_caches, random_flip
 from ..hub import check_hub_access, prepare_upload, push
-from ..data import ImageCache, ShardedBatches, image_grid, keep_on_device, load_image_caches, random_flip
 from ..models import build_model
 from ..pipelines.export import save_pipeline
-from ..sampling import autocast_with_fp32_outputs
-from ..sampling_memory import check_sampling_fits
-from .arguments import CUDA_GRAPH_MODES, ArgumentError, training_warnings, validate_training_args
-from .checkpoints import MANIFEST_NAME, check_same_run, complete_checkpoints, resolve_resume_path, save_checkpoint, step_of, verify_manifest
+from ..run_files import append_metrics, public_args, write_run_info
+from ..sampling import autocast_with_fp32_outputs, check_sampling_fits, draw, image_grid
+from ..stopping import (
+    RESUME_HINT,
+    SamplingStopped,
+    StopSignals,
+    TrainingStopped,
+    stop_if_unwritable,
+    stop_with_launcher,
+)
+from .arguments import (
+    CUDA_GRAPH_MODES,
+    ArgumentError,
+    training_warnings,
+    validate_training_args,
+)
+from .checkpoints import (
+    MANIFEST_NAME,
+    check_same_run,
+    complete_checkpoints,
+    resolve_resume_path,
+    save_checkpoint,
+    step_of,
+    verify_manifest,
+)
+from .objective import Objective
 from .precision import auto_mixed_precision
-from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside, public_args, write_run_info
-from .stopping import RESUME_HINT, SamplingStopped, StopSignals, TrainingStopped, stop_if_unwritable, stop_with_launcher
+from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside
 
 VALIDATION_SEED = 1234
 
 
 class MetricsLog:
-    """Appends one JSON object per line to `metrics.jsonl` (main process only) and mirrors it to the trackers."""
+    """Appends each logged step to the run's `metrics.jsonl` (main process only) and mirrors it to the trackers."""
 
-    def __init__(self, accelerator: Accelerator, path: Path):
+    def __init__(self, accelerator: Accelerator, run_dir: Path):
         self.accelerator = accelerator
-        self.path = path
+        self.run_dir = run_dir
 
     def log(self, values: dict, step: int) -> None:
         self.accelerator.log({k: v for k, v in values.items() if k not in ("step", "epoch")}, step=step)
         if self.accelerator.is_main_process:
-            with self.path.open("a") as file:
-                file.write(json.dumps({"step": step, **values}) + "\n")
+            append_metrics(self.run_dir, step, values)
 
 
 def _make_optimizer(args: argparse.Namespace, parameters, device: torch.device) -> torch.optim.Optimizer:
@@ -65,13 +85,13 @@ def _make_optimizer(args: argparse.Namespace, parameters, device: torch.device) 
     )
 
 
-def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, objective) -> None:
+def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, objective: Objective) -> None:
     """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default.
 
-    An objective that learns something besides the model (cold diffusion's start statistics) has `state_dict` and
-    `load_state_dict` over tensors; its state goes into the checkpoint too, as `objective.safetensors`.
+    What an objective learns besides the model (its `state_dict`, e.g. cold diffusion's start statistics) goes into
+    the checkpoint too, as `objective.safetensors`.
     """
-    keeps_state = hasattr(objective, "state_dict")
+    keeps_state = bool(objective.state_dict())
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
@@ -142,7 +162,7 @@ def _use_deterministic_algorithms() -> None:
 
 
 class Trainer:
-    def __init__(self, args: argparse.Namespace, objective, argv: list[str]):
+    def __init__(self, args: argparse.Namespace, objective: Objective, argv: list[str]):
         self.args = args
         self.objective = objective
         self.output_dir = Path(args.output_dir)
@@ -237,7 +257,6 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ArgumentError("--gradient_accumulation_steps is larger than the batches in one epoch: lower it or add data.")
         self.max_train_steps = args.max_train_steps or args.num_epochs * self.steps_per_epoch
-        self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         # Checked before anything is written into the run folder.
         checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
         # What a checkpoint records of its run, and what a resume must match (the precision actually used included).
@@ -309,12 +328,12 @@ class Trainer:
             write_run_info(self.output_dir, args, argv, run={
                 "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
                 "train_images": len(self.train_data), "validation_images": len(self.validation_data),
-                "max_train_steps": self.max_train_steps, "num_epochs": self.num_epochs, "steps_per_epoch": self.steps_per_epoch,
+                "max_train_steps": self.max_train_steps, "num_epochs": math.ceil(self.max_train_steps / self.steps_per_epoch), "steps_per_epoch": self.steps_per_epoch,
                 "data_on_device": self.data_on_device,
             })
             accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         accelerator.wait_for_everyone()
-        self.metrics = MetricsLog(accelerator, self.output_dir / "metrics.jsonl")
+        self.metrics = MetricsLog(accelerator, self.output_dir)
 
     # -- pieces of one step ------------------------------------------------------------------------------------
 
@@ -458,12 +477,14 @@ class Trainer:
         per_step = description if len(sizes) == 1 else None
         batches = tqdm(sizes, desc=description, leave=False, disable=None if len(sizes) > 1 and self.accelerator.is_local_main_process else True)
 
-        def draw(model):
+        def draw_batches(model):
             with self.signals.interrupting(model), autocast_with_fp32_outputs(model, self.accelerator.autocast()):
-                return torch.cat([self.objective.sample(model, size, generator, args.num_inference_steps, progress=per_step)
+                pipeline = self.objective.pipeline(model)
+                return torch.cat([draw(pipeline, size, generator, args.num_inference_steps, progress=per_step,
+                                       class_labels=self.objective.grid_labels(size), **self.objective.sampling_options())
                                   for size in batches]).float()
 
-        return self._with_ema_weights(draw)
+        return self._with_ema_weights(draw_batches)
 
     def save_sample_grid(self, name: str) -> Path:
         """--eval_batch_size images; class-conditional runs: one row per class (the classes are drawn in order)."""
@@ -646,9 +667,10 @@ class Trainer:
         accelerator.wait_for_everyone()
 
 
-def run_training(args: argparse.Namespace, objective, argv: list[str] | None = None) -> Trainer:
+def run_training(args: argparse.Namespace, objective: Objective, argv: list[str]) -> Trainer:
+    """Train with `args`; `argv`, the command as parsed (its first word the script), is recorded in training_args.json."""
     validate_training_args(args)
-    trainer = Trainer(args, objective, argv if argv is not None else sys.argv)
+    trainer = Trainer(args, objective, argv)
     try:
         trainer.train()
     finally:

@@ -1,4 +1,4 @@
-"""`python -m diffusion_lab.evaluate INPUT`: score generated images against a reference dataset.
+"""`diffusion-lab evaluate INPUT`: score generated images against a reference dataset.
 
 INPUT is a pipeline (a saved folder or a Hub id: N samples are generated, or with --conditional a cold-diffusion
 pipeline restores N reference images), a folder of PNGs, or an .npz.
@@ -10,6 +10,8 @@ Several --guidance_scale values sweep classifier-free guidance: one row each (FD
 (`<output>.md`) and a plot (`<output>.png`) beside the JSON.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 from pathlib import Path
@@ -17,66 +19,53 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cli import run_command
+from ..evaluation.dinov2 import DEFAULT_DINOV2, load_dinov2
+from ..evaluation.guidance_sweep import guidance_table, plot_guidance_sweep
+from ..evaluation.image_evaluation import evaluate_images, summary_line, write_result
+from ..evaluation.image_sources import (
+    declared_range,
+    load_dataset_images,
+    load_images,
+    load_npz_labels,
+    to_nchw,
+)
+from ..evaluation.pixel_range import PIXEL_RANGES
 from ..path_names import check_path_name
-from ..pipelines.class_guidance import num_classes_of
-from ..sample import check_device, class_labels_for, open_pipeline
-from ..sampling import DEFAULT_SAMPLER, SAMPLERS, generate, is_cold, use_sampler
-from .dinov2 import DEFAULT_DINOV2, load_dinov2
-from .image_evaluation import evaluate_images, summary_line, write_result
-from .image_sources import load_dataset_images, load_npz_images, load_png_folder, to_nchw
-from .pixel_range import PIXEL_RANGES
+from ..sampling import (
+    DEFAULT_SAMPLER,
+    SAMPLERS,
+    generate,
+    is_class_conditional,
+    is_cold,
+    labels_for_samples,
+    open_pipeline,
+    restore,
+    use_sampler,
+)
+from . import check_device
 
 
-@torch.no_grad()
-def restore_images(pipeline, originals: torch.Tensor, batch_size: int, seed: int, **call_kwargs) -> torch.Tensor:
-    """Conditional cold diffusion: each uint8 original degraded to level T and restored, as uint8 (N, C, H, W)."""
-    generator = torch.Generator().manual_seed(seed)
-    restored = [
-        pipeline(images=batch.float() / 127.5 - 1, generator=generator, output_type="pt", **call_kwargs).images
-        for batch in originals.split(batch_size)
-    ]
-    return (torch.cat(restored).cpu() * 255).round().to(torch.uint8)
-
-
-def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline=None, guidance_scale: float = 1.0):
+def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline, guidance_scale: float = 1.0):
     """uint8 images from the pipeline INPUT, the originals they restore (--conditional) or None, and the intended
     class of each image (class-conditional pipelines) or None."""
-    pipeline = pipeline or open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code)
     cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if is_cold(pipeline) else {}
-    num_classes = num_classes_of(pipeline.unet)
-    if num_classes is None and (args.class_labels is not None or args.guidance_scale != [1.0]):
+    conditional = is_class_conditional(pipeline)
+    if not conditional and (args.class_labels is not None or args.guidance_scale != [1.0]):
         raise ValueError("--class_labels and --guidance_scale apply to class-conditional pipelines only: drop them.")
     if not cold_kwargs and (args.conditional or args.noise or args.algorithm != 2):
         raise ValueError("--conditional, --noise and --algorithm apply to cold-diffusion pipelines only: drop them.")
     if args.conditional:
-        if num_classes is not None:
+        if conditional:
             raise ValueError("--conditional with a class-conditional restorer is not supported here: use `sample --conditional`.")
-        originals = reference[: args.num_samples]
-        steps = {"num_inference_steps": args.num_inference_steps} if args.num_inference_steps else {}
-        return restore_images(pipeline, originals, args.batch_size, args.seed, **steps, **cold_kwargs), originals, None
+        restored = restore(pipeline, reference[: args.num_samples], args.batch_size, args.seed, args.num_inference_steps, **cold_kwargs)
+        return restored.images, restored.originals, None
     steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
     labels = None
-    if num_classes is not None:
-        asked = args.class_labels if args.class_labels is not None else ["all"]
-        classes = len(set(class_labels_for(pipeline, asked, 1)))
-        if args.num_samples < classes:
-            raise ValueError(f"--num_samples {args.num_samples} is fewer than the {classes} classes drawn: raise it.")
-        labels = class_labels_for(pipeline, asked, args.num_samples // classes)
+    if conditional:
+        labels = labels_for_samples(pipeline, args.class_labels, args.num_samples)
         cold_kwargs["guidance_scale"] = guidance_scale
     images = generate(pipeline, len(labels) if labels else args.num_samples, args.batch_size, args.seed, steps, class_labels=labels, **cold_kwargs)
     return to_nchw(torch.from_numpy(images), source="pipeline output"), None, None if labels is None else torch.tensor(labels)
-
-
-def declared_range(images: torch.Tensor, pixel_range: str | None, source: str) -> str:
-    """`--pixel_range` when given; uint8 images need none, float images must have one."""
-    if pixel_range is not None or images.dtype == torch.uint8:
-        return pixel_range or "uint8"
-    raise ValueError(f"{source} holds {images.dtype} images: declare their range with --pixel_range.")
-
-
-def load_images(path: str, npz_key: str = "images") -> torch.Tensor:
-    return load_npz_images(path, npz_key) if str(path).endswith(".npz") else load_png_folder(path)
 
 
 def default_output(input_name: str) -> Path:
@@ -90,14 +79,6 @@ def default_output(input_name: str) -> Path:
         path = path.resolve()
         return path.parent / f"{path.name}-evaluation.json"
     return Path(f"{path.name}-evaluation.json")  # a Hub id (or a missing path, refused later)
-def load_npz_labels(path: str) -> torch.Tensor | None:
-    """The `labels` array of an .npz written by `sample` from a class-conditional pipeline, else None."""
-    if not str(path).endswith(".npz"):
-        return None
-    with np.load(path) as data:
-        return torch.from_numpy(data["labels"]).long() if "labels" in data.files else None
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("input", help="pipeline folder or Hub id, folder of PNGs, or .npz of images")
@@ -223,44 +204,3 @@ def main(argv=None) -> dict:
     print(f"wrote {args.output}")
     return result
 
-
-def guidance_table(results: list[dict]) -> str:
-    """Markdown: one row per guidance scale, the quality/diversity trade-off and the accuracy per class."""
-    has_dinov2 = "fd_dinov2" in results[0]
-    num_classes = len(results[0].get("class_accuracy_per_class", []))
-    header = ["w", "digit FD", "digit IS", "class accuracy"] + (["FD-DINOv2"] if has_dinov2 else []) + [str(k) for k in range(num_classes)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for result in results:
-        row = [f"{result['guidance_scale']:g}", f"{result['digit_fd']:.1f}", f"{result['digit_is']:.2f}", f"{result['class_accuracy']:.1%}"]
-        row += [f"{result['fd_dinov2']:.1f}"] if has_dinov2 else []
-        row += ["-" if a is None else f"{a:.0%}" for a in result["class_accuracy_per_class"]]
-        lines.append("| " + " | ".join(row) + " |")
-    real = results[0]
-    lines.append(f"\nN = {real['num_samples']} per row; real-vs-real: digit FD {real['digit_fd_real']:.1f}, digit IS {real['digit_is_real']:.2f}"
-                 + (f", FD-DINOv2 {real['fd_dinov2_real']:.1f}" if has_dinov2 else "") + ".")
-    return "\n".join(lines)
-
-
-def plot_guidance_sweep(results: list[dict], path: Path) -> None:
-    """Digit FD, digit IS and class accuracy against the guidance scale, real-vs-real values dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scales = [result["guidance_scale"] for result in results]
-    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for axis, key, title in zip(axes, ("digit_fd", "digit_is", "class_accuracy"), ("digit FD (lower is better)", "digit IS", "class accuracy")):
-        axis.plot(scales, [result[key] for result in results], marker="o")
-        if f"{key}_real" in results[0]:
-            axis.axhline(results[0][f"{key}_real"], linestyle="--", color="gray", label="real vs real")
-            axis.legend()
-        axis.set_xlabel("guidance scale w")
-        axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-if __name__ == "__main__":
-    run_command(main)

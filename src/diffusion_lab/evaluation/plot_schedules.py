@@ -1,21 +1,17 @@
 """Plot beta_t and alpha-bar_t against t for every noise schedule, on one figure with two panels.
 
-    python -m diffusion_lab.plot_schedules --output schedules.png
-
 The entropy-scaled schedule (DES) uses the betas of its base schedule (linear by default) and scales the noise by
 s, so it has no curve of its own here.
 """
 
 from __future__ import annotations
 
-import argparse
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .schedulers import NOISE_SCHEDULES, build_noise_scheduler  # noqa: E402
+from ..schedulers import NOISE_SCHEDULES, build_noise_scheduler  # noqa: E402
 
 
 def plot_schedules(output: str, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
@@ -41,21 +37,3 @@ def plot_schedules(output: str, num_train_timesteps: int = 1000, beta_start: flo
     figure.tight_layout()
     figure.savefig(output, dpi=120)
     plt.close(figure)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="schedules.png", help="PNG file to write.")
-    parser.add_argument("--num_train_timesteps", type=int, default=1000)
-    parser.add_argument("--beta_start", type=float, default=1e-4)
-    parser.add_argument("--beta_end", type=float, default=0.02)
-    args = parser.parse_args(argv)
-    try:
-        plot_schedules(args.output, args.num_train_timesteps, args.beta_start, args.beta_end)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
-    print(f"wrote {args.output}")
-
-
-if __name__ == "__main__":
-    main()

@@ -8,12 +8,8 @@ noise scale s) keeps its own scheduler and takes fewer, strided ancestral steps 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
-import numpy as np
-import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-from tqdm.auto import tqdm
 
 # Each sampler: a scheduler class and its options. The swap keeps the trained betas and settings (from_config).
 SAMPLERS = {
@@ -27,7 +23,7 @@ SAMPLERS = {
     "dpmsolver-sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "timestep_spacing": "trailing",
                                                     "thresholding": True, "sample_max_value": 1.0}),
 }
-# Steps when --num_inference_steps is not given; None: every training step (1,000 ancestral steps).
+# Steps when --num_inference_steps is not given; None: every training step (T ancestral steps, usually 1,000).
 DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmsolver": 20, "dpmsolver-sde": 20}
 # The sampler of sample, evaluate, sample grids and in-training evaluation: SDE-DPM-Solver++ at 20 steps, 1/50 of
 # the cost of 1,000 ancestral steps, scores as well as they do on the default model (README, "Samplers"); the ODE
@@ -64,7 +60,7 @@ def use_sampler(pipeline, sampler: str, num_inference_steps: int | None = None) 
     if keeps_own_scheduler(pipeline):
         return num_inference_steps or OWN_SCHEDULER_STEPS
     swap_scheduler(pipeline, sampler)
-    return num_inference_steps or DEFAULT_STEPS[sampler]
+    return num_inference_steps or DEFAULT_STEPS[sampler] or pipeline.scheduler.config.num_train_timesteps
 
 
 @contextlib.contextmanager
@@ -77,26 +73,3 @@ def autocast_with_fp32_outputs(model, autocast: contextlib.AbstractContextManage
             yield
     finally:
         handle.remove()
-
-
-def generate_batches(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
-                     class_labels: list[int] | None = None, **kwargs) -> Iterator[np.ndarray]:
-    """uint8 images (n, H, W, C), one batch at a time, so that callers can write each as it is made; batch b uses
-    generator seed + b, so results do not depend on the device count.
-
-    `class_labels` (class-conditional pipelines): the class of each of the N images."""
-    if num_inference_steps:
-        kwargs["num_inference_steps"] = num_inference_steps
-    for batch_index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="sampling")):
-        generator = torch.Generator().manual_seed(seed + batch_index)
-        size = min(batch_size, num_images - start)
-        if class_labels is not None:
-            kwargs["class_labels"] = class_labels[start : start + size]
-        images = pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images
-        yield (np.asarray(images) * 255).round().astype(np.uint8)
-
-
-def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
-             class_labels: list[int] | None = None, **kwargs) -> np.ndarray:
-    """All the images of `generate_batches` in one array (N, H, W, C), for callers that need them together."""
-    return np.concatenate(list(generate_batches(pipeline, num_images, batch_size, seed, num_inference_steps, class_labels, **kwargs)))

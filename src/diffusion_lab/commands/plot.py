@@ -1,0 +1,21 @@
+"""`diffusion-lab plot RUN_DIR`: figures of a training run, from its metrics.jsonl and sample grids.
+
+Writes to RUN_DIR/plots (or --output_dir):
+- loss_curves.png: the logged training loss per step, and the train / validation loss per epoch;
+- metrics.png: each sample-quality metric per epoch, with its real-vs-real value dashed;
+- sample_grids.png: the sample grids saved over the epochs (samples/epoch_*.png), side by side.
+"""
+
+import argparse
+
+from ..evaluation.plot_run import plot_run
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="a training run's --output_dir")
+    parser.add_argument("--output_dir", default=None, help="where to write the PNGs (default: RUN_DIR/plots)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    args = parser.parse_args(argv)
+    for path in plot_run(args.run_dir, args.output_dir):
+        print(f"wrote {path}")

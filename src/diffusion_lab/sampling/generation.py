@@ -1,0 +1,139 @@
+"""Generation for every pipeline kind: opening a saved pipeline for sampling, the classes to draw, unconditional
+and class-conditional generation in seeded batches, and conditional (restoration) sampling of cold diffusion.
+
+Batch b of a call uses the generator seed + b, so results do not depend on the batch count of earlier calls or the
+device count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..pipelines.class_guidance import class_index, num_classes_of
+from ..pipelines.export import load_pipeline
+from .figures import four_columns
+from .samplers import DEFAULT_SAMPLER, keeps_own_scheduler, use_sampler
+
+# Rows of the four-column figure of a restoration.
+FIGURE_ROWS = 8
+
+
+def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
+    """A saved pipeline on `device`, loaded without running its code unless `trust_remote_code`; asking for a
+    `scheduler` (swapped in later by `use_sampler`) is refused for pipelines that keep their own."""
+    if trust_remote_code:
+        from diffusers import DiffusionPipeline
+
+        pipeline = DiffusionPipeline.from_pretrained(name_or_path, trust_remote_code=True, use_safetensors=True)
+    else:
+        pipeline = load_pipeline(name_or_path)
+    if scheduler is not None and keeps_own_scheduler(pipeline):
+        raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
+    pipeline.set_progress_bar_config(leave=False)
+    return pipeline.to(device)
+
+
+def is_class_conditional(pipeline) -> bool:
+    return num_classes_of(pipeline.unet) is not None
+
+
+def class_labels_for(pipeline, class_labels: list[str] | None, per_class: int) -> list[int] | None:
+    """The intended class of each image: `per_class` of each class asked for (indices or names; default, or "all":
+    every class, in order); None for a pipeline that is not class-conditional (which must not be given labels)."""
+    num_classes = num_classes_of(pipeline.unet)
+    if num_classes is None:
+        if class_labels is not None:
+            raise ValueError("--class_labels applies to class-conditional pipelines only (trained with --class_conditional): drop it.")
+        return None
+    if class_labels is None or class_labels == ["all"]:
+        classes = list(range(num_classes))
+    else:
+        names = getattr(pipeline.config, "class_names", None)
+        try:
+            classes = [class_index(label, names, num_classes) for label in class_labels]
+        except ValueError as error:
+            raise ValueError(f"--class_labels: {error}") from None
+    return [label for label in classes for _ in range(per_class)]
+
+
+def labels_for_samples(pipeline, class_labels: list[str] | None, num_samples: int) -> list[int]:
+    """`num_samples // K` images of each of the K classes asked for (default: all), for scoring a class-conditional
+    pipeline on about `num_samples` images."""
+    classes = len(set(class_labels_for(pipeline, class_labels or ["all"], 1)))
+    if num_samples < classes:
+        raise ValueError(f"--num_samples {num_samples} is fewer than the {classes} classes drawn: raise it.")
+    return class_labels_for(pipeline, class_labels or ["all"], num_samples // classes)
+
+
+def generate_batches(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
+                     class_labels: list[int] | None = None, **kwargs) -> Iterator[np.ndarray]:
+    """uint8 images (n, H, W, C), one batch at a time, so that callers can write each as it is made.
+
+    `class_labels` (class-conditional pipelines): the class of each of the N images; `kwargs` go to the pipeline
+    (e.g. guidance_scale, or a cold pipeline's algorithm and noise)."""
+    if num_inference_steps:
+        kwargs["num_inference_steps"] = num_inference_steps
+    for batch_index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="sampling")):
+        generator = torch.Generator().manual_seed(seed + batch_index)
+        size = min(batch_size, num_images - start)
+        if class_labels is not None:
+            kwargs["class_labels"] = class_labels[start : start + size]
+        images = pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images
+        yield (np.asarray(images) * 255).round().astype(np.uint8)
+
+
+def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
+             class_labels: list[int] | None = None, **kwargs) -> np.ndarray:
+    """All the images of `generate_batches` in one array (N, H, W, C), for callers that need them together."""
+    return np.concatenate(list(generate_batches(pipeline, num_images, batch_size, seed, num_inference_steps, class_labels, **kwargs)))
+
+
+@torch.no_grad()
+def draw(pipeline, num_images: int, generator: torch.Generator, num_inference_steps: int | None = None,
+         sampler: str = DEFAULT_SAMPLER, class_labels: torch.Tensor | None = None, progress: str | None = None,
+         **kwargs) -> torch.Tensor:
+    """`num_images` images in [-1, 1], (N, C, H, W), in one pipeline call from `generator` (the trainer's sample
+    grids and evaluation): with `sampler` where the pipeline takes one (`use_sampler`), every level for cold
+    pipelines. `progress`: the name of a bar over the steps (terminals only); `kwargs` go to the pipeline."""
+    pipeline.set_progress_bar_config(desc=progress, leave=False, disable=True if progress is None else None)
+    steps = use_sampler(pipeline, sampler, num_inference_steps)
+    if class_labels is not None:
+        kwargs["class_labels"] = class_labels
+    images = pipeline(batch_size=num_images, generator=generator, num_inference_steps=steps, output_type="np", **kwargs).images
+    return torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
+
+
+@dataclass
+class Restorations:
+    """Conditional cold-diffusion sampling: `images` the restorations and `originals` the images restored, uint8
+    (N, C, H, W); `figure` the four columns of the first images."""
+
+    images: torch.Tensor
+    originals: torch.Tensor
+    figure: Image.Image
+
+
+@torch.no_grad()
+def restore(pipeline, originals: torch.Tensor, batch_size: int, seed: int, num_inference_steps: int | None = None,
+            class_labels: list[int] | None = None, figure_rows: int = FIGURE_ROWS, **kwargs) -> Restorations:
+    """Degrade each uint8 original (N, C, H, W) to level T and restore it with a cold-diffusion pipeline.
+
+    `class_labels` (class-conditional restorers): the class each image is restored as; `kwargs` go to the pipeline
+    (algorithm, noise, guidance_scale)."""
+    restored, figure = [], None
+    for batch_index, start in enumerate(range(0, len(originals), batch_size)):
+        batch = originals[start : start + batch_size]
+        labels = {} if class_labels is None else {"class_labels": class_labels[start : start + len(batch)]}
+        generator = torch.Generator().manual_seed(seed + batch_index)
+        output = pipeline(images=batch.float() / 127.5 - 1, generator=generator, num_inference_steps=num_inference_steps,
+                          output_type="pt", **labels, **kwargs)
+        restored.append((output.images.cpu() * 255).round().to(torch.uint8))
+        if figure is None:
+            figure = four_columns(output, figure_rows)
+    return Restorations(torch.cat(restored), originals, figure)

@@ -1,0 +1,35 @@
+"""Helpers shared by the tests (fixtures live in conftest.py)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def run_script(*args, env=None, timeout=600, cwd=None):
+    """Run a command of the project in a fresh Python process; returns the CompletedProcess.
+
+    A script of the repository (`train_ddpm.py`) is given by its full path, and the process runs in the test's own
+    empty working folder (see `empty_working_directory`), never in the repository.
+    """
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    args = [ROOT / arg if isinstance(arg, str) and arg.endswith(".py") and (ROOT / arg).is_file() else arg for arg in args]
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd or os.getcwd(), env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+TINY_RUN = ["--model", "cnn", "--max_train_samples", "256", "--train_batch_size", "32", "--eval_batch_size", "8",
+            "--num_inference_steps", "4", "--logger", "none", "--logging_steps", "2", "--no-use_ema"]
+
+
+def make_folder(root, count=12, size=(40, 30), mode="RGB"):
+    """A folder of `count` random images of `size` (W, H) and `mode`."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(root / f"{i}.png")
+    return root
