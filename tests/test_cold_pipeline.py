@@ -237,6 +237,10 @@ def test_save_and_load_round_trip_without_remote_code(rows_pipeline, tmp_path):
         saved, restored = getattr(rows_pipeline, name).state_dict(), getattr(loaded, name).state_dict()
         assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
     assert loaded.degradation.averaging_order == rows_pipeline.degradation.averaging_order
+    double = ColdDiffusionPipeline.from_pretrained(tmp_path / "cold", torch_dtype=torch.float64)
+    assert double.unet.dtype == torch.float64 and double.start_distribution.dtype == torch.float64
+    with pytest.raises(TypeError, match="takes only torch_dtype, not variant"):
+        ColdDiffusionPipeline.from_pretrained(tmp_path / "cold", variant="fp16")
     loaded.set_progress_bar_config(disable=True)
     generator = lambda: torch.Generator().manual_seed(7)  # noqa: E731
     assert torch.equal(
@@ -256,10 +260,21 @@ assert type(pipeline).__module__.startswith("diffusers_modules"), type(pipeline)
 output = pipeline(batch_size=4, generator=torch.Generator().manual_seed(7), output_type="pt")
 save_file({"images": output.images, "degraded": output.degraded}, sys.argv[2])
 
+# The remote class without remote code needs diffusion_lab: without it, one line saying so.
+sys.modules["diffusion_lab"] = None
+try:
+    type(pipeline).from_pretrained(sys.argv[1])
+    raise AssertionError("loaded without diffusion_lab")
+except ModuleNotFoundError as error:
+    message = str(error)
+    assert "pip install diffusion-lab" in message and "trust_remote_code=True" in message and "\\n" not in message, message
+del sys.modules["diffusion_lab"]
+
 # Then, in the same process, diffusion_lab's own classes: nothing from the folder runs.
 from diffusion_lab.pipelines import ColdDiffusionPipeline
-local = ColdDiffusionPipeline.from_pretrained(sys.argv[1])
-assert all(type(c).__module__.startswith("diffusion_lab.") for c in local.components.values()), local.components
+for local in (ColdDiffusionPipeline.from_pretrained(sys.argv[1]), type(pipeline).from_pretrained(sys.argv[1])):
+    assert type(local) is ColdDiffusionPipeline, type(local)
+    assert all(type(c).__module__.startswith("diffusion_lab.") for c in local.components.values()), local.components
 """
 
 
@@ -289,3 +304,5 @@ def test_export_keeps_stock_components_of_a_ddpm_pipeline(tmp_path):
     loaded = load_pipeline(tmp_path / "ddpm")
     assert type(loaded) is DDPMPipeline and type(loaded.unet) is CourseworkCNN
     assert all(torch.equal(a, b) for a, b in zip(pipeline.unet.state_dict().values(), loaded.unet.state_dict().values()))
+    with pytest.raises(ValueError, match="holds a DDPMPipeline, not a ColdDiffusionPipeline"):
+        ColdDiffusionPipeline.from_pretrained(tmp_path / "ddpm")

@@ -7,7 +7,11 @@ import torch
 from helpers import TINY_RUN
 
 from diffusion_lab.commands import train_cold
-from diffusion_lab.degradations import GaussianBlur, RowColumnAveraging
+from diffusion_lab.degradations import (
+    DegradationOptions,
+    GaussianBlur,
+    RowColumnAveraging,
+)
 from diffusion_lab.pipelines import ColdDiffusionPipeline
 from diffusion_lab.training.arguments import ArgumentError
 from diffusion_lab.training.cold_objective import ColdObjective
@@ -54,6 +58,15 @@ def test_degradation_flags_reach_the_degradation_or_are_refused():
     ):
         with pytest.raises(ArgumentError, match=message):
             ColdObjective.from_args(train_cold.parse_args(argv))
+
+
+def test_every_degradation_option_has_its_flag():
+    defaults = train_cold.parse_args([])
+    assert DegradationOptions.from_args(defaults) == DegradationOptions()  # no flag given: every default
+    for name in DegradationOptions.__dataclass_fields__:
+        assert hasattr(defaults, DegradationOptions.flag(name).removeprefix("--")), name
+    assert DegradationOptions.flag("seed") == "--order_seed"
+    assert DegradationOptions.from_args(train_cold.parse_args(["--order_seed", "5"])) == DegradationOptions(seed=5)
 
 
 def test_the_start_distribution_needs_training_images():

@@ -1,6 +1,7 @@
 """Cold-diffusion degradations D(x, t): definitions checked against hand computation and loop references."""
 
 import importlib.util
+import inspect
 import json
 import math
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from diffusion_lab.degradations import (
     DEGRADATIONS,
+    DegradationOptions,
     GaussianBlur,
     GrowingMask,
     Pixelation,
@@ -232,6 +234,25 @@ def test_config_round_trip_rebuilds_the_same_degradation(name, tmp_path):
     levels = torch.arange(6) % (degradation.num_levels + 1)
     assert public_config(loaded) == public_config(degradation)
     assert torch.equal(loaded.degrade(images, levels), degradation.degrade(images, levels))
+
+
+@pytest.mark.parametrize("name", sorted(DEGRADATIONS))
+def test_registered_options_are_exactly_the_class_config_options(name):
+    """The registry's data (which options apply to which degradation) must not drift from the classes."""
+    entry = DEGRADATIONS[name]
+    config = set(inspect.signature(entry.degradation_class.__init__).parameters) - {"self", "sample_size"}
+    assert set(entry.fixed) <= config
+    assert entry.options == config - set(entry.fixed)
+
+
+def test_every_option_applies_to_some_degradation_and_reaches_its_config():
+    assert set().union(*(entry.options for entry in DEGRADATIONS.values())) == set(DegradationOptions.__dataclass_fields__)
+    rows = build_degradation("rows", DegradationOptions(seed=3, group_size=4), sample_size=(12, 8))
+    assert (rows.config.seed, rows.config.group_size, rows.config.orientation, tuple(rows.config.sample_size)) == (3, 4, "rows", (12, 8))
+    assert build_degradation("pixelate", DegradationOptions(block_sizes=[2, 4])).config.block_sizes == [2, 4]
+    assert public_config(build_degradation("blur")) == public_config(GaussianBlur())  # None: the class's default
+    with pytest.raises(ValueError, match="option seed does not apply to degradation 'blur'"):
+        build_degradation("blur", DegradationOptions(seed=3))
 
 
 def test_bad_input_gives_one_clear_error():

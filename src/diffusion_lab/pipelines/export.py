@@ -138,8 +138,9 @@ def _diffusers_warnings_off():
         logging.set_verbosity(verbosity)
 
 
-def _load_component(component_class: type, folder: Path, name: str):
-    """One component, weights from safetensors only, refusing weights that do not fit the model exactly."""
+def _load_component(component_class: type, folder: Path, name: str, torch_dtype=None):
+    """One component, weights from safetensors only, refusing weights that do not fit the model exactly; models in
+    `torch_dtype` if given."""
     from diffusers import ModelMixin
     from safetensors import SafetensorError
 
@@ -147,7 +148,8 @@ def _load_component(component_class: type, folder: Path, name: str):
         with _diffusers_warnings_off():  # the error below says it in one line
             if not issubclass(component_class, ModelMixin):
                 return component_class.from_pretrained(folder, subfolder=name)
-            model, info = component_class.from_pretrained(folder, subfolder=name, use_safetensors=True, output_loading_info=True)
+            dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+            model, info = component_class.from_pretrained(folder, subfolder=name, use_safetensors=True, output_loading_info=True, **dtype)
     except (OSError, ValueError, NotImplementedError, SafetensorError) as error:
         reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0].rstrip(".")
         raise ValueError(f"cannot load {name} from {folder} ({reason}): re-save or re-download the pipeline.") from None
@@ -161,11 +163,13 @@ def _load_component(component_class: type, folder: Path, name: str):
     return model
 
 
-def load_pipeline(path_or_id: str, **kwargs):
+def load_pipeline(path_or_id: str, torch_dtype=None, **kwargs):
     """Load a saved pipeline using diffusion_lab's own classes, so no code from the folder is run.
 
     Weights are read from safetensors only (never pickle) and must fit the model exactly; a damaged folder raises
-    a one-line error instead of loading partly random weights.
+    a one-line error instead of loading partly random weights. `torch_dtype` (e.g. torch.float16): the models'
+    weights dtype (default: as saved); other keyword arguments go to the pipeline's constructor, overriding the
+    settings recorded in model_index.json (e.g. class_names).
     """
     from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin
 
@@ -200,7 +204,7 @@ def load_pipeline(path_or_id: str, **kwargs):
                     "model nor a scheduler: diffusion_lab does not load it (its weights could be pickled). Re-save or "
                     "re-download the pipeline."
                 )
-            components[name] = None if component_class is None else _load_component(component_class, folder, name)
+            components[name] = None if component_class is None else _load_component(component_class, folder, name, torch_dtype)
     try:
         return pipeline_class(**components, **{**settings, **kwargs})
     except TypeError as error:

@@ -1,11 +1,11 @@
 """Cold diffusion sampling (Bansal et al. 2022): restore images degraded by a deterministic D(x, t).
 
-This file imports only torch and diffusers (plus huggingface_hub, a diffusers dependency): it travels with saved
-pipelines so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs nothing else.
+This file imports only torch and diffusers (and their dependencies): it travels with saved pipelines so that
+`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` needs nothing else. Only
+`ColdDiffusionPipeline.from_pretrained` without remote code imports diffusion_lab, when called.
 """
 
-import os
-import sys
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,43 +144,39 @@ class ColdDiffusionPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Load a saved pipeline.
+        """Load a saved pipeline (a folder or a Hub id).
 
-        With `trust_remote_code=True` this is `DiffusionPipeline.from_pretrained`, which runs the code saved in the
-        folder. Otherwise nothing from the folder runs: each component recorded as `["<file stem>", "<Class>"]` is
-        built by the class of that name from a module `<file stem>` this process has already imported (e.g. by
-        `import diffusion_lab`); components recorded as `["diffusers", ...]` come from diffusers. Other keyword
-        arguments (e.g. `torch_dtype`) go to the components that are models.
+        With `trust_remote_code=True` this is `DiffusionPipeline.from_pretrained`, which runs the code saved with the
+        pipeline (diffusers alone suffices) and takes its keyword arguments. Otherwise nothing from the folder runs:
+        this is `diffusion_lab.load_pipeline` (diffusion-lab must be installed), which builds every component with
+        diffusion_lab's or diffusers' own class of the recorded name, weights from safetensors only; the one keyword
+        argument it takes is `torch_dtype`, the dtype of the models' weights.
         """
         if kwargs.pop("trust_remote_code", False):
             return DiffusionPipeline.from_pretrained(pretrained_model_name_or_path, trust_remote_code=True, **kwargs)
-        folder = str(pretrained_model_name_or_path)
-        if not os.path.isdir(folder):
-            from huggingface_hub import snapshot_download
-
-            folder = snapshot_download(folder)
-        index = cls.load_config(folder)
-        components = {}
-        for name in ("unet", "degradation", "start_distribution"):
-            library, class_name = index.get(name, (None, None))
-            if library is None:
-                continue
-            component_class = _imported_class(library, class_name)
-            model_kwargs = kwargs if issubclass(component_class, torch.nn.Module) else {}
-            components[name] = component_class.from_pretrained(folder, subfolder=name, **model_kwargs)
-        return cls(**components, class_names=index.get("class_names"))
-
-
-def _imported_class(library: str, class_name: str) -> type:
-    """`class_name` from diffusers, or from an imported module whose name ends in `library` (not remote code)."""
-    if library == "diffusers":
-        import diffusers
-
-        return getattr(diffusers, class_name)
-    for module_name, module in list(sys.modules.items()):
-        if module_name.split(".")[-1] == library and not module_name.startswith("diffusers_modules") and hasattr(module, class_name):
-            return getattr(module, class_name)
-    raise ValueError(
-        f"no imported module {library!r} defines {class_name}: import the package that provides it "
-        "(e.g. `import diffusion_lab`) or load with trust_remote_code=True."
-    )
+        torch_dtype = kwargs.pop("torch_dtype", None)
+        if kwargs:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained without trust_remote_code takes only torch_dtype, not {', '.join(kwargs)}: "
+                "drop them, or pass trust_remote_code=True to load with DiffusionPipeline.from_pretrained."
+            )
+        # Imported here, not at the top: this file also travels as remote code, to machines without diffusion_lab. And
+        # not by an import statement, which diffusers' remote-code loader would find and import (or warn about).
+        try:
+            load_pipeline = importlib.import_module("diffusion_lab.pipelines.export").load_pipeline
+        except ModuleNotFoundError as error:
+            if (error.name or "").split(".")[0] != "diffusion_lab":
+                raise
+            raise ModuleNotFoundError(
+                f"{cls.__name__}.from_pretrained without trust_remote_code needs diffusion-lab, which runs no code from the "
+                "folder: install it (pip install diffusion-lab), or pass trust_remote_code=True to run the code saved with "
+                "the pipeline."
+            ) from None
+        pipeline = load_pipeline(str(pretrained_model_name_or_path), torch_dtype=torch_dtype)
+        # By name: the class of this file run as remote code is not diffusion_lab's, whose instance load_pipeline builds.
+        if cls.__name__ not in (base.__name__ for base in type(pipeline).__mro__):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds a {type(pipeline).__name__}, not a {cls.__name__}: load it with "
+                "diffusion_lab.load_pipeline."
+            )
+        return pipeline

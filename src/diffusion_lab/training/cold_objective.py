@@ -8,19 +8,18 @@ e.g. row means), and a Gaussian mixture fitted to them becomes the pipeline's st
 from __future__ import annotations
 
 import argparse
-import inspect
 
 import torch
 
-from ..degradations import DEGRADATIONS, Degradation, build_degradation
+from ..degradations import (
+    DEGRADATIONS,
+    Degradation,
+    DegradationOptions,
+    build_degradation,
+)
 from ..pipelines import ColdDiffusionPipeline, GaussianMixture
 from .arguments import ArgumentError
 from .objective import LOSSES, Objective
-
-# Flags that set degradation options; each reaches only the degradations whose config has that option.
-DEGRADATION_OPTIONS = ("order", "group_size", "group_mode", "order_seed", "num_levels", "kernel_size", "kernel_std",
-                       "kernel_std_growth", "padding_mode", "block_sizes", "rings_per_level", "fill_value")
-CONFIG_NAMES = {"order_seed": "seed"}
 
 
 def add_cold_args(parser: argparse.ArgumentParser) -> None:
@@ -46,18 +45,16 @@ def add_cold_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_degradation_from_args(args: argparse.Namespace) -> Degradation:
-    degradation_class = DEGRADATIONS[args.degradation][0]
-    accepted = inspect.signature(degradation_class.__init__).parameters
-    options = {}
-    for flag in DEGRADATION_OPTIONS:
-        value, name = getattr(args, flag), CONFIG_NAMES.get(flag, flag)
-        if value is None:
-            continue
+    """The `--degradation` with its option flags (`DegradationOptions`); a flag set for a degradation that does not
+    take that option (the registry's `DEGRADATIONS[name].options`) is refused."""
+    options, accepted = DegradationOptions.from_args(args), DEGRADATIONS[args.degradation].options
+    for name in options.given():
         if name not in accepted:
-            raise ArgumentError(f"--{flag} does not apply to --degradation {args.degradation}: drop it or pick a degradation that uses it.")
-        options[name] = value
+            raise ArgumentError(
+                f"{DegradationOptions.flag(name)} does not apply to --degradation {args.degradation}: drop it or pick a degradation that uses it."
+            )
     try:
-        return build_degradation(args.degradation, sample_size=args.resolution or 28, **options)
+        return build_degradation(args.degradation, options, sample_size=args.resolution or 28)
     except ValueError as error:
         raise ArgumentError(f"--degradation {args.degradation}: {error}") from None
 
