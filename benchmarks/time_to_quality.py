@@ -62,7 +62,7 @@ class QualityCurve:
     def __call__(self, trainer) -> None:
         if not self.marks or self.training_seconds() < self.marks[0] * 60:
             return
-        from diffusion_lab.data import image_grid
+        from diffusion_lab.sampling import image_grid
         from diffusion_lab.evaluation import evaluate_images
 
         minutes = self.training_seconds() / 60

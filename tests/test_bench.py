@@ -67,10 +67,10 @@ def reset_accelerate_state():
 
 def test_trainer_with_torch_compile_saves_and_resumes_uncompiled(tmp_path, digit_folder, reset_accelerate_state):
     """The compiled wrapper must not leak into checkpoints or the exported pipeline (remote code, from_pretrained)."""
+    from diffusion_lab.commands.train_ddpm import parse_args
     from diffusion_lab.training.checkpoints import save_checkpoint
     from diffusion_lab.training.ddpm_objective import DDPMObjective
     from diffusion_lab.training.loop import Trainer
-    from train_ddpm import parse_args
 
     args = parse_args(["--model", "cnn", "--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
                        "--logger", "none", "--torch_compile", "--use_ema"])
@@ -96,9 +96,9 @@ def test_train_step_never_waits_for_the_device(tmp_path, digit_folder, monkeypat
 
     Only calls made from diffusion_lab's own files count: torch's Adam reads its CPU step counters by design.
     """
+    from diffusion_lab.commands.train_ddpm import parse_args
     from diffusion_lab.training.ddpm_objective import DDPMObjective
     from diffusion_lab.training.loop import Trainer
-    from train_ddpm import parse_args
 
     args = parse_args(["--model", "cnn", "--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
                        "--logger", "none", "--use_ema", "--random_flip", "--gradient_accumulation_steps", "2"])

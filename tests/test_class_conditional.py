@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusion_lab.commands import train_cold, train_ddpm
-from diffusion_lab.data import DataError, load_image_caches
+from diffusion_lab.data import SHIPPED_MNIST, DataError, load_image_caches
 from diffusion_lab.models import build_model
 from diffusion_lab.pipelines import ClassConditionalDDPMPipeline, ColdDiffusionPipeline
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
@@ -179,7 +179,7 @@ def labelled_dataset(path, train_labels, test_labels=None, feature=None):
 def test_labels_travel_with_their_images_through_the_cache():
     train, validation = load_image_caches(max_train_samples=256, label_column="label")
     assert train.num_classes == 10 and train.class_names == DIGITS and train.labels.dtype == np.int64
-    expected = np.asarray(datasets.load_dataset(str(ROOT / "data" / "mnist"), split="train[:256]")["label"])
+    expected = np.asarray(datasets.load_dataset(str(SHIPPED_MNIST), split="train[:256]")["label"])
     assert np.array_equal(train.labels, expected) and len(validation.labels) == len(validation)
     indices = np.array([200, 3, 77])
     assert train.batch_labels(indices).tolist() == expected[np.sort(indices)].tolist()  # the order of `batch`

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,6 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusion_lab import CourseworkCNN
+from diffusion_lab.data import SHIPPED_MNIST
 from diffusion_lab.degradations import (
     GaussianBlur,
     GrowingMask,
@@ -28,7 +28,7 @@ from diffusion_lab.degradations import (
 from diffusion_lab.pipelines import ColdDiffusionPipeline, GaussianMixture
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 
-MNIST_TEST = Path(__file__).resolve().parents[1] / "data" / "mnist" / "test-00000-of-00001.parquet"
+MNIST_TEST = SHIPPED_MNIST / "test-00000-of-00001.parquet"
 
 
 def mnist_images(count: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from diffusion_lab.data import SHIPPED_MNIST
 from diffusion_lab.degradations import (
     DEGRADATIONS,
     DegradationOptions,
@@ -152,7 +153,7 @@ def test_fully_degraded_digit_has_7_row_values_with_bands_and_28_with_separate_r
     import pyarrow.parquet as pq
     from PIL import Image
 
-    rows = pq.read_table(Path(__file__).resolve().parents[1] / "data" / "mnist" / "test-00000-of-00001.parquet").slice(0, 5)
+    rows = pq.read_table(SHIPPED_MNIST / "test-00000-of-00001.parquet").slice(0, 5)
     pixels = np.stack([np.asarray(Image.open(io.BytesIO(row["bytes"]))) for row in rows.column("image").to_pylist()])
     digits = torch.from_numpy(pixels).float().div(127.5).sub(1).unsqueeze(1)
     band = RowColumnAveraging(group_size=4).degrade(digits, 7)

@@ -8,6 +8,7 @@ from helpers import ROOT, TINY_RUN, run_script
 
 from diffusion_lab.commands import train_ddpm
 from diffusion_lab.models import CourseworkCNN
+from diffusion_lab.sampling import draw
 from diffusion_lab.training.precision import auto_mixed_precision, cpu_has_native_bf16
 
 
@@ -51,7 +52,7 @@ def model_calls_of_one_sample(*flags) -> int:
     objective.loss(model, torch.rand(4, 1, 28, 28) * 2 - 1)  # DES measures its noise scale in training
     calls = []
     model.register_forward_pre_hook(lambda module, inputs: calls.append(1))
-    images = objective.sample(model, 1, torch.Generator().manual_seed(0), args.num_inference_steps)
+    images = draw(objective.pipeline(model), 1, torch.Generator().manual_seed(0), args.num_inference_steps, **objective.sampling_options())
     assert images.shape == (1, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
     return len(calls)
 

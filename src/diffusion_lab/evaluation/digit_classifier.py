@@ -1,7 +1,7 @@
 """The small MNIST digit classifier whose features and predictions score generated digits.
 
 It ships with the project (weights/digit_classifier.safetensors, trained by
-`python -m diffusion_lab.evaluation.train_digit_classifier`), so the digit metrics work offline, where
+`diffusion-lab train-digit-classifier`), so the digit metrics work offline, where
 Inception-v3 weights are often unavailable and in any case were trained on colour photographs, not digits.
 """
 
@@ -59,7 +59,7 @@ class DigitClassifier(nn.Module):
         if not weights_path.is_file():
             raise ValueError(
                 f"Digit classifier weights not found at {weights_path}: "
-                "train them with `python -m diffusion_lab.evaluation.train_digit_classifier`."
+                "train them with `diffusion-lab train-digit-classifier`."
             )
         record = json.loads(weights_path.with_suffix(".json").read_text())
         classifier = cls(**record["config"])

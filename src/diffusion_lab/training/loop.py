@@ -566,7 +566,7 @@ class Trainer:
                 accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
             accelerator.print(
                 f"Done: the pipeline is in {self.output_dir}/. Sample from it with\n"
-                f"  python -m diffusion_lab.sample {self.output_dir} --num_images 64"
+                f"  diffusion-lab sample {self.output_dir} --num_images 64"
             )
         accelerator.end_training()
 
