@@ -1,5 +1,6 @@
 """Noise schedules: formulas, indexing, forward statistics, save/load, portability and fast-sampler swaps."""
 
+import inspect
 import json
 import math
 import os
@@ -109,6 +110,21 @@ def public_config(scheduler) -> dict:
     return {key: value for key, value in scheduler.config.items() if not key.startswith("_")}
 
 
+@pytest.mark.parametrize("scheduler_class", [*HAND_BETAS, EntropyScaledDDPMScheduler])
+def test_config_holds_exactly_the_schedulers_own_arguments(scheduler_class):
+    """DDPMScheduler's __init__ registers its arguments after ours: it must neither add any nor reset ours."""
+    arguments = dict(
+        num_train_timesteps=50, beta_start=1e-3, beta_end=0.05, variance_type="fixed_large", clip_sample=False,
+        prediction_type="sample", thresholding=True, dynamic_thresholding_ratio=0.9, clip_sample_range=2.0,
+        sample_max_value=2.0, timestep_spacing="trailing", steps_offset=1,
+    )
+    config = public_config(scheduler_class(**arguments))
+    assert config.keys() == set(inspect.signature(scheduler_class.__init__).parameters) - {"self"}
+    assert {name: config[name] for name in arguments} == arguments
+    not_taken = {"rescale_betas_zero_snr"} | ({"trained_betas", "beta_schedule"} if scheduler_class in HAND_BETAS else set())
+    assert not config.keys() & not_taken
+
+
 @pytest.mark.parametrize("name", NOISE_SCHEDULES)
 def test_save_load_round_trip_is_exact(name, tmp_path):
     scheduler = build_noise_scheduler(name, 50, B1, B2, "v_prediction", "fixed_large")
@@ -179,13 +195,13 @@ print("ok")
     ("options", "message"),
     [
         (dict(num_train_timesteps=1), "num_train_timesteps=1 is too small"),
-        (dict(beta_start=0.0), "beta_start=0.0 must lie strictly between 0 and 1"),
-        (dict(beta_start=-1e-4), "beta_start=-0.0001 must lie strictly between 0 and 1"),
-        (dict(beta_end=1.0), "beta_end=1.0 must lie strictly between 0 and 1"),
+        (dict(beta_start=0.0), r"beta_start=0.0 must lie in \(0, 1\)"),
+        (dict(beta_start=-1e-4), r"beta_start=-0.0001 must lie in \(0, 1\)"),
+        (dict(beta_end=1.0), r"beta_end=1.0 must lie in \(0, 1\)"),
         (dict(beta_start=0.02, beta_end=1e-4), "beta_end=0.0001 must be larger than beta_start=0.02"),
         (dict(beta_start=0.01, beta_end=0.01), "must be larger than beta_start"),
         (dict(prediction_type="noise"), "prediction_type='noise' is unknown"),
-        (dict(variance_type="learned"), "variance_type='learned' is unknown"),
+        (dict(variance_type="learned"), "variance_type='learned' is not supported"),
         (dict(noise_schedule="cosine_v3"), "noise_schedule='cosine_v3' is unknown: use one of linear, geometric"),
         (dict(noise_schedule="entropy_scaled", des_base_schedule="entropy_scaled"), "is not a base schedule"),
         (dict(noise_schedule="entropy_scaled", des_entropy_mode="pixel"), "des_entropy_mode='pixel' is unknown"),
@@ -199,7 +215,7 @@ def test_factory_refuses_invalid_values(options, message):
 
 @pytest.mark.parametrize("scheduler_class", list(HAND_BETAS))
 def test_scheduler_classes_refuse_invalid_values(scheduler_class):
-    with pytest.raises(ValueError, match="beta_end=1.5 must lie strictly between 0 and 1"):
+    with pytest.raises(ValueError, match=r"beta_end=1.5 must lie in \(0, 1\)"):
         scheduler_class(beta_end=1.5)
     with pytest.raises(ValueError, match="must be larger than beta_start"):
         scheduler_class(beta_start=0.02, beta_end=0.01)

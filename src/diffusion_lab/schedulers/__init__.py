@@ -1,6 +1,7 @@
 """Noise schedules as diffusers schedulers: the seeds' linear, geometric and cosine-custom, and entropy-scaled DES."""
 
 from .factory import NOISE_SCHEDULES, build_noise_scheduler, portable_scheduler
+from .schedule_options import check_schedule_options
 from .scheduling_beta_formula import BetaFormulaDDPMScheduler
 from .scheduling_cosine_custom_ddpm import CosineCustomDDPMScheduler
 from .scheduling_entropy_scaled_ddpm import (
@@ -20,6 +21,7 @@ __all__ = [
     "GeometricDDPMScheduler",
     "LinearDDPMScheduler",
     "build_noise_scheduler",
+    "check_schedule_options",
     "histogram_entropy",
     "portable_scheduler",
 ]

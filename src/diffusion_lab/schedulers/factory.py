@@ -6,7 +6,7 @@ import inspect
 
 from diffusers import DDPMScheduler
 
-from .scheduling_beta_formula import check_schedule_options
+from .schedule_options import check_schedule_options
 from .scheduling_cosine_custom_ddpm import CosineCustomDDPMScheduler
 from .scheduling_entropy_scaled_ddpm import ENTROPY_MODES, EntropyScaledDDPMScheduler
 from .scheduling_geometric_ddpm import GeometricDDPMScheduler

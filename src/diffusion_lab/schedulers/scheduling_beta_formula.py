@@ -18,27 +18,7 @@ import numpy as np
 from diffusers import DDPMScheduler
 from diffusers.configuration_utils import register_to_config
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-# Posterior variance (fixed_small) or sigma_t^2 = beta_t (fixed_large, the seeds' Algorithm 18.2).
-VARIANCE_TYPES = ("fixed_small", "fixed_large")
-
-
-def check_schedule_options(
-    num_train_timesteps: int, beta_start: float, beta_end: float, prediction_type: str = "epsilon",
-    variance_type: str = "fixed_small",
-) -> None:
-    """Refuse values no schedule here can use, with one line naming the problem and the fix."""
-    if num_train_timesteps < 2:
-        raise ValueError(f"num_train_timesteps={num_train_timesteps} is too small: use at least 2 (1000 is standard).")
-    for name, beta in (("beta_start", beta_start), ("beta_end", beta_end)):
-        if not 0 < beta < 1:
-            raise ValueError(f"{name}={beta} must lie strictly between 0 and 1: betas are variances of one step, e.g. 1e-4 and 0.02.")
-    if beta_end <= beta_start:
-        raise ValueError(f"beta_end={beta_end} must be larger than beta_start={beta_start}: the schedules rise from beta_start to beta_end; swap them.")
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type={prediction_type!r} is unknown: use one of {', '.join(PREDICTION_TYPES)}.")
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"variance_type={variance_type!r} is unknown: use one of {', '.join(VARIANCE_TYPES)}.")
+from .schedule_options import check_schedule_options
 
 
 class BetaFormulaDDPMScheduler(DDPMScheduler):
@@ -47,6 +27,10 @@ class BetaFormulaDDPMScheduler(DDPMScheduler):
     Args: as `DDPMScheduler`, less `beta_schedule`, `trained_betas` and `rescale_betas_zero_snr` (the formula
     replaces them); `variance_type` is `fixed_small` or `fixed_large`.
     """
+
+    # Our __init__ registers its own arguments, then DDPMScheduler's registers its arguments over them: these three
+    # stay out of the config, which they would only mislead (T floats of betas, a `beta_schedule="linear"`).
+    ignore_for_config = ["trained_betas", "beta_schedule", "rescale_betas_zero_snr"]
 
     @register_to_config
     def __init__(
@@ -67,11 +51,12 @@ class BetaFormulaDDPMScheduler(DDPMScheduler):
         check_schedule_options(num_train_timesteps, beta_start, beta_end, prediction_type, variance_type)
         t = np.arange(1, num_train_timesteps + 1, dtype=np.float64)
         betas = self.beta_formula(t, num_train_timesteps, beta_start, beta_end)
-        # DDPMScheduler's own __init__ without its @register_to_config: ours recorded the config already, and the
-        # parent's would add `trained_betas` (T floats) and a misleading `beta_schedule="linear"` to it.
-        DDPMScheduler.__init__.__wrapped__(
-            self,
+        # Every option is passed on, even beta_start and beta_end that trained_betas overrides: the parent registers
+        # the config again, and an option left out would be recorded at its default.
+        super().__init__(
             num_train_timesteps=num_train_timesteps,
+            beta_start=beta_start,
+            beta_end=beta_end,
             trained_betas=betas,
             variance_type=variance_type,
             clip_sample=clip_sample,

@@ -23,7 +23,8 @@ The process, as implemented here (training and sampling use the same definitions
   `save_pretrained`. In per-image mode each training image had its own s, which a sampler cannot know before the
   image exists: sampling then uses the mean s, an approximation.
 
-This file imports only numpy, torch and diffusers, so it travels with a saved pipeline as remote code.
+This file imports only numpy, torch, diffusers and its sibling `schedule_options` (which imports nothing), so the
+two travel with a saved pipeline as remote code.
 """
 
 import math
@@ -34,6 +35,8 @@ from diffusers import DDPMScheduler
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
+
+from .schedule_options import check_schedule_options
 
 ENTROPY_MODES = ("batch", "image")
 
@@ -56,13 +59,17 @@ def histogram_entropy(images: torch.Tensor, per_image: bool, num_bins: int = 256
 class EntropyScaledDDPMScheduler(DDPMScheduler):
     """DDPM with noise scaled by the pixel entropy of the clean data (module docstring: the whole process).
 
-    Args: those of `DDPMScheduler` (betas from `trained_betas` or a diffusers `beta_schedule`), except
-    `variance_type` ("fixed_small" or "fixed_large"), plus:
+    Args: those of `DDPMScheduler` (betas from `trained_betas` or a diffusers `beta_schedule`), less
+    `rescale_betas_zero_snr`, with `variance_type` "fixed_small" or "fixed_large", plus:
         entropy_mode (`"batch"` or `"image"`): one s per batch (the seeds') or one per image.
         num_histogram_bins (`int`, defaults to 256): bins of the pixel histogram.
         noise_scale (`float`, *optional*): s used for sampling; measured by `add_noise` during training and
             saved with the config. Unknown (None) for a scheduler that has not seen data.
     """
+
+    # Our __init__ registers its own arguments, then DDPMScheduler's registers its arguments over them: keep out the
+    # one we do not take.
+    ignore_for_config = ["rescale_betas_zero_snr"]
 
     @register_to_config
     def __init__(
@@ -85,8 +92,7 @@ class EntropyScaledDDPMScheduler(DDPMScheduler):
         num_histogram_bins: int = 256,
         noise_scale: float | None = None,
     ):
-        if num_train_timesteps < 2:
-            raise ValueError(f"num_train_timesteps={num_train_timesteps} is too small: use at least 2 (1000 is standard).")
+        check_schedule_options(num_train_timesteps, beta_start, beta_end, prediction_type, variance_type)
         if trained_betas is not None and len(trained_betas) != num_train_timesteps:
             raise ValueError(f"trained_betas has {len(trained_betas)} values but num_train_timesteps={num_train_timesteps}: give one beta per timestep.")
         if entropy_mode not in ENTROPY_MODES:
@@ -95,14 +101,9 @@ class EntropyScaledDDPMScheduler(DDPMScheduler):
             raise ValueError(f"num_histogram_bins={num_histogram_bins} is too small: use at least 2 (256 is the seeds').")
         if noise_scale is not None and not 0 < noise_scale <= 1:
             raise ValueError(f"noise_scale={noise_scale} must lie in (0, 1] (s = sigmoid(entropy)), or be None before training.")
-        if variance_type not in ("fixed_small", "fixed_large"):
-            raise ValueError(f"variance_type={variance_type!r} is not supported here: use 'fixed_small' or 'fixed_large'.")
-        if prediction_type not in ("epsilon", "sample", "v_prediction"):
-            raise ValueError(f"prediction_type={prediction_type!r} is unknown: use 'epsilon', 'sample' or 'v_prediction'.")
-        # DDPMScheduler's own __init__ without its @register_to_config, which would rewrite our config with its own
-        # argument list.
-        DDPMScheduler.__init__.__wrapped__(
-            self,
+        # Every DDPMScheduler option is passed on: the parent registers the config again, and an option left out
+        # would be recorded at its default.
+        super().__init__(
             num_train_timesteps=num_train_timesteps,
             beta_start=beta_start,
             beta_end=beta_end,

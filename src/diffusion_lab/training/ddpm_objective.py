@@ -9,13 +9,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
-from ..schedulers import (
-    ENTROPY_MODES,
-    NOISE_SCHEDULES,
-    EntropyScaledDDPMScheduler,
-    build_noise_scheduler,
-    portable_scheduler,
-)
+from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
 from .arguments import ArgumentError
 from .objective import LOSSES, Objective
 
@@ -48,13 +42,18 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The flags that set the scheduler options, for messages in the user's terms.
+SCHEDULE_FLAGS = {
+    "num_train_timesteps": "--ddpm_num_steps", "beta_start": "--beta_start", "beta_end": "--beta_end",
+    "prediction_type": "--prediction_type", "variance_type": "--variance_type",
+}
+
+
 def build_ddpm_scheduler(args: argparse.Namespace) -> DDPMScheduler:
-    if args.ddpm_num_steps < 2:
-        raise ArgumentError(f"--ddpm_num_steps {args.ddpm_num_steps} must be at least 2 (1000 is standard).")
-    if not 0 < args.beta_start < 1 or not 0 < args.beta_end < 1:
-        raise ArgumentError(f"--beta_start {args.beta_start} and --beta_end {args.beta_end} must lie in (0, 1), e.g. 1e-4 and 0.02.")
-    if args.beta_end <= args.beta_start:
-        raise ArgumentError(f"--beta_end {args.beta_end} must be larger than --beta_start {args.beta_start}.")
+    try:
+        check_schedule_options(args.ddpm_num_steps, args.beta_start, args.beta_end, args.prediction_type, args.variance_type, SCHEDULE_FLAGS)
+    except ValueError as error:
+        raise ArgumentError(str(error)) from None
     if args.ddpm_beta_schedule is None:
         try:
             return build_noise_scheduler(
