@@ -1,53 +1,48 @@
 """`UNet2DModel` configurations that are known to work for our data sizes."""
 
-# 28x28 allows two downsamplings (28 -> 14 -> 7); norm_num_groups=8 divides every width.
-MNIST_UNET = dict(
-    sample_size=28,
-    in_channels=1,
-    out_channels=1,
-    block_out_channels=(32, 64, 64),
-    layers_per_block=2,
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    norm_num_groups=8,
-)
 
-# The fast MNIST UNet: one residual block per level and no attention. Attention at 14x14 (196 tokens) made the
-# preset above cost 5x more per step on a CPU; at equal training time this one draws better digits (README,
-# "Time to quality").
-MNIST_UNET_FAST = dict(
-    MNIST_UNET,
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
-)
+def unet_config(sample_size: int, channels: int, block_out_channels: tuple, attention_level: int | None,
+                layers_per_block: int = 2, norm_num_groups: int = 32, dropout: float | None = None) -> dict:
+    """A `UNet2DModel` config: one down block per width in `block_out_channels` (each halving the resolution but the
+    last), self-attention at down level `attention_level` (None: nowhere) and at the up level that mirrors it.
+    `dropout` None leaves UNet2DModel's default (0) unwritten, as a config that never set it."""
+    levels = range(len(block_out_channels))
+    config = dict(
+        sample_size=sample_size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=block_out_channels,
+        layers_per_block=layers_per_block,
+        down_block_types=tuple("AttnDownBlock2D" if level == attention_level else "DownBlock2D" for level in levels),
+        up_block_types=tuple("AttnUpBlock2D" if level == attention_level else "UpBlock2D" for level in reversed(levels)),
+        norm_num_groups=norm_num_groups,
+    )
+    if dropout is not None:
+        config["dropout"] = dropout
+    return config
 
-# Ho et al. 2020, CIFAR-10: 128 base channels, multipliers (1, 2, 2, 2), attention at 16x16,
-# two residual blocks per level, dropout 0.1 (35.7 M parameters).
-CIFAR10_UNET = dict(
-    sample_size=32,
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(128, 256, 256, 256),
-    layers_per_block=2,
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    dropout=0.1,
-    norm_num_groups=32,
-)
 
-# FGVC-Aircraft (the U-Net report's second dataset) at 64x64 RGB: 64 -> 32 -> 16 -> 8, attention at 16x16, two
-# residual blocks per level (25.3 M parameters). The report's dropout (0.01) is a flag: --dropout 0.01.
-FGVC_AIRCRAFT_UNET = dict(
-    sample_size=64,
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(64, 128, 256, 256),
-    layers_per_block=2,
-    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=32,
-)
+# The numbers each preset sets; `unet_config` writes out the rest.
+_PRESET_NUMBERS = {
+    # 28x28 allows two downsamplings (28 -> 14 -> 7); norm_num_groups=8 divides every width. Attention at 14x14.
+    "unet_mnist": dict(sample_size=28, channels=1, block_out_channels=(32, 64, 64), attention_level=1, norm_num_groups=8),
+    # The fast MNIST UNet: one residual block per level and no attention. Attention at 14x14 (196 tokens) made the
+    # preset above cost 5x more per step on a CPU; at equal training time this one draws better digits (README,
+    # "Time to quality").
+    "unet_fast": dict(sample_size=28, channels=1, block_out_channels=(32, 64, 64), attention_level=None, layers_per_block=1,
+                      norm_num_groups=8),
+    # Ho et al. 2020, CIFAR-10: 128 base channels, multipliers (1, 2, 2, 2), attention at 16x16,
+    # two residual blocks per level, dropout 0.1 (35.7 M parameters).
+    "unet_cifar10": dict(sample_size=32, channels=3, block_out_channels=(128, 256, 256, 256), attention_level=1, dropout=0.1),
+    # FGVC-Aircraft (the U-Net report's second dataset) at 64x64 RGB: 64 -> 32 -> 16 -> 8, attention at 16x16, two
+    # residual blocks per level (25.3 M parameters). The report's dropout (0.01) is a flag: --dropout 0.01.
+    "unet_fgvc_aircraft": dict(sample_size=64, channels=3, block_out_channels=(64, 128, 256, 256), attention_level=2),
+}
 
-UNET_PRESETS = {"unet": MNIST_UNET, "unet_mnist": MNIST_UNET, "unet_fast": MNIST_UNET_FAST, "unet_cifar10": CIFAR10_UNET,
-                "unet_fgvc_aircraft": FGVC_AIRCRAFT_UNET}
+_BUILT = {name: unet_config(**numbers) for name, numbers in _PRESET_NUMBERS.items()}
+MNIST_UNET = _BUILT["unet_mnist"]
+MNIST_UNET_FAST = _BUILT["unet_fast"]
+CIFAR10_UNET = _BUILT["unet_cifar10"]
+FGVC_AIRCRAFT_UNET = _BUILT["unet_fgvc_aircraft"]
+
+UNET_PRESETS = {"unet": MNIST_UNET, **_BUILT}

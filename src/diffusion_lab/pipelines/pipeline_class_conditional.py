@@ -4,13 +4,13 @@
 (or any model taking `class_labels`) trained by `train_ddpm.py --class_conditional`, the last label index being
 the null class. It starts from noise of `scheduler.init_noise_sigma` (1 for stock schedulers, s for DES), so it
 serves every noise schedule, and DDIM / DPM-Solver can be swapped in. It imports only torch and diffusers (and its
-sibling `class_guidance.py`), so it travels with a saved pipeline as remote code.
+siblings `ancestral_sampling.py` and `class_guidance.py`), so it travels with a saved pipeline as remote code.
 """
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
-from diffusers.utils.torch_utils import randn_tensor
 
+from .ancestral_sampling import ancestral_sample, image_pipeline_output
 from .class_guidance import guided_prediction, num_classes_of, resolve_class_labels
 
 
@@ -62,27 +62,9 @@ class ClassConditionalDDPMPipeline(DiffusionPipeline):
         device = self._execution_device
         labels = resolve_class_labels(class_labels, batch_size, self.config.class_names, self.num_classes, device)
         batch_size = len(labels) if labels is not None else (batch_size or 1)
-        sample_size = self.unet.config.sample_size
-        if isinstance(sample_size, int):
-            sample_size = (sample_size, sample_size)
-        image_shape = (batch_size, self.unet.config.in_channels, *sample_size)
 
-        self.scheduler.set_timesteps(num_inference_steps)
-        image = randn_tensor(image_shape, generator=generator, device=device, dtype=self.unet.dtype)
-        image = image * self.scheduler.init_noise_sigma
+        def predict(model_input, t):
+            return guided_prediction(self.unet, model_input, t, labels, self.num_classes, guidance_scale)
 
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = self.scheduler.scale_model_input(image, t)
-            model_output = guided_prediction(self.unet, model_input, t, labels, self.num_classes, guidance_scale)
-            image = self.scheduler.step(model_output, t, image, generator=generator).prev_sample
-
-        image = (image / 2 + 0.5).clamp(0, 1)
-        if output_type != "pt":
-            image = image.cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                image = self.numpy_to_pil(image)
-
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (image,)
-        return ImagePipelineOutput(images=image)
+        image = ancestral_sample(self, predict, batch_size, generator, num_inference_steps)
+        return image_pipeline_output(self, image, output_type, return_dict)
