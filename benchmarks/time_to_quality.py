@@ -62,8 +62,8 @@ class QualityCurve:
     def __call__(self, trainer) -> None:
         if not self.marks or self.training_seconds() < self.marks[0] * 60:
             return
-        from diffusion_lab.sampling import image_grid
         from diffusion_lab.evaluation import evaluate_images
+        from diffusion_lab.sampling import image_grid
 
         minutes = self.training_seconds() / 60
         mark = self.marks.pop(0)
