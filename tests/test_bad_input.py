@@ -155,7 +155,7 @@ SHARED_NUMERIC_CASES = [
         "train_batch_size", "eval_batch_size", "num_epochs", "max_train_steps", "gradient_accumulation_steps", "logging_steps",
         "save_images_epochs", "save_model_epochs", "checkpointing_steps", "checkpoints_total_limit", "eval_num_samples",
         "max_train_samples", "max_validation_samples", "resolution", "num_inference_steps")],
-    *[(flag, -1, "must not be negative") for flag in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers", "eval_every_epochs")],
+    *[(flag, -1, "must not be negative") for flag in ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "eval_every_epochs")],
     ("seed", -1, "must be between 0 and 4294967295"),
     ("learning_rate", 0, "must be a positive number"),
     ("adam_beta1", 1, "must be in [0, 1)"),

@@ -92,7 +92,7 @@ def test_every_shipped_config_loads_and_names_an_existing_script():
 
 
 def test_concurrency_is_the_fewest_runs_within_the_gain_of_the_best():
-    from diffusion_lab.concurrency import choose_concurrency
+    from diffusion_lab.experiments.concurrency import choose_concurrency
 
     assert choose_concurrency({1: 100.0, 2: 190.0, 4: 300.0, 8: 310.0}) == 4  # 8 adds 3 %: not worth a slot
     assert choose_concurrency({1: 100.0, 2: 105.0}) == 1  # a busy device: one at a time
@@ -100,7 +100,7 @@ def test_concurrency_is_the_fewest_runs_within_the_gain_of_the_best():
 
 
 def test_the_probe_times_concurrent_workers_together():
-    from diffusion_lab.concurrency import probe
+    from diffusion_lab.experiments.concurrency import probe
 
     result = probe("cnn", 4, "cpu", max_processes=2, seconds=0.3)
     assert set(result["steps_per_second"]) <= {1, 2} and 1 in result["steps_per_second"]

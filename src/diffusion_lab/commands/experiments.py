@@ -14,7 +14,7 @@ the same budget (optimizer steps, batch size, training images) and the same prot
 and its steps, seed); a config may scale its steps (`train_steps_factor`) for a compute-matched comparison.
 
 Several variants share one device at once when that finishes the table sooner: `--concurrency auto` (the
-default on CUDA) measures it first (`diffusion_lab.concurrency`: aggregate training steps/s of 1, 2, 4, ...
+default on CUDA) measures it first (`diffusion_lab.experiments.concurrency`: aggregate training steps/s of 1, 2, 4, ...
 concurrent runs of the model most variants use, recorded in `concurrency.json` and reused on resume), then runs
 the variants longest first, each in a runner subprocess of its own, as many at once as was chosen.
 
@@ -57,7 +57,7 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", default="auto" if torch.cuda.is_available() else "1",
         help="Variants run at once: a number, or auto (the default on CUDA; 1 elsewhere) to measure how many runs the "
-             "device takes before it is busy (see diffusion_lab.concurrency).",
+             "device takes before it is busy (see diffusion_lab.experiments.concurrency).",
     )
     parser.add_argument("--max_concurrency", type=int, default=8, help="The most variants --concurrency auto tries at once.")
     parser.add_argument("--debug", action="store_true")

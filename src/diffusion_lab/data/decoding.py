@@ -22,12 +22,12 @@ def _is_16_bit(image: Image.Image) -> bool:
     return image.mode.startswith("I;16")
 
 
-def _image_mode(image: Image.Image) -> str:
+def image_mode(image: Image.Image) -> str:
     """Grayscale (1, 8 or 16 bits) stays one channel, everything else becomes RGB."""
     return "L" if image.mode in GRAYSCALE_MODES or _is_16_bit(image) else "RGB"
 
 
-def _to_8_bit(image: Image.Image) -> Image.Image:
+def to_8_bit(image: Image.Image) -> Image.Image:
     """16-bit grayscale scaled to 8 bits (PIL's convert("L") would clip every value above 255 to white)."""
     if not _is_16_bit(image):
         return image
@@ -76,16 +76,16 @@ def read_image(path: str | Path, index: int, mode: str | None = None) -> np.ndar
     the training data (16-bit scaled, no 32-bit guesses, no decompression bombs); `mode` defaults to the image's own
     L or RGB."""
     image = _open_or_explain({"path": str(path), "bytes": None}, index)
-    mode = mode or _image_mode(image)
+    mode = mode or image_mode(image)
     try:
-        return np.asarray(_to_8_bit(image).convert(mode), dtype=np.uint8)
+        return np.asarray(to_8_bit(image).convert(mode), dtype=np.uint8)
     except ValueError as error:
         raise DataError(f"image {index} ({path}) of mode {image.mode} cannot be converted to {mode} ({error}): convert it to RGB or grayscale.") from None
 
 
 def _decode(image: Image.Image, mode: str, resolution: int, center_crop: bool) -> np.ndarray:
     try:
-        image = _to_8_bit(image).convert(mode)
+        image = to_8_bit(image).convert(mode)
     except ValueError as error:  # a mode PIL cannot convert (e.g. LAB)
         raise DataError(f"an image of mode {image.mode} cannot be converted to {mode} ({error}): convert the images to RGB or grayscale.") from None
     if center_crop:
@@ -132,7 +132,7 @@ def dataset_mode(columns, image_column: str) -> str:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    mode = _image_mode(_open_header(item))
+                    mode = image_mode(_open_header(item))
             except Exception:
                 _open_or_explain(item, _source_row(column, index))  # raises the one-line message for this image
                 raise

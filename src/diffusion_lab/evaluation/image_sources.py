@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..data import SHIPPED_MNIST
-from ..data.decoding import _image_mode, _to_8_bit, read_image
+from ..data.decoding import image_mode, read_image, to_8_bit
 
 
 def load_dataset_images(
@@ -33,8 +33,8 @@ def load_dataset_images(
                 f"Column {column!r} is not in the dataset (columns: {data.column_names}): pass the right column name."
             )
     pil_images = data[image_column]
-    mode = "L" if all(_image_mode(image) == "L" for image in pil_images[:16]) else "RGB"
-    images = torch.from_numpy(np.stack([np.asarray(_to_8_bit(image).convert(mode)) for image in pil_images]))
+    mode = "L" if all(image_mode(image) == "L" for image in pil_images[:16]) else "RGB"
+    images = torch.from_numpy(np.stack([np.asarray(to_8_bit(image).convert(mode)) for image in pil_images]))
     images = images[:, None] if mode == "L" else images.permute(0, 3, 1, 2)
     labels = torch.tensor(data[label_column]) if label_column is not None else None
     return images.contiguous(), labels

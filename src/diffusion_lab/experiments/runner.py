@@ -242,7 +242,7 @@ class ExperimentRunner:
         record = self.output_dir / "concurrency.json"
         if record.is_file():
             return json.loads(record.read_text())["concurrency"]
-        from ..concurrency import probe
+        from .concurrency import probe
 
         models = [v.flags[v.flags.index("--model") + 1] for v in variants if "--model" in v.flags[:-1]]
         model = max(set(models), key=models.count) if models else "cnn"

@@ -25,7 +25,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset_name", default=None, help="Hub dataset id or local dataset folder (parquet, save_to_disk, image folder). Default: the shipped MNIST.")
     data.add_argument("--train_data_dir", default=None, help="A folder of images (datasets' imagefolder layout).")
     data.add_argument("--image_column", default="image")
-    data.add_argument("--resolution", type=int, default=None, help="Image side in pixels. Default: the model's sample size (28 for MNIST).")
+    data.add_argument("--resolution", type=int, default=None, help="Image side in pixels (default 28, MNIST's); the model's sample size must match it.")
     data.add_argument("--center_crop", action="store_true", help="Resize the shorter side and crop the centre; default resizes the whole image to a square.")
     data.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random (off for digits).")
     data.add_argument("--validation_fraction", type=float, default=0.05, help="Held-out fraction when the dataset has no test/validation split.")
@@ -43,7 +43,6 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         help="Keep the decoded training images on the accelerator and gather, convert and flip batches there (default: "
              "on CUDA when they take at most a quarter of its free memory, MNIST 47 MB; off on a CPU, where it gains nothing).",
     )
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Accepted for diffusers' flag names; no effect (batches come from the memory-mapped cache).")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="cnn", help="cnn | cnn_large | cnn_report | unet | unet_mnist | unet_fast | unet_cifar10 | unet_fgvc_aircraft.")
@@ -115,7 +114,7 @@ POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "num_epochs", "gradient_
                  "save_images_epochs", "save_model_epochs", "checkpointing_steps", "eval_num_samples")
 # Flags that name files or folders (a Hub id is checked like a relative path).
 PATH_FLAGS = ("output_dir", "train_data_dir", "dataset_name", "model_config_name_or_path", "resume_from_checkpoint", "inception_weights")
-NON_NEGATIVE = ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "dataloader_num_workers", "eval_every_epochs")
+NON_NEGATIVE = ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "eval_every_epochs")
 
 
 MAX_SEED = 2**32 - 1  # numpy's limit
@@ -173,13 +172,8 @@ def validate_training_args(args: argparse.Namespace) -> None:
 
 
 def training_warnings(args: argparse.Namespace) -> list[str]:
-    """Flags that are accepted but deserve a word: a token on the command line, a flag that has no effect."""
+    """Flags that are accepted but deserve a word: a token on the command line."""
     from ..run_files import token_on_command_line_warning
 
     warnings = [token_on_command_line_warning(args)]
-    if args.dataloader_num_workers:
-        warnings.append(
-            f"warning: --dataloader_num_workers {args.dataloader_num_workers} has no effect: batches are gathered from "
-            "the decoded, memory-mapped image cache in the training process (kept for diffusers' flag names)."
-        )
     return [warning for warning in warnings if warning]

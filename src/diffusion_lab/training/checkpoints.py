@@ -1,4 +1,5 @@
-"""Checkpoint folders: atomic writes, `latest`, pruning.
+"""Checkpoints: what goes into them (safetensors weights, the EMA, the objective's state), and their folders:
+atomic writes, `latest`, pruning.
 
 A checkpoint is written to `checkpoint-<step>.tmp` and renamed to `checkpoint-<step>` only once complete, so a
 folder with the final name is always whole and a run killed mid-write leaves only a `.tmp` to ignore (and to
@@ -13,7 +14,13 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+
 from ..staging import staging_folder
+from .objective import Objective
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # Written by accelerator.save_state (with our hook for the model); a checkpoint lacking one cannot resume exactly.
@@ -104,7 +111,7 @@ CHANGEABLE_ON_RESUME = {
     "keep_epoch_checkpoints", "inception_weights",
     "eval_every_epochs", "eval_num_samples", "eval_batch_size", "logger", "push_to_hub", "hub_model_id",
     "hub_private_repo", "debug", "skip_nonfinite", "max_grad_norm", "torch_compile", "allow_tf32", "deterministic",
-    "dataloader_num_workers", "noise", "data_on_device", "torch_compile_mode", "channels_last",
+    "noise", "data_on_device", "torch_compile_mode", "channels_last",
 }
 
 
@@ -189,3 +196,50 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
         prune_checkpoints(output_dir, total_limit, newest=final, kept_steps=kept_steps)
     accelerator.wait_for_everyone()
     return final
+
+
+def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, objective: Objective) -> None:
+    """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default.
+
+    What an objective learns besides the model (its `state_dict`, e.g. cold diffusion's start statistics) goes into
+    the checkpoint too, as `objective.safetensors`.
+    """
+    keeps_state = bool(objective.state_dict())
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            if keeps_state:
+                save_file(objective.state_dict(), Path(output_dir) / "objective.safetensors")
+            if ema is not None:
+                # EMAModel.save_pretrained builds a model, whose random init would draw from the training RNG and
+                # make the weights depend on when checkpoints are written.
+                with torch.random.fork_rng(devices=[]):
+                    ema.save_pretrained(Path(output_dir) / "model_ema")
+            for model in models:
+                accelerator.unwrap_model(model, keep_torch_compile=False).save_pretrained(Path(output_dir) / "model", safe_serialization=True)
+                weights.pop()
+
+    def load_hook(models, input_dir):
+        if keeps_state:
+            objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
+        if ema is not None:
+            # What EMAModel.from_pretrained does, but from safetensors only: it would fall back to a pickled .bin.
+            path = Path(input_dir) / "model_ema"
+            try:
+                _, ema_settings = ema.model_cls.from_config(path, return_unused_kwargs=True)
+                saved = ema.model_cls.from_pretrained(path, use_safetensors=True)
+            except OSError as error:
+                reason = str(error).strip().splitlines()[0].split(". ")[0]
+                raise FileNotFoundError(
+                    f"{path} holds no usable safetensors weights ({reason}); pickled weights are never read: pass an "
+                    "earlier checkpoint-<step> folder to --resume_from_checkpoint."
+                ) from None
+            ema.load_state_dict({**ema_settings, "shadow_params": [p.detach().clone() for p in saved.parameters()]})
+            ema.to(accelerator.device)
+        while models:
+            model = accelerator.unwrap_model(models.pop(), keep_torch_compile=False)
+            saved = type(model).from_pretrained(input_dir, subfolder="model", use_safetensors=True)
+            model.load_state_dict(saved.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)

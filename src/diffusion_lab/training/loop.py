@@ -23,7 +23,6 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, TorchDynamoPlugin, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data import ShardedBatches, keep_on_device, load_image_caches, random_flip
@@ -50,6 +49,7 @@ from .checkpoints import (
     MANIFEST_NAME,
     check_same_run,
     complete_checkpoints,
+    register_checkpoint_hooks,
     resolve_resume_path,
     save_checkpoint,
     step_of,
@@ -83,53 +83,6 @@ def _make_optimizer(args: argparse.Namespace, parameters, device: torch.device) 
         parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, **implementation,
     )
-
-
-def _register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, objective: Objective) -> None:
-    """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default.
-
-    What an objective learns besides the model (its `state_dict`, e.g. cold diffusion's start statistics) goes into
-    the checkpoint too, as `objective.safetensors`.
-    """
-    keeps_state = bool(objective.state_dict())
-
-    def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            if keeps_state:
-                save_file(objective.state_dict(), Path(output_dir) / "objective.safetensors")
-            if ema is not None:
-                # EMAModel.save_pretrained builds a model, whose random init would draw from the training RNG and
-                # make the weights depend on when checkpoints are written.
-                with torch.random.fork_rng(devices=[]):
-                    ema.save_pretrained(Path(output_dir) / "model_ema")
-            for model in models:
-                accelerator.unwrap_model(model, keep_torch_compile=False).save_pretrained(Path(output_dir) / "model", safe_serialization=True)
-                weights.pop()
-
-    def load_hook(models, input_dir):
-        if keeps_state:
-            objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
-        if ema is not None:
-            # What EMAModel.from_pretrained does, but from safetensors only: it would fall back to a pickled .bin.
-            path = Path(input_dir) / "model_ema"
-            try:
-                _, ema_settings = ema.model_cls.from_config(path, return_unused_kwargs=True)
-                saved = ema.model_cls.from_pretrained(path, use_safetensors=True)
-            except OSError as error:
-                reason = str(error).strip().splitlines()[0].split(". ")[0]
-                raise FileNotFoundError(
-                    f"{path} holds no usable safetensors weights ({reason}); pickled weights are never read: pass an "
-                    "earlier checkpoint-<step> folder to --resume_from_checkpoint."
-                ) from None
-            ema.load_state_dict({**ema_settings, "shadow_params": [p.detach().clone() for p in saved.parameters()]})
-            ema.to(accelerator.device)
-        while models:
-            model = accelerator.unwrap_model(models.pop(), keep_torch_compile=False)
-            saved = type(model).from_pretrained(input_dir, subfolder="model", use_safetensors=True)
-            model.load_state_dict(saved.state_dict())
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
 
 
 def _check_model_takes(model, channels: int, resolution: int, conditional: bool = False) -> None:
@@ -288,7 +241,7 @@ class Trainer:
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
         if self.ema is not None:
             self.ema.to(accelerator.device)
-        _register_checkpoint_hooks(accelerator, self.ema, objective)
+        register_checkpoint_hooks(accelerator, self.ema, objective)
         # Stop requests are agreed over a CPU group each step, which costs no device sync.
         self.stop_group = torch.distributed.new_group(backend="gloo") if accelerator.num_processes > 1 else None
         self.signals = StopSignals()

@@ -7,7 +7,7 @@ device-resident random tensors (forward, MSE, backward, Adam: the step's device 
 every worker has warmed up they time the same window, and the aggregate throughput is the sum of their steps/s.
 Doubling stops when it gains less than `MIN_GAIN`, and the chosen k is the smallest within `MIN_GAIN` of the best.
 
-    python -m diffusion_lab.concurrency --model cnn --batch_size 128     # prints the measurements and the choice
+    python -m diffusion_lab.experiments.concurrency --model cnn --batch_size 128     # prints the measurements and the choice
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def choose_concurrency(throughputs: dict[int, float], min_gain: float = MIN_GAIN
 
 def _worker(args) -> None:
     """One probe process: warm up, say ready, wait for the common start, time `--seconds` of steps."""
-    from .models import build_model
-    from .training.precision import auto_mixed_precision
+    from ..models import build_model
+    from ..training.precision import auto_mixed_precision
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -82,7 +82,7 @@ def measure(processes: int, model: str, batch_size: int, device: str, seconds: f
     with tempfile.TemporaryDirectory(prefix="concurrency-") as folder:
         go = Path(folder) / "go"
         ready = [Path(folder) / f"ready-{index}" for index in range(processes)]
-        command = [sys.executable, "-m", "diffusion_lab.concurrency", "--model", model, "--batch_size", str(batch_size),
+        command = [sys.executable, "-m", "diffusion_lab.experiments.concurrency", "--model", model, "--batch_size", str(batch_size),
                    "--device", device, "--seconds", str(seconds), "--go", str(go)]
         workers = [subprocess.Popen([*command, "--ready", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                    for path in ready]
