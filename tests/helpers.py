@@ -1,6 +1,7 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,23 @@ def make_folder(root, count=12, size=(40, 30), mode="RGB"):
         shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(root / f"{i}.png")
     return root
+
+
+def run_two_cpu_ranks(record_dir, port: int, *flags):
+    """`tests/two_process_worker.py` as two CPU ranks under `accelerate launch --multi_gpu` (gloo), with `flags` for
+    train_ddpm.py; each rank writes what it did into `record_dir`."""
+    return run_script(
+        shutil.which("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(port), ROOT / "tests" / "two_process_worker.py", record_dir, *flags,
+        env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
+    )
+
+
+def run_with_diffusers_only(script: str, cwd, timeout: int = 180) -> str:
+    """Run `script` (Python source) in a fresh process without the project on PYTHONPATH; returns its stdout, and fails
+    the test with its stderr if it fails."""
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    environment.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -1,7 +1,6 @@
 """Class-conditional training and sampling with classifier-free guidance (issue 16)."""
 
 import json
-import shutil
 
 import datasets
 import numpy as np
@@ -13,7 +12,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     UNet2DModel,
 )
-from helpers import ROOT, TINY_RUN, run_script
+from helpers import TINY_RUN, run_script, run_two_cpu_ranks
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -319,14 +318,9 @@ def test_sample_command_draws_a_row_per_class_and_a_single_class(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_train_a_conditional_model_in_sync(tmp_path):
-    accelerate = shutil.which("accelerate")
     output_dir = tmp_path / "run"
-    result = run_script(
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", "29527", ROOT / "tests" / "two_process_worker.py", tmp_path,
-        "--output_dir", output_dir, *TINY_RUN, "--max_train_steps", "2", "--train_batch_size", "16", "--class_conditional",
-        env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
-    )
+    result = run_two_cpu_ranks(tmp_path, 29527, "--output_dir", output_dir, *TINY_RUN, "--max_train_steps", "2", "--train_batch_size", "16",
+                               "--class_conditional")
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in range(2)]
     seen = [{i for batch in rank["indices"] for i in batch} for rank in ranks]

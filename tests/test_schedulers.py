@@ -3,9 +3,6 @@
 import inspect
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     UNet2DModel,
 )
+from helpers import run_with_diffusers_only
 
 from diffusion_lab.schedulers import (
     NOISE_SCHEDULES,
@@ -184,11 +182,7 @@ for name, alpha_bar in expected.items():
 assert "diffusion_lab" not in sys.modules, "loading imported diffusion_lab"
 print("ok")
 """
-    environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    environment.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    assert run_with_diffusers_only(script, tmp_path).strip().endswith("ok")
 
 
 @pytest.mark.parametrize(

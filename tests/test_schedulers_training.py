@@ -2,13 +2,10 @@
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import TINY_RUN, run_script
+from helpers import TINY_RUN, run_script, run_with_diffusers_only
 
 from diffusion_lab.pipelines.export import load_pipeline
 from diffusion_lab.schedulers import (
@@ -68,11 +65,7 @@ assert images.shape == (2, 28, 28, 1) and numpy.isfinite(images).all()
 assert "diffusion_lab" not in sys.modules
 print("ok")
 """
-    environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    environment.pop("PYTHONPATH", None)
-    loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=180)
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert loaded.stdout.strip().endswith("ok")
+    assert run_with_diffusers_only(script, tmp_path).strip().endswith("ok")
 
     # With diffusion_lab installed, our own classes load it without running the folder's code.
     pipeline = load_pipeline(output_dir)

@@ -1,20 +1,13 @@
 import json
-import shutil
 
 import torch
-from helpers import ROOT, TINY_RUN, run_script
+from helpers import TINY_RUN, run_two_cpu_ranks
 from safetensors.torch import load_file
 
 
 def test_two_cpu_ranks_train_on_different_shards_in_sync(tmp_path):
-    accelerate = shutil.which("accelerate")
     output_dir = tmp_path / "run"
-    result = run_script(
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", "29517", ROOT / "tests" / "two_process_worker.py", tmp_path,
-        "--output_dir", output_dir, *TINY_RUN, "--max_train_steps", "6", "--train_batch_size", "16",
-        env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
-    )
+    result = run_two_cpu_ranks(tmp_path, 29517, "--output_dir", output_dir, *TINY_RUN, "--max_train_steps", "6", "--train_batch_size", "16")
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in range(2)]
     assert all(rank["world"] == 2 for rank in ranks)
