@@ -126,3 +126,14 @@ def test_the_run_records_the_precision_it_used(tmp_path, monkeypatch):
     recorded = json.loads((folder / "training_args.json").read_text())
     expected = "bf16" if cpu_has_native_bf16() else "no"
     assert recorded["args"]["mixed_precision"] == expected == trainer.accelerator.mixed_precision
+
+
+def test_the_ancestral_sampler_takes_every_training_step_of_the_model_by_default():
+    """`--scheduler ddpm` without a step count samples all T steps of this model, not DDPMPipeline's default 1,000."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    from diffusion_lab.sampling import use_sampler
+
+    pipeline = DDPMPipeline(unet=CourseworkCNN(hidden_channels=(2, 2, 2, 2), num_train_timesteps=10), scheduler=DDPMScheduler(num_train_timesteps=10))
+    assert use_sampler(pipeline, "ddpm") == 10
+    assert use_sampler(pipeline, "ddpm", 4) == 4 and use_sampler(pipeline, "dpmsolver-sde") == 20
