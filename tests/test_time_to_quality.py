@@ -129,11 +129,14 @@ def test_the_run_records_the_precision_it_used(tmp_path, monkeypatch):
 
 
 def test_the_ancestral_sampler_takes_every_training_step_of_the_model_by_default():
-    """`--scheduler ddpm` without a step count samples all T steps of this model, not DDPMPipeline's default 1,000."""
+    """Without a step count, `ddpm` samples all T steps of this model (not DDPMPipeline's default 1,000) and the fast
+    samplers their default steps, at most T."""
     from diffusers import DDPMPipeline, DDPMScheduler
 
     from diffusion_lab.sampling import use_sampler
 
     pipeline = DDPMPipeline(unet=CourseworkCNN(hidden_channels=(2, 2, 2, 2), num_train_timesteps=10), scheduler=DDPMScheduler(num_train_timesteps=10))
     assert use_sampler(pipeline, "ddpm") == 10
-    assert use_sampler(pipeline, "ddpm", 4) == 4 and use_sampler(pipeline, "dpmsolver-sde") == 20
+    assert use_sampler(pipeline, "ddpm", 4) == 4 and use_sampler(pipeline, "dpmsolver-sde") == 10
+    images = pipeline(batch_size=1, num_inference_steps=use_sampler(pipeline, "ddim"), output_type="np").images
+    assert images.shape == (1, 28, 28, 1)

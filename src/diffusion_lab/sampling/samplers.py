@@ -57,10 +57,12 @@ def use_sampler(pipeline, sampler: str, num_inference_steps: int | None = None) 
     """
     if is_cold(pipeline):
         return num_inference_steps
+    # A default never asks for more steps than the model was trained with (T); a number given is passed on as is.
+    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
     if keeps_own_scheduler(pipeline):
-        return num_inference_steps or OWN_SCHEDULER_STEPS
+        return num_inference_steps or min(OWN_SCHEDULER_STEPS, num_train_timesteps)
     swap_scheduler(pipeline, sampler)
-    return num_inference_steps or DEFAULT_STEPS[sampler] or pipeline.scheduler.config.num_train_timesteps
+    return num_inference_steps or min(DEFAULT_STEPS[sampler] or num_train_timesteps, num_train_timesteps)
 
 
 @contextlib.contextmanager
