@@ -1,7 +1,6 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +37,10 @@ def make_folder(root, count=12, size=(40, 30), mode="RGB"):
 
 def run_two_cpu_ranks(record_dir, port: int, *flags):
     """`tests/two_process_worker.py` as two CPU ranks under `accelerate launch --multi_gpu` (gloo), with `flags` for
-    train_ddpm.py; each rank writes what it did into `record_dir`."""
+    train_ddpm.py; each rank writes what it did into `record_dir`. The launcher runs on this Python (`-m`), whatever
+    `accelerate` the PATH finds first."""
     return run_script(
-        shutil.which("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_port", str(port), ROOT / "tests" / "two_process_worker.py", record_dir, *flags,
         env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
     )

@@ -7,7 +7,6 @@ stop), SIGKILL while writing a checkpoint, SIGKILL while swapping in the pipelin
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -44,7 +43,7 @@ class Run:
         if processes == 1 and not launcher:
             command = [sys.executable, *worker]
         else:
-            command = [shutil.which("accelerate"), "launch", *(["--multi_gpu"] if processes > 1 else []), "--num_processes",
+            command = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if processes > 1 else []), "--num_processes",
                        processes, "--num_machines", 1, "--mixed_precision", "no", "--dynamo_backend", "no",
                        "--main_process_port", _free_port(), *worker]
         self.log_path = output_dir.parent / f"{output_dir.name}-{point}.log"
