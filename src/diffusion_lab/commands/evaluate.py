@@ -57,8 +57,8 @@ def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline,
     if args.conditional:
         if conditional:
             raise ValueError("--conditional with a class-conditional restorer is not supported here: use `sample --conditional`.")
-        restored = restore(pipeline, reference[: args.num_samples], args.batch_size, args.seed, args.num_inference_steps, **cold_kwargs)
-        return restored.images, restored.originals, None
+        originals = reference[: args.num_samples]
+        return restore(pipeline, originals, args.batch_size, args.seed, args.num_inference_steps, **cold_kwargs).images, originals, None
     steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
     labels = None
     if conditional:

@@ -71,6 +71,10 @@ class RegisteredDegradation:
     options: frozenset[str]
     fixed: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
+    def refused(self, options: DegradationOptions) -> list[str]:
+        """The options set in `options` that this degradation does not take."""
+        return [option for option in options.given() if option not in self.options]
+
     def __post_init__(self):
         unknown = self.options - OPTION_NAMES
         if unknown:
@@ -94,7 +98,7 @@ def build_degradation(name: str, options: DegradationOptions | None = None, samp
     if name not in DEGRADATIONS:
         raise ValueError(f"degradation {name!r} is unknown: use one of {', '.join(DEGRADATIONS)}.")
     entry, options = DEGRADATIONS[name], DegradationOptions() if options is None else options
-    refused = [option for option in options.given() if option not in entry.options]
+    refused = entry.refused(options)
     if refused:
         raise ValueError(f"option {refused[0]} does not apply to degradation {name!r}: use one of {', '.join(sorted(entry.options))}.")
     return entry.degradation_class(sample_size=sample_size, **options.given(), **entry.fixed)

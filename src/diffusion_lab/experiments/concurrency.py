@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -77,14 +76,14 @@ def _worker(args) -> None:
     print(json.dumps({"steps": steps, "seconds": time.perf_counter() - start}))
 
 
-def measure(processes: int, model: str, batch_size: int, device: str, seconds: float, env: dict | None = None) -> float:
+def measure(processes: int, model: str, batch_size: int, device: str, seconds: float) -> float:
     """Aggregate training steps/s of `processes` workers timing the same window."""
     with tempfile.TemporaryDirectory(prefix="concurrency-") as folder:
         go = Path(folder) / "go"
         ready = [Path(folder) / f"ready-{index}" for index in range(processes)]
         command = [sys.executable, "-m", "diffusion_lab.experiments.concurrency", "--model", model, "--batch_size", str(batch_size),
                    "--device", device, "--seconds", str(seconds), "--go", str(go)]
-        workers = [subprocess.Popen([*command, "--ready", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        workers = [subprocess.Popen([*command, "--ready", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                    for path in ready]
         try:
             deadline = time.monotonic() + READY_TIMEOUT_S
@@ -104,11 +103,11 @@ def measure(processes: int, model: str, batch_size: int, device: str, seconds: f
     return sum(result["steps"] / result["seconds"] for result in results)
 
 
-def probe(model: str, batch_size: int, device: str, max_processes: int = 8, seconds: float = 2.0, env: dict | None = None) -> dict:
+def probe(model: str, batch_size: int, device: str, max_processes: int = 8, seconds: float = 2.0) -> dict:
     """Measure 1, 2, 4, ... concurrent runs until doubling stops paying; returns the figures and the choice."""
     throughputs, processes = {}, 1
     while processes <= max_processes:
-        throughputs[processes] = measure(processes, model, batch_size, device, seconds, env)
+        throughputs[processes] = measure(processes, model, batch_size, device, seconds)
         print(f"concurrency probe: {processes} run(s) of {model} at batch {batch_size} on {device}: "
               f"{throughputs[processes]:.1f} steps/s in all", flush=True)
         if processes > 1 and throughputs[processes] < (1 + MIN_GAIN) * throughputs[processes // 2]:
@@ -133,7 +132,7 @@ def main(argv=None) -> None:
         return
     if args.batch_size < 1 or args.seconds <= 0 or args.max_processes < 1:
         parser.error("--batch_size and --max_processes must be positive integers, --seconds a positive number")
-    print(json.dumps(probe(args.model, args.batch_size, args.device, args.max_processes, args.seconds, {**os.environ})))
+    print(json.dumps(probe(args.model, args.batch_size, args.device, args.max_processes, args.seconds)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ subprocesses of their own (`run_concurrently`), as many as `concurrency` chose.
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import shutil
@@ -17,25 +18,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..evaluation.digit_classifier import DigitClassifier
 from ..evaluation.dinov2 import DEFAULT_DINOV2, load_dinov2
 from ..evaluation.image_evaluation import evaluate_images, write_result
-from ..evaluation.image_sources import (
-    load_dataset_images,
-    load_npz_images,
-    load_npz_labels,
-)
+from ..evaluation.image_sources import load_dataset_images, load_npz_images
 from ..evaluation.plot_run import plot_run
 from ..evaluation.plot_schedules import plot_schedules
-from ..pipelines.class_guidance import num_classes_of
 from ..run_files import read_metrics
-from ..sampling import (
-    class_labels_for,
-    open_pipeline,
-    restore,
-    use_sampler,
-    write_samples,
-)
+from ..sampling import is_class_conditional, labels_for_samples, open_pipeline, restore, use_sampler, write_samples
 from ..training.checkpoints import complete_checkpoints
 from .table import METRICS, plot_grid_overview, plot_loss_overview, write_table
 from .variants import (
@@ -58,6 +50,29 @@ class ExperimentRunner:
         self.device = device
         self.figures = output_dir / "figures"
         self.figures.mkdir(parents=True, exist_ok=True)
+
+    # What every row is scored with, loaded once per runner.
+
+    @functools.cached_property
+    def test_images(self) -> torch.Tensor:
+        """The shipped MNIST's test split (uint8), held out from training: restored by conditional rows, the
+        reference of every row."""
+        return load_dataset_images(split="test")[0]
+
+    @functools.cached_property
+    def classifier(self) -> DigitClassifier:
+        return DigitClassifier.from_file()
+
+    @functools.cached_property
+    def dinov2(self) -> torch.nn.Module | str:
+        """The DINOv2 model where its weights are local, else its name (scoring then notes why FD-DINOv2 is skipped)."""
+        model, _ = load_dinov2(DEFAULT_DINOV2)
+        return DEFAULT_DINOV2 if model is None else model
+
+    def draw_schedules(self) -> None:
+        """figures/schedules.png, once."""
+        if not (self.figures / "schedules.png").is_file():
+            plot_schedules(self.figures / "schedules.png")
 
     def run_dir(self, variant: Variant) -> Path:
         return self.output_dir / "runs" / variant.name
@@ -135,24 +150,25 @@ class ExperimentRunner:
         print(f"[{row}] sampling: {sampler}", flush=True)
         start = time.perf_counter()
         pipeline = open_pipeline(str(self.run_dir(variant)), device=self.device)
-        reference, _ = load_dataset_images(split="test")  # the shipped MNIST, held out from training
+        reference, labels = self.test_images, None
         samples_dir = row_dir / "samples"
         # An attempt that stopped before row.json was written leaves samples: they are replaced.
         if sampling.conditional:
             num_restored = min(budget.num_samples, MAX_CONDITIONAL_SAMPLES)
-            restored = restore(pipeline, reference[:num_restored], budget.sample_batch_size, SEED, steps, **sampling.pipeline_options())
+            originals = reference[:num_restored]
+            restored = restore(pipeline, originals, budget.sample_batch_size, SEED, steps, **sampling.pipeline_options())
             samples_dir.mkdir(parents=True, exist_ok=True)
             restored.figure.save(samples_dir / "four_columns.png")
-            for name, images in (("samples", restored.images), ("originals", restored.originals)):
+            for name, images in (("samples", restored.images), ("originals", originals)):
                 np.savez_compressed(samples_dir / f"{name}.npz", images=images.permute(0, 2, 3, 1).numpy())
-            images, originals, grid = restored.images, restored.originals, samples_dir / "four_columns.png"
+            images, grid = restored.images, samples_dir / "four_columns.png"
             # The restored test images are left out of the reference, so the distribution metrics see new images.
             reference = reference[num_restored:]
         else:
             # A class-conditional model draws N/K images of each of its K classes: N in all, as for the other rows.
-            num_classes = num_classes_of(pipeline.unet)
-            per_class = budget.num_samples // num_classes if num_classes else None
-            labels = class_labels_for(pipeline, None, per_class) if num_classes else None
+            if is_class_conditional(pipeline):
+                labels = labels_for_samples(pipeline, None, budget.num_samples)
+            per_class = None if labels is None else len(labels) // len(set(labels))
             steps = use_sampler(pipeline, "ddpm", steps)
             write_samples(pipeline, samples_dir, len(labels) if labels else budget.num_samples, budget.sample_batch_size, SEED,
                           steps, labels, per_class, **sampling.pipeline_options())
@@ -161,16 +177,14 @@ class ExperimentRunner:
         shutil.copyfile(grid, self.figures / f"exp_{row}.png")
         print(f"[{row}] evaluating", flush=True)
         start = time.perf_counter()
-        dinov2, _ = load_dinov2(DEFAULT_DINOV2)
         metrics = evaluate_images(images, reference, device=self.device, images_range="uint8", originals=originals,
-                                  originals_range="uint8", reference_range="uint8", labels=load_npz_labels(samples_dir / "samples.npz"),
-                                  seed=SEED, dinov2=dinov2 if dinov2 is not None else DEFAULT_DINOV2)
+                                  originals_range="uint8", reference_range="uint8", labels=None if labels is None else torch.tensor(labels),
+                                  classifier=self.classifier, seed=SEED, dinov2=self.dinov2)
         write_result(metrics, row_dir / "evaluation.json")
         eval_seconds = time.perf_counter() - start
         losses = read_metrics(self.run_dir(variant))
         result = {
-            "row": row, "variant": variant.name, "sampling": sampling.label, "description": variant.description,
-            "script": variant.script, "flags": shlex.join(variant.flags), "status": "done",
+            **self.placeholder(variant, sampling, "done"),
             "train_steps": train_record["train_steps"], "train_batch_size": budget.train_batch_size,
             "train_seconds": round(train_record["seconds"], 1), "sample_seconds": round(sample_seconds, 1),
             "eval_seconds": round(eval_seconds, 1), "num_samples": metrics["num_samples"], "sampler": sampler,
@@ -184,8 +198,7 @@ class ExperimentRunner:
     # -- the whole table ---------------------------------------------------------------------------------------
 
     def run(self, variants: list[Variant], collect_only: bool = False) -> list[dict]:
-        if not (self.figures / "schedules.png").is_file():
-            plot_schedules(self.figures / "schedules.png")
+        self.draw_schedules()
         rows = []
         for variant in variants:
             reason = (variant.skip_budgets or {}).get(self.budget_name)
@@ -219,8 +232,7 @@ class ExperimentRunner:
         their rows land in this runner's folders, for `run(..., collect_only=True)` to tabulate."""
         from concurrent.futures import ThreadPoolExecutor
 
-        if not (self.figures / "schedules.png").is_file():  # once, before the subprocesses would each draw it
-            plot_schedules(self.figures / "schedules.png")
+        self.draw_schedules()  # before the subprocesses would each draw it
         runnable = [v for v in variants if not (v.skip_budgets or {}).get(self.budget_name)]
         runnable.sort(key=lambda v: -v.train_steps_factor)  # stable: the configs' order among equals
 

@@ -15,15 +15,13 @@ import torch
 from ..run_files import read_metrics
 from .variants import Budget, Variant
 
+METRICS = ("digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "psnr_paired", "ssim_paired", "class_accuracy")
 # The table's columns, in order; `results.csv` has all of them, `results.md` the readable subset.
 COLUMNS = (
     "row", "variant", "sampling", "description", "script", "flags", "status",
     "train_steps", "train_batch_size", "train_seconds", "sample_seconds", "eval_seconds",
-    "num_samples", "sampler",
-    "digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "psnr_paired", "ssim_paired", "class_accuracy",
-    "train_loss", "val_loss",
+    "num_samples", "sampler", *METRICS, "train_loss", "val_loss",
 )
-METRICS = ("digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "psnr_paired", "ssim_paired", "class_accuracy")
 
 
 

@@ -41,7 +41,6 @@ _PRESET_NUMBERS = {
 
 _BUILT = {name: unet_config(**numbers) for name, numbers in _PRESET_NUMBERS.items()}
 MNIST_UNET = _BUILT["unet_mnist"]
-MNIST_UNET_FAST = _BUILT["unet_fast"]
 CIFAR10_UNET = _BUILT["unet_cifar10"]
 FGVC_AIRCRAFT_UNET = _BUILT["unet_fgvc_aircraft"]
 

@@ -148,8 +148,8 @@ def _load_component(component_class: type, folder: Path, name: str, torch_dtype=
         with _diffusers_warnings_off():  # the error below says it in one line
             if not issubclass(component_class, ModelMixin):
                 return component_class.from_pretrained(folder, subfolder=name)
-            dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-            model, info = component_class.from_pretrained(folder, subfolder=name, use_safetensors=True, output_loading_info=True, **dtype)
+            model, info = component_class.from_pretrained(folder, subfolder=name, use_safetensors=True, output_loading_info=True,
+                                                          torch_dtype=torch_dtype)
     except (OSError, ValueError, NotImplementedError, SafetensorError) as error:
         reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0].rstrip(".")
         raise ValueError(f"cannot load {name} from {folder} ({reason}): re-save or re-download the pipeline.") from None

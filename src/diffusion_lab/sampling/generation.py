@@ -111,11 +111,10 @@ def draw(pipeline, num_images: int, generator: torch.Generator, num_inference_st
 
 @dataclass
 class Restorations:
-    """Conditional cold-diffusion sampling: `images` the restorations and `originals` the images restored, uint8
-    (N, C, H, W); `figure` the four columns of the first images."""
+    """Conditional cold-diffusion sampling: `images` the restorations, uint8 (N, C, H, W); `figure` the four columns
+    of the first images."""
 
     images: torch.Tensor
-    originals: torch.Tensor
     figure: Image.Image
 
 
@@ -136,4 +135,4 @@ def restore(pipeline, originals: torch.Tensor, batch_size: int, seed: int, num_i
         restored.append((output.images.cpu() * 255).round().to(torch.uint8))
         if figure is None:
             figure = four_columns(output, figure_rows)
-    return Restorations(torch.cat(restored), originals, figure)
+    return Restorations(torch.cat(restored), figure)

@@ -47,12 +47,12 @@ def add_cold_args(parser: argparse.ArgumentParser) -> None:
 def build_degradation_from_args(args: argparse.Namespace) -> Degradation:
     """The `--degradation` with its option flags (`DegradationOptions`); a flag set for a degradation that does not
     take that option (the registry's `DEGRADATIONS[name].options`) is refused."""
-    options, accepted = DegradationOptions.from_args(args), DEGRADATIONS[args.degradation].options
-    for name in options.given():
-        if name not in accepted:
-            raise ArgumentError(
-                f"{DegradationOptions.flag(name)} does not apply to --degradation {args.degradation}: drop it or pick a degradation that uses it."
-            )
+    options = DegradationOptions.from_args(args)
+    refused = DEGRADATIONS[args.degradation].refused(options)
+    if refused:
+        raise ArgumentError(
+            f"{DegradationOptions.flag(refused[0])} does not apply to --degradation {args.degradation}: drop it or pick a degradation that uses it."
+        )
     try:
         return build_degradation(args.degradation, options, sample_size=args.resolution or 28)
     except ValueError as error:

@@ -10,6 +10,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
+from ..schedulers.schedule_options import PREDICTION_TYPES, VARIANCE_TYPES
 from .arguments import ArgumentError
 from .objective import LOSSES, Objective
 
@@ -25,9 +26,9 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ddpm_beta_schedule", default=None, help="Instead of --noise_schedule: a diffusers beta schedule as named there (linear, scaled_linear, squaredcos_cap_v2, sigmoid).")
     group.add_argument("--beta_start", type=float, default=1e-4)
     group.add_argument("--beta_end", type=float, default=0.02)
-    group.add_argument("--prediction_type", choices=("epsilon", "sample", "v_prediction"), default="epsilon")
+    group.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon")
     group.add_argument(
-        "--variance_type", choices=("fixed_small", "fixed_large"), default="fixed_small",
+        "--variance_type", choices=VARIANCE_TYPES, default="fixed_small",
         help="Reverse variance: posterior variance (fixed_small) or beta_t (fixed_large, the seeds' Algorithm 18.2).",
     )
     group.add_argument(
