@@ -9,20 +9,25 @@ import pytest
 from helpers import ROOT, TINY_RUN
 
 from diffusion_lab.commands import run_command, train_cold, train_ddpm
+from diffusion_lab.commands.argument_types import CommandParser
 from diffusion_lab.run_files import RecordFilter, public_args
 
 COMMAND_FILES = [*ROOT.glob("*.py"), *(ROOT / "src" / "diffusion_lab").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
 
 
 def test_every_argument_parser_refuses_abbreviations():
-    """argparse reads `--hub_tok` as `--hub_token` unless told not to: every parser of every command is."""
+    """argparse reads `--hub_tok` as `--hub_token` unless told not to: every parser of every command is (the
+    commands' CommandParser always; any other parser by its own flag)."""
+    assert CommandParser(allow_abbrev=True).allow_abbrev is False
     parsers = []
     for path in COMMAND_FILES:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "ArgumentParser":
+            name = getattr(node.func, "attr", getattr(node.func, "id", None)) if isinstance(node, ast.Call) else None
+            if name == "ArgumentParser":
                 keywords = {keyword.arg: keyword.value for keyword in node.keywords}
-                parsers.append(path.name)
                 assert "allow_abbrev" in keywords and keywords["allow_abbrev"].value is False, f"{path}:{node.lineno}"
+            if name in ("ArgumentParser", "CommandParser"):
+                parsers.append(path.name)
     assert {"train_ddpm.py", "train_cold.py", "sample.py", "evaluate.py", "plot.py", "experiments.py"} <= set(parsers)
 
 

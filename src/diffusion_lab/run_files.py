@@ -88,9 +88,20 @@ TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 HIDDEN = "***"
 
 
-def secret_values(args: argparse.Namespace | None = None) -> set[str]:
-    """Every token value this run knows of: --hub_token, the environment and huggingface_hub's stored login."""
-    values = {getattr(args, "hub_token", None), *(os.environ.get(name) for name in TOKEN_ENVIRONMENT)}
+TOKEN_FLAG = "--hub_token"
+
+
+def token_flag_values(argv) -> set[str]:
+    """The values given to --hub_token in `argv`, spelt `--hub_token VALUE` or `--hub_token=VALUE`."""
+    argv = [str(word) for word in argv]
+    values = {word.split("=", 1)[1] for word in argv if word.startswith(f"{TOKEN_FLAG}=")}
+    return values | {value for flag, value in zip(argv, argv[1:]) if flag == TOKEN_FLAG}
+
+
+def secret_values(args: argparse.Namespace | None = None, argv=()) -> set[str]:
+    """Every token value this run knows of: --hub_token (parsed, or still in `argv`), the environment and
+    huggingface_hub's stored login."""
+    values = {getattr(args, "hub_token", None), *token_flag_values(argv), *(os.environ.get(name) for name in TOKEN_ENVIRONMENT)}
     try:
         from huggingface_hub import get_token
 
@@ -98,6 +109,13 @@ def secret_values(args: argparse.Namespace | None = None) -> set[str]:
     except Exception:  # no readable token file: nothing more to hide
         pass
     return {value for value in values if isinstance(value, str) and len(value) >= 4}
+
+
+def hide_secrets(text: str, secrets) -> str:
+    """`text` with each of `secrets`, and anything shaped like a Hugging Face token, replaced by `***`."""
+    for secret in sorted(secrets, key=len, reverse=True):  # a token that holds another is hidden whole
+        text = text.replace(secret, HIDDEN)
+    return TOKEN_PATTERN.sub(HIDDEN, text)
 
 
 class RecordFilter:
@@ -109,7 +127,7 @@ class RecordFilter:
     """
 
     def __init__(self, args: argparse.Namespace | None, argv: list[str] = ()):
-        self.secrets = sorted(secret_values(args), key=len, reverse=True)
+        self.secrets = secret_values(args, argv)
         found = {*self._absolute_paths(vars(args).values() if args is not None else ()), *self._absolute_paths(argv)}
         self.paths = sorted(found, key=len, reverse=True)
 
@@ -126,9 +144,7 @@ class RecordFilter:
 
     def hide(self, value: str) -> str:
         """`value` with every known token and absolute path replaced, wherever they occur in it."""
-        for secret in self.secrets:
-            value = value.replace(secret, HIDDEN)
-        value = TOKEN_PATTERN.sub(HIDDEN, value)
+        value = hide_secrets(value, self.secrets)
         for path in self.paths:
             value = value.replace(path, Path(path).name)
         return value

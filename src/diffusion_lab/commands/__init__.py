@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ..run_files import hide_secrets, secret_values
 from ..stopping import TrainingStopped
 
 # Errors that mean "the user asked for something we cannot do", as opposed to bugs.
@@ -35,14 +36,13 @@ def run_command(main, argv: list[str] | None = None) -> None:
     except (*USER_ERRORS, TrainingStopped, KeyboardInterrupt) as error:
         if "--debug" in argv:
             raise
-        if isinstance(error, TrainingStopped):
-            print(f"stopped: {error}", file=sys.stderr)
-            sys.exit(error.exit_code)
         if isinstance(error, KeyboardInterrupt):  # outside the training steps, where nothing is half-written
             print("interrupted", file=sys.stderr)
             sys.exit(130)
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        # The line may repeat a value the user typed (a repo id, a path): no token value in it, whatever the spelling.
+        line = hide_secrets(f"{'stopped' if isinstance(error, TrainingStopped) else 'error'}: {error}", secret_values(argv=argv))
+        print(line, file=sys.stderr)
+        sys.exit(error.exit_code if isinstance(error, TrainingStopped) else 2)
 
 
 def check_device(device: str) -> None:
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         sys.exit(0 if argv else 2)
     if argv[0] not in COMMANDS:
-        print(f"error: {argv[0]!r} is not a command: use one of {', '.join(COMMANDS)} (diffusion-lab --help).", file=sys.stderr)
+        line = f"error: {argv[0]!r} is not a command: use one of {', '.join(COMMANDS)} (diffusion-lab --help)."
+        print(hide_secrets(line, secret_values(argv=argv)), file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(f"{__name__}.{COMMANDS[argv[0]][0]}")
     sys.argv[0] = f"diffusion-lab {argv[0]}"  # argparse's usage lines name the command as typed

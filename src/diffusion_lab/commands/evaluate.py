@@ -16,7 +16,6 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..evaluation.dinov2 import DEFAULT_DINOV2, load_dinov2
@@ -30,7 +29,7 @@ from ..evaluation.image_sources import (
     to_nchw,
 )
 from ..evaluation.pixel_range import PIXEL_RANGES
-from ..path_names import check_path_name
+from ..path_names import check_path_name, name_for_outputs
 from ..sampling import (
     DEFAULT_SAMPLER,
     SAMPLERS,
@@ -43,6 +42,9 @@ from ..sampling import (
     use_sampler,
 )
 from . import check_device
+from .argument_types import CommandParser, Number, non_negative_float, path, path_name, positive_int, seed
+
+at_least_two = Number(int, 2)  # the distribution metrics need two images
 
 
 def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline, guidance_scale: float = 1.0):
@@ -75,28 +77,28 @@ def default_output(input_name: str) -> Path:
     path = Path(input_name)
     if path.is_file():
         return path.with_name(f"{path.stem}-evaluation.json")
+    name = name_for_outputs(input_name, "--output")
     if path.is_dir():
-        path = path.resolve()
-        return path.parent / f"{path.name}-evaluation.json"
-    return Path(f"{path.name}-evaluation.json")  # a Hub id (or a missing path, refused later)
+        return path.resolve().parent / f"{name}-evaluation.json"
+    return Path(f"{name}-evaluation.json")  # a Hub id (or a missing path, refused later)
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="pipeline folder or Hub id, folder of PNGs, or .npz of images")
+    parser = CommandParser(description=__doc__.splitlines()[0])
+    parser.add_argument("input", type=path_name, metavar="INPUT", help="pipeline folder or Hub id, folder of PNGs, or .npz of images")
     parser.add_argument(
-        "--output", type=Path, default=None,
+        "--output", type=path, default=None,
         help="where to write the JSON (default: beside INPUT, <INPUT name>-evaluation.json; for a Hub id, in the current folder)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--pixel_range", choices=PIXEL_RANGES, help="range of float .npz images (uint8 is inferred)")
     parser.add_argument("--npz_key", default="images", help="array to read from the .npz")
-    parser.add_argument("--originals", help="with image INPUT from conditional generation: the target images")
-    parser.add_argument("--reference", default=None, help="dataset folder or Hub id (default: shipped MNIST)")
+    parser.add_argument("--originals", type=path_name, help="with image INPUT from conditional generation: the target images")
+    parser.add_argument("--reference", type=path_name, default=None, help="dataset folder or Hub id (default: shipped MNIST)")
     parser.add_argument("--reference_split", default="test")
     parser.add_argument("--image_column", default="image")
-    parser.add_argument("--num_samples", type=int, default=1000, help="images to generate from a pipeline")
-    parser.add_argument("--num_inference_steps", type=int, default=None)
+    parser.add_argument("--num_samples", type=at_least_two, default=1000, help="images to generate from a pipeline")
+    parser.add_argument("--num_inference_steps", type=positive_int, default=None)
     parser.add_argument("--scheduler", choices=tuple(SAMPLERS), default=None, help="the sampler on the trained betas (stock DDPM pipelines; default dpmsolver-sde, 20 steps; ddpm: every training step)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed, and the choice of real subsets")
+    parser.add_argument("--seed", type=seed, default=0, help="sampling seed, and the choice of real subsets")
     parser.add_argument("--trust_remote_code", action="store_true", help="load pipelines that carry their own code")
     cold = parser.add_argument_group("cold diffusion")
     cold.add_argument(
@@ -105,34 +107,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="restore the first N reference images; they are scored against their originals (paired PSNR/SSIM) "
         "and the rest of the split is the reference",
     )
-    cold.add_argument("--noise", type=float, default=0.0, help="std of noise added to the fully degraded start")
+    cold.add_argument("--noise", type=non_negative_float, default=0.0, help="std of noise added to the fully degraded start")
     cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="cold sampler: 1 or 2 (improved)")
     conditional = parser.add_argument_group("class-conditional pipelines")
     conditional.add_argument("--class_labels", nargs="+", default=None, help="classes to draw, N/K each (default: all)")
-    conditional.add_argument("--guidance_scale", type=float, nargs="+", default=[1.0],
+    conditional.add_argument("--guidance_scale", type=non_negative_float, nargs="+", default=[1.0],
                              help="classifier-free guidance w (1: plain conditional, 0: unconditional); several values: a sweep")
-    parser.add_argument("--dinov2_model", default=DEFAULT_DINOV2,
+    parser.add_argument("--dinov2_model", type=path_name, default=DEFAULT_DINOV2,
                         help="DINOv2 weights for FD-DINOv2: a local folder or a Hub id in the cache ('none': skip)")
-    parser.add_argument("--inception_weights", default=None, help="FID Inception-v3 weights (torch-fidelity's "
+    parser.add_argument("--inception_weights", type=path_name, default=None, help="FID Inception-v3 weights (torch-fidelity's "
                         "weights-inception-2015-12-05-6726825d.pth or a .safetensors copy) for FID and IS ± std over 10 splits; "
                         "default: that file in torch hub's cache, if there")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=positive_int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     args = parser.parse_args(argv)
-    if args.num_samples < 2 or args.batch_size < 1 or args.noise < 0:
-        raise ValueError("--num_samples must be >= 2, --batch_size >= 1 and --noise >= 0.")
-    if args.num_inference_steps is not None and args.num_inference_steps < 1:
-        raise ValueError(f"--num_inference_steps {args.num_inference_steps} must be a positive integer.")
-    for flag, value in (("INPUT", args.input), ("--output", args.output), ("--originals", args.originals),
-                        ("--reference", args.reference), ("--inception_weights", args.inception_weights)):
-        if value is not None:
-            check_path_name(value, flag)
     if args.output is None:
         args.output = default_output(args.input)
         check_path_name(args.output, "the default --output (INPUT-evaluation.json)")
-    if not all(np.isfinite(w) and w >= 0 for w in args.guidance_scale):
-        raise ValueError(f"--guidance_scale {' '.join(map(str, args.guidance_scale))}: each must be a finite number >= 0.")
     if len(args.guidance_scale) > 1:
         for derived in (args.output.with_suffix(".md"), args.output.with_suffix(".png")):
             if derived.exists() and not args.overwrite:

@@ -38,14 +38,15 @@ import torch
 
 from ..experiments.runner import ExperimentRunner
 from ..experiments.variants import BUDGETS, load_variants
+from .argument_types import CommandParser, path, positive_int
 
 
 def parse_args(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="small")
     parser.add_argument("--only", nargs="+", default=None, help="Run only these variants (config file stems).")
-    parser.add_argument("--configs_dir", type=Path, default=Path("experiments"))
-    parser.add_argument("--output_dir", type=Path, default=None, help="Default: runs/experiments/<budget>.")
+    parser.add_argument("--configs_dir", type=path, default=Path("experiments"))
+    parser.add_argument("--output_dir", type=path, default=None, help="Default: runs/experiments/<budget>.")
     parser.add_argument("--launcher", default="python", help='How to start the trainings, e.g. "accelerate launch".')
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="For sampling and evaluation.")
     parser.add_argument("--list", action="store_true", help="List the variants and exit.")
@@ -59,13 +60,11 @@ def parse_args(argv) -> argparse.Namespace:
         help="Variants run at once: a number, or auto (the default on CUDA; 1 elsewhere) to measure how many runs the "
              "device takes before it is busy (see diffusion_lab.experiments.concurrency).",
     )
-    parser.add_argument("--max_concurrency", type=int, default=8, help="The most variants --concurrency auto tries at once.")
+    parser.add_argument("--max_concurrency", type=positive_int, default=8, help="The most variants --concurrency auto tries at once.")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     if args.concurrency != "auto" and not (args.concurrency.isdigit() and int(args.concurrency) >= 1):
         parser.error(f"--concurrency {args.concurrency}: pass a positive number or auto")
-    if args.max_concurrency < 1:
-        parser.error(f"--max_concurrency {args.max_concurrency}: pass a positive number")
     return args
 
 

@@ -9,13 +9,19 @@ Writes to RUN_DIR/plots (or --output_dir):
 import argparse
 
 from ..evaluation.plot_run import plot_run
+from .argument_types import CommandParser, path_name
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = CommandParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=path_name, metavar="RUN_DIR", help="a training run's --output_dir")
+    parser.add_argument("--output_dir", type=path_name, default=None, help="where to write the PNGs (default: RUN_DIR/plots)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    args = parser.parse_args(argv)
+    return args
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="a training run's --output_dir")
-    parser.add_argument("--output_dir", default=None, help="where to write the PNGs (default: RUN_DIR/plots)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     for path in plot_run(args.run_dir, args.output_dir):
         print(f"wrote {path}")

@@ -8,15 +8,20 @@ from __future__ import annotations
 import argparse
 
 from ..evaluation.plot_schedules import plot_schedules
+from .argument_types import CommandParser, Number, open_unit_interval, path_name
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=path_name, default="schedules.png", help="PNG file to write.")
+    parser.add_argument("--num_train_timesteps", type=Number(int, 2), default=1000)
+    parser.add_argument("--beta_start", type=open_unit_interval, default=1e-4)
+    parser.add_argument("--beta_end", type=open_unit_interval, default=0.02)
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="schedules.png", help="PNG file to write.")
-    parser.add_argument("--num_train_timesteps", type=int, default=1000)
-    parser.add_argument("--beta_start", type=float, default=1e-4)
-    parser.add_argument("--beta_end", type=float, default=0.02)
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     plot_schedules(args.output, args.num_train_timesteps, args.beta_start, args.beta_end)
     print(f"wrote {args.output}")
 

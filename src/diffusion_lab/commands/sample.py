@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..data import load_image_caches
-from ..path_names import check_path_name
+from ..path_names import check_path_name, name_for_outputs
 from ..sampling import (
     DEFAULT_SAMPLER,
     SAMPLERS,
@@ -37,46 +37,37 @@ from ..sampling import (
     write_samples,
 )
 from . import check_device
+from .argument_types import CommandParser, non_negative_float, path_name, positive_int, seed
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pipeline", help="A pipeline folder or Hub id.")
-    parser.add_argument("--output_dir", default=None, help="Default: <pipeline folder name>-samples.")
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pipeline", type=path_name, metavar="PIPELINE", help="A pipeline folder or Hub id.")
+    parser.add_argument("--output_dir", type=path_name, default=None, help="Default: <pipeline folder name>-samples.")
     parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow replacing the samples in --output_dir.")
-    parser.add_argument("--num_images", type=int, default=None, help="Default: 64; for class-conditional pipelines 8 per class.")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: 20 for dpmsolver, 50 for ddim, every training step for ddpm; DES 100, cold diffusion every level.")
+    parser.add_argument("--num_images", type=positive_int, default=None, help="Default: 64; for class-conditional pipelines 8 per class.")
+    parser.add_argument("--batch_size", type=positive_int, default=64)
+    parser.add_argument("--num_inference_steps", type=positive_int, default=None, help="Default: 20 for dpmsolver, 50 for ddim, every training step for ddpm; DES 100, cold diffusion every level.")
     parser.add_argument("--scheduler", choices=tuple(SAMPLERS), default=None,
                         help="The sampler, swapped in on the trained betas (stock DDPM pipelines; default dpmsolver-sde, 20 steps). DES and cold pipelines keep their own.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust_remote_code", action="store_true", help="Load classes diffusion_lab lacks from the pipeline's own code (runs that code).")
     conditional = parser.add_argument_group("class-conditional pipelines")
     conditional.add_argument("--class_labels", nargs="+", default=None,
                              help="Classes to draw, as indices or names, --num_images of each (default: all, a grid row per class).")
-    conditional.add_argument("--guidance_scale", type=float, default=1.0,
+    conditional.add_argument("--guidance_scale", type=non_negative_float, default=1.0,
                              help="Classifier-free guidance w: 1 plain conditional (default), 0 unconditional, e.g. 3 for sharper classes.")
     cold = parser.add_argument_group("cold diffusion")
-    cold.add_argument("--noise", type=float, default=0.0, help="Std of noise added to the fully degraded start.")
+    cold.add_argument("--noise", type=non_negative_float, default=0.0, help="Std of noise added to the fully degraded start.")
     cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="1: x_{s-1} = D(x0, s-1); 2: the paper's improved sampler.")
     cold.add_argument("--conditional", action="store_true", help="Restore the first --num_images images of --dataset_name's test split.")
-    cold.add_argument("--dataset_name", default=None, help="With --conditional: the dataset (default: the shipped MNIST).")
+    cold.add_argument("--dataset_name", type=path_name, default=None, help="With --conditional: the dataset (default: the shipped MNIST).")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    if not args.noise >= 0:  # also refuses nan
-        raise ValueError(f"--noise {args.noise} must be a number >= 0.")
-    if not (args.guidance_scale >= 0 and np.isfinite(args.guidance_scale)):
-        raise ValueError(f"--guidance_scale {args.guidance_scale} must be a finite number >= 0 (1: plain conditional).")
-    for name in ("num_images", "batch_size", "num_inference_steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} {value} must be a positive integer.")
-    if args.seed < 0:
-        raise ValueError(f"--seed {args.seed} must not be negative.")
-    for flag, value in (("PIPELINE", args.pipeline), ("--dataset_name", args.dataset_name)):  # --output_dir: in main
-        if value is not None:
-            check_path_name(value, flag)
+    if args.output_dir is None:
+        args.output_dir = f"{name_for_outputs(args.pipeline, '--output_dir')}-samples"
+        check_path_name(args.output_dir, "the default --output_dir (PIPELINE-samples)")
     check_device(args.device)
     return args
 
@@ -100,8 +91,7 @@ def restoration_figure(pipeline, args: argparse.Namespace, cold_kwargs: dict):
 
 def main(argv):
     args = parse_args(argv)
-    output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
-    check_path_name(output_dir, "--output_dir" if args.output_dir else "the default --output_dir (PIPELINE-samples)")
+    output_dir = Path(args.output_dir)
     check_samples_folder(output_dir, args.overwrite_output_dir)
     pipeline = open_pipeline(args.pipeline, args.scheduler, args.device, args.trust_remote_code)
     cold = is_cold(pipeline)

@@ -10,10 +10,11 @@ import argparse
 from ..training.arguments import add_training_args
 from ..training.ddpm_objective import DDPMObjective, add_ddpm_args
 from ..training.loop import run_training
+from .argument_types import CommandParser
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_args(parser)
     add_ddpm_args(parser)
     # The recipe that reaches real-looking digits soonest (README, "Time to quality"): the fast UNet preset, AdamW at

@@ -8,28 +8,25 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
 from ..evaluation.digit_classifier import SHIPPED_WEIGHTS
 from ..evaluation.image_sources import load_dataset_images
 from ..evaluation.train_digit_classifier import accuracy, train_digit_classifier
+from .argument_types import CommandParser, path, path_name, positive_float, positive_int, seed
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the shipped MNIST)")
-    parser.add_argument("--output", type=Path, default=SHIPPED_WEIGHTS, help="weights file (.safetensors)")
-    parser.add_argument("--num_epochs", type=int, default=4)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_threads", type=int, default=1, help="CPU threads; keep it fixed to reproduce weights")
-    args = parser.parse_args(argv)
-    if args.num_epochs < 1 or args.batch_size < 1 or args.learning_rate <= 0 or args.num_threads < 1:
-        parser.error("--num_epochs, --batch_size, --num_threads must be >= 1 and --learning_rate > 0.")
-    return args
+    parser = CommandParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=path_name, default=None, help="dataset folder or Hub id (default: the shipped MNIST)")
+    parser.add_argument("--output", type=path, default=SHIPPED_WEIGHTS, help="weights file (.safetensors)")
+    parser.add_argument("--num_epochs", type=positive_int, default=4)
+    parser.add_argument("--batch_size", type=positive_int, default=128)
+    parser.add_argument("--learning_rate", type=positive_float, default=2e-3)
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--num_threads", type=positive_int, default=1, help="CPU threads; keep it fixed to reproduce weights")
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:

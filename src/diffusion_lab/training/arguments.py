@@ -7,10 +7,18 @@ there, so its users feel at home.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 
-from ..path_names import check_path_name
+from ..commands.argument_types import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    open_unit_interval,
+    path_name,
+    positive_float,
+    positive_int,
+    seed,
+)
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -22,22 +30,22 @@ class ArgumentError(ValueError):
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", default=None, help="Hub dataset id or local dataset folder (parquet, save_to_disk, image folder). Default: the shipped MNIST.")
-    data.add_argument("--train_data_dir", default=None, help="A folder of images (datasets' imagefolder layout).")
+    data.add_argument("--dataset_name", type=path_name, default=None, help="Hub dataset id or local dataset folder (parquet, save_to_disk, image folder). Default: the shipped MNIST.")
+    data.add_argument("--train_data_dir", type=path_name, default=None, help="A folder of images (datasets' imagefolder layout).")
     data.add_argument("--image_column", default="image")
-    data.add_argument("--resolution", type=int, default=None, help="Image side in pixels (default 28, MNIST's); the model's sample size must match it.")
+    data.add_argument("--resolution", type=positive_int, default=None, help="Image side in pixels (default 28, MNIST's); the model's sample size must match it.")
     data.add_argument("--center_crop", action="store_true", help="Resize the shorter side and crop the centre; default resizes the whole image to a square.")
     data.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random (off for digits).")
-    data.add_argument("--validation_fraction", type=float, default=0.05, help="Held-out fraction when the dataset has no test/validation split.")
+    data.add_argument("--validation_fraction", type=open_unit_interval, default=0.05, help="Held-out fraction when the dataset has no test/validation split.")
     data.add_argument(
-        "--max_validation_samples", type=int, default=1024,
+        "--max_validation_samples", type=positive_int, default=1024,
         help="Validation loss over this fixed subset of the held-out images, with the same noise and timesteps every "
              "epoch (default 1024: within 2%% of the loss over all 10,000 MNIST test images, in seconds).",
     )
-    data.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training images (quick experiments, tests).")
+    data.add_argument("--max_train_samples", type=positive_int, default=None, help="Use only the first N training images (quick experiments, tests).")
     data.add_argument("--class_conditional", action="store_true", help="Train a class-conditional model (labels from --label_column) for classifier-free guidance.")
     data.add_argument("--label_column", default="label", help="--class_conditional: the column of integer or ClassLabel class labels.")
-    data.add_argument("--label_dropout", type=float, default=0.1, help="--class_conditional: probability that a label is replaced by the null class (Ho & Salimans 2022).")
+    data.add_argument("--label_dropout", type=fraction, default=0.1, help="--class_conditional: probability that a label is replaced by the null class (Ho & Salimans 2022).")
     data.add_argument(
         "--data_on_device", action=argparse.BooleanOptionalAction, default=None,
         help="Keep the decoded training images on the accelerator and gather, convert and flip batches there (default: "
@@ -46,32 +54,32 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="cnn", help="cnn | cnn_large | cnn_report | unet | unet_mnist | unet_fast | unet_cifar10 | unet_fgvc_aircraft.")
-    model.add_argument("--model_config_name_or_path", default=None, help="A UNet2DModel config (folder or json) instead of a preset.")
-    model.add_argument("--dropout", type=float, default=None, help="UNet dropout probability, e.g. 0.01 (the U-Net report's). Default: the preset's (0 for MNIST, 0.1 for CIFAR-10).")
+    model.add_argument("--model_config_name_or_path", type=path_name, default=None, help="A UNet2DModel config (folder or json) instead of a preset.")
+    model.add_argument("--dropout", type=fraction, default=None, help="UNet dropout probability, e.g. 0.01 (the U-Net report's). Default: the preset's (0 for MNIST, 0.1 for CIFAR-10).")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--output_dir", default=None, help="Where the pipeline, checkpoints, logs and samples go.")
+    run.add_argument("--output_dir", type=path_name, default=None, help="Where the pipeline, checkpoints, logs and samples go.")
     run.add_argument("--overwrite_output_dir", action="store_true", help="Allow writing into a folder that holds another run.")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--train_batch_size", type=int, default=128)
-    run.add_argument("--eval_batch_size", type=int, default=64, help="Images in each sample grid and validation batch.")
-    run.add_argument("--num_epochs", type=int, default=10)
-    run.add_argument("--max_train_steps", type=int, default=None, help="Total optimizer steps; overrides --num_epochs.")
-    run.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    run.add_argument("--learning_rate", type=float, default=2e-4)
+    run.add_argument("--seed", type=seed, default=0)
+    run.add_argument("--train_batch_size", type=positive_int, default=128)
+    run.add_argument("--eval_batch_size", type=positive_int, default=64, help="Images in each sample grid and validation batch.")
+    run.add_argument("--num_epochs", type=positive_int, default=10)
+    run.add_argument("--max_train_steps", type=positive_int, default=None, help="Total optimizer steps; overrides --num_epochs.")
+    run.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
+    run.add_argument("--learning_rate", type=positive_float, default=2e-4)
     run.add_argument("--lr_scheduler", default="constant", help="Any diffusers.optimization scheduler: constant, cosine, linear, ...")
-    run.add_argument("--lr_warmup_steps", type=int, default=0)
+    run.add_argument("--lr_warmup_steps", type=non_negative_int, default=0)
     run.add_argument("--optimizer", choices=("adam", "adamw"), default="adam")
-    run.add_argument("--adam_beta1", type=float, default=0.9)
-    run.add_argument("--adam_beta2", type=float, default=0.999)
-    run.add_argument("--adam_weight_decay", type=float, default=0.0)
-    run.add_argument("--adam_epsilon", type=float, default=1e-8)
-    run.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm; 0 disables clipping.")
+    run.add_argument("--adam_beta1", type=fraction, default=0.9)
+    run.add_argument("--adam_beta2", type=fraction, default=0.999)
+    run.add_argument("--adam_weight_decay", type=non_negative_float, default=0.0)
+    run.add_argument("--adam_epsilon", type=positive_float, default=1e-8)
+    run.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="Gradient clipping norm; 0 disables clipping.")
     run.add_argument("--loss", choices=("mse", "l1", "smooth_l1"), default=None, help="Default: mse for DDPM, l1 for cold diffusion.")
     run.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=False, help="Keep an exponential moving average of the weights; it is what gets saved.")
-    run.add_argument("--ema_inv_gamma", type=float, default=1.0)
-    run.add_argument("--ema_power", type=float, default=3 / 4)
-    run.add_argument("--ema_max_decay", type=float, default=0.9999)
+    run.add_argument("--ema_inv_gamma", type=positive_float, default=1.0)
+    run.add_argument("--ema_power", type=positive_float, default=3 / 4)
+    run.add_argument("--ema_max_decay", type=fraction, default=0.9999)
     run.add_argument(
         "--mixed_precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
         help="auto (default): the launcher's fp16/bf16 if it was configured with one, else bf16 where the hardware runs it "
@@ -90,17 +98,17 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
     output = parser.add_argument_group("outputs")
     output.add_argument("--logger", choices=("tensorboard", "wandb", "none"), default="tensorboard")
-    output.add_argument("--logging_steps", type=int, default=10, help="Log loss and lr every N steps (each log syncs with the device).")
-    output.add_argument("--save_images_epochs", type=int, default=1, help="Write a sample grid every N epochs.")
-    output.add_argument("--save_model_epochs", type=int, default=1, help="Save the pipeline every N epochs (and at the end).")
-    output.add_argument("--num_inference_steps", type=int, default=None, help="Sampling steps for the grids and in-training evaluation (default: the sampler's, see --sampler; cold diffusion: every level).")
-    output.add_argument("--checkpointing_steps", type=int, default=500)
-    output.add_argument("--checkpoints_total_limit", type=int, default=None)
+    output.add_argument("--logging_steps", type=positive_int, default=10, help="Log loss and lr every N steps (each log syncs with the device).")
+    output.add_argument("--save_images_epochs", type=positive_int, default=1, help="Write a sample grid every N epochs.")
+    output.add_argument("--save_model_epochs", type=positive_int, default=1, help="Save the pipeline every N epochs (and at the end).")
+    output.add_argument("--num_inference_steps", type=positive_int, default=None, help="Sampling steps for the grids and in-training evaluation (default: the sampler's, see --sampler; cold diffusion: every level).")
+    output.add_argument("--checkpointing_steps", type=positive_int, default=500)
+    output.add_argument("--checkpoints_total_limit", type=positive_int, default=None)
     output.add_argument("--keep_epoch_checkpoints", action="store_true", help="Also write a checkpoint at the end of every epoch and keep it: one per epoch, never pruned by --checkpoints_total_limit.")
-    output.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
-    output.add_argument("--eval_every_epochs", type=int, default=0, help="Compute sample-quality metrics every K epochs (0: never).")
-    output.add_argument("--eval_num_samples", type=int, default=1000)
-    output.add_argument("--inception_weights", default=None, help="FID Inception-v3 weights file for --eval_every_epochs (FID, IS ± std over 10 splits); default: torch hub's cache, if the file is there.")
+    output.add_argument("--resume_from_checkpoint", type=path_name, default=None, help="'latest' or a checkpoint folder.")
+    output.add_argument("--eval_every_epochs", type=non_negative_int, default=0, help="Compute sample-quality metrics every K epochs (0: never).")
+    output.add_argument("--eval_num_samples", type=positive_int, default=1000)
+    output.add_argument("--inception_weights", type=path_name, default=None, help="FID Inception-v3 weights file for --eval_every_epochs (FID, IS ± std over 10 splits); default: torch hub's cache, if the file is there.")
 
     hub = parser.add_argument_group("hub")
     hub.add_argument("--push_to_hub", action="store_true")
@@ -110,57 +118,18 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks.")
 
 
-POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "num_epochs", "gradient_accumulation_steps", "logging_steps",
-                 "save_images_epochs", "save_model_epochs", "checkpointing_steps", "eval_num_samples")
-# Flags that name files or folders (a Hub id is checked like a relative path).
-PATH_FLAGS = ("output_dir", "train_data_dir", "dataset_name", "model_config_name_or_path", "resume_from_checkpoint", "inception_weights")
-NON_NEGATIVE = ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "eval_every_epochs")
-
-
-MAX_SEED = 2**32 - 1  # numpy's limit
-
-
 def validate_training_args(args: argparse.Namespace) -> None:
-    """Refuse values that make no sense, before anything is written."""
-    for name, value in vars(args).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ArgumentError(f"--{name} {value} must be a finite number.")
-    for name in PATH_FLAGS:
-        if getattr(args, name) is not None:
-            check_path_name(getattr(args, name), f"--{name}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise ArgumentError(f"--seed {args.seed} must be between 0 and {MAX_SEED}.")
-    for name in POSITIVE_INTS:
-        if getattr(args, name) < 1:
-            raise ArgumentError(f"--{name} {getattr(args, name)} must be a positive integer.")
-    for name in NON_NEGATIVE:
-        if getattr(args, name) < 0:
-            raise ArgumentError(f"--{name} {getattr(args, name)} must not be negative.")
-    for name in ("max_train_steps", "max_train_samples", "max_validation_samples", "checkpoints_total_limit", "resolution", "num_inference_steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ArgumentError(f"--{name} {value} must be a positive integer (or left out).")
-    if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
-        raise ArgumentError(f"--learning_rate {args.learning_rate} must be a positive number, e.g. 2e-4.")
-    for name in ("adam_beta1", "adam_beta2", "ema_max_decay"):
-        if not 0 <= getattr(args, name) < 1:
-            raise ArgumentError(f"--{name} {getattr(args, name)} must be in [0, 1).")
-    for name in ("adam_epsilon", "ema_inv_gamma", "ema_power"):
-        if getattr(args, name) <= 0:
-            raise ArgumentError(f"--{name} {getattr(args, name)} must be positive.")
+    """Refuse values that make no sense together, before anything is written (each number's range and each path's
+    length are checked where they are parsed: `commands.argument_types`)."""
     if args.lr_warmup_steps > 0 and args.lr_scheduler == "constant":
         # diffusers' "constant" schedule ignores warm-up steps; say so rather than train without the warm-up asked for.
         raise ArgumentError(
             f"--lr_warmup_steps {args.lr_warmup_steps} has no effect with --lr_scheduler constant: "
             "use --lr_scheduler constant_with_warmup (or cosine, linear, ...)."
         )
-    if not 0 <= args.label_dropout < 1:
-        raise ArgumentError(f"--label_dropout {args.label_dropout} must be in [0, 1), e.g. 0.1.")
     if args.dropout is not None:
         from ..models import CNN_VARIANTS
 
-        if not 0 <= args.dropout < 1:
-            raise ArgumentError(f"--dropout {args.dropout} must be in [0, 1), e.g. 0.01.")
         if args.model in CNN_VARIANTS and args.model_config_name_or_path is None:
             raise ArgumentError(f"--dropout applies to the UNet presets, not to --model {args.model}: drop it or pick a UNet (e.g. --model unet).")
     if args.inception_weights is not None and not os.path.isfile(args.inception_weights):

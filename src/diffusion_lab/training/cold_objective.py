@@ -11,6 +11,7 @@ import argparse
 
 import torch
 
+from ..commands.argument_types import Number, integer, non_negative_float, positive_int, real
 from ..degradations import (
     DEGRADATIONS,
     Degradation,
@@ -21,27 +22,29 @@ from ..pipelines import ColdDiffusionPipeline, GaussianMixture
 from .arguments import ArgumentError
 from .objective import LOSSES, Objective
 
+pixel_value = Number(float, -1.0, 1.0)  # the pixel range the models see
+
 
 def add_cold_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cold diffusion")
     group.add_argument("--degradation", choices=tuple(DEGRADATIONS), default="rows")
     group.add_argument("--order", choices=("random", "outside_in", "inside_out"), default=None, help="rows/columns: averaging order (default random).")
-    group.add_argument("--group_size", type=int, default=None, help="rows/columns: rows averaged per level (default 1: 28 levels on MNIST).")
+    group.add_argument("--group_size", type=positive_int, default=None, help="rows/columns: rows averaged per level (default 1: 28 levels on MNIST).")
     group.add_argument("--group_mode", choices=("band", "separate"), default=None,
                        help="rows/columns with --group_size > 1: band (default, the cold-diffusion report's) averages each "
                        "group of adjacent rows into one value; separate keeps each row's own mean.")
-    group.add_argument("--order_seed", type=int, default=None, help="rows/columns: seed of the random order (default 0).")
-    group.add_argument("--num_levels", type=int, default=None, help="blur: number of successive blurs T (default 20).")
-    group.add_argument("--kernel_size", type=int, default=None, help="blur: odd kernel side (default 11).")
-    group.add_argument("--kernel_std", type=float, default=None, help="blur: std of the first blur in pixels (default 1.0).")
-    group.add_argument("--kernel_std_growth", type=float, default=None, help="blur: std increase per level (default 0.2).")
+    group.add_argument("--order_seed", type=integer, default=None, help="rows/columns: seed of the random order (default 0).")
+    group.add_argument("--num_levels", type=positive_int, default=None, help="blur: number of successive blurs T (default 20).")
+    group.add_argument("--kernel_size", type=positive_int, default=None, help="blur: odd kernel side (default 11).")
+    group.add_argument("--kernel_std", type=real, default=None, help="blur: std of the first blur in pixels (default 1.0).")
+    group.add_argument("--kernel_std_growth", type=real, default=None, help="blur: std increase per level (default 0.2).")
     group.add_argument("--padding_mode", choices=("circular", "replicate"), default=None, help="blur: boundary (default circular).")
-    group.add_argument("--block_sizes", type=int, nargs="+", default=None, help="pixelate: block side per level (default 2 4 8).")
-    group.add_argument("--rings_per_level", type=int, default=None, help="mask: pixel rings masked per level (default 1).")
-    group.add_argument("--fill_value", type=float, default=None, help="mask: value of masked pixels in [-1, 1] (default 0).")
-    group.add_argument("--start_components", type=int, default=10, help="Gaussians in the fitted start distribution.")
-    group.add_argument("--start_samples", type=int, default=20000, help="Fully degraded training images the start distribution is fitted to.")
-    group.add_argument("--noise", type=float, default=0.0, help="Std of noise added to the start of sample grids (breaks symmetry, e.g. 0.01 for blur).")
+    group.add_argument("--block_sizes", type=positive_int, nargs="+", default=None, help="pixelate: block side per level (default 2 4 8).")
+    group.add_argument("--rings_per_level", type=positive_int, default=None, help="mask: pixel rings masked per level (default 1).")
+    group.add_argument("--fill_value", type=pixel_value, default=None, help="mask: value of masked pixels in [-1, 1] (default 0).")
+    group.add_argument("--start_components", type=positive_int, default=10, help="Gaussians in the fitted start distribution.")
+    group.add_argument("--start_samples", type=positive_int, default=20000, help="Fully degraded training images the start distribution is fitted to.")
+    group.add_argument("--noise", type=non_negative_float, default=0.0, help="Std of noise added to the start of sample grids (breaks symmetry, e.g. 0.01 for blur).")
 
 
 def build_degradation_from_args(args: argparse.Namespace) -> Degradation:
@@ -76,12 +79,8 @@ class ColdObjective(Objective):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "ColdObjective":
-        if args.start_components < 1 or args.start_samples < args.start_components:
-            raise ArgumentError(
-                f"--start_samples {args.start_samples} must be at least --start_components {args.start_components} (>= 1)."
-            )
-        if args.noise < 0:
-            raise ArgumentError(f"--noise {args.noise} must not be negative.")
+        if args.start_samples < args.start_components:
+            raise ArgumentError(f"--start_samples {args.start_samples} must be at least --start_components {args.start_components}.")
         return cls(build_degradation_from_args(args), args.loss or cls.default_loss, args.start_components, args.start_samples, args.noise)
 
     @property

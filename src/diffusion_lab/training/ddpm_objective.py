@@ -7,6 +7,7 @@ import argparse
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
+from ..commands.argument_types import Number, open_unit_interval
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
@@ -14,18 +15,20 @@ from ..schedulers.schedule_options import PREDICTION_TYPES, VARIANCE_TYPES
 from .arguments import ArgumentError
 from .objective import LOSSES, Objective
 
+at_least_two = Number(int, 2)  # T: one step is no diffusion
+
 
 def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("ddpm")
-    group.add_argument("--ddpm_num_steps", type=int, default=1000, help="T, the number of diffusion steps.")
+    group.add_argument("--ddpm_num_steps", type=at_least_two, default=1000, help="T, the number of diffusion steps.")
     group.add_argument(
         "--noise_schedule", choices=NOISE_SCHEDULES, default=None,
         help="Betas: linear (the coursework's, the default), geometric, cosine_custom, cosine, sigmoid, scaled_linear, "
              "or entropy_scaled (DES: noise scaled by sigmoid(pixel entropy)).",
     )
     group.add_argument("--ddpm_beta_schedule", default=None, help="Instead of --noise_schedule: a diffusers beta schedule as named there (linear, scaled_linear, squaredcos_cap_v2, sigmoid).")
-    group.add_argument("--beta_start", type=float, default=1e-4)
-    group.add_argument("--beta_end", type=float, default=0.02)
+    group.add_argument("--beta_start", type=open_unit_interval, default=1e-4)
+    group.add_argument("--beta_end", type=open_unit_interval, default=0.02)
     group.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon")
     group.add_argument(
         "--variance_type", choices=VARIANCE_TYPES, default="fixed_small",
