@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -78,7 +79,24 @@ def path(text: str) -> Path:
     return Path(path_name(text))
 
 
-PATH_TYPES = (path_name, path)  # what marks a flag as a path
+def dataset_path(text: str) -> str:
+    """A `type=` for a dataset folder or Hub id: `path_name`, but not the file system root (datasets' loader fails on
+    it, after hashing every file below it)."""
+    absolute = Path(os.path.abspath(path_name(text)))
+    if absolute == absolute.parent:
+        raise argparse.ArgumentTypeError(f"{text} is the file system root, not a dataset: pass the folder that holds the data.")
+    return text
+
+
+def png_path(text: str) -> str:
+    """A `type=` for a figure to write: `path_name` ending in .png (matplotlib would add the suffix to any other
+    name, and write somewhere else than the command says)."""
+    if Path(path_name(text)).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text} is not a .png file name: pass one, e.g. schedules.png.")
+    return text
+
+
+PATH_TYPES = (path_name, path, dataset_path, png_path)  # what marks a flag as a path
 
 # argparse's messages: "argument --seed: -1 must be ..." and "unrecognized arguments: --hub_tok hf_...".
 ARGUMENT_PREFIX = re.compile(r"^argument (\S+?)(/\S+)?: ")

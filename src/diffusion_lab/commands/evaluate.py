@@ -42,7 +42,7 @@ from ..sampling import (
     use_sampler,
 )
 from . import check_device
-from .argument_types import CommandParser, Number, non_negative_float, path, path_name, positive_int, seed
+from .argument_types import CommandParser, Number, dataset_path, non_negative_float, path, path_name, positive_int, seed
 
 at_least_two = Number(int, 2)  # the distribution metrics need two images
 
@@ -92,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pixel_range", choices=PIXEL_RANGES, help="range of float .npz images (uint8 is inferred)")
     parser.add_argument("--npz_key", default="images", help="array to read from the .npz")
     parser.add_argument("--originals", type=path_name, help="with image INPUT from conditional generation: the target images")
-    parser.add_argument("--reference", type=path_name, default=None, help="dataset folder or Hub id (default: shipped MNIST)")
+    parser.add_argument("--reference", type=dataset_path, default=None, help="dataset folder or Hub id (default: shipped MNIST)")
     parser.add_argument("--reference_split", default="test")
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--num_samples", type=at_least_two, default=1000, help="images to generate from a pipeline")

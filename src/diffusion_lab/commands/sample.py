@@ -37,7 +37,7 @@ from ..sampling import (
     write_samples,
 )
 from . import check_device
-from .argument_types import CommandParser, non_negative_float, path_name, positive_int, seed
+from .argument_types import CommandParser, dataset_path, non_negative_float, path_name, positive_int, seed
 
 
 def parse_args(argv):
@@ -62,7 +62,7 @@ def parse_args(argv):
     cold.add_argument("--noise", type=non_negative_float, default=0.0, help="Std of noise added to the fully degraded start.")
     cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="1: x_{s-1} = D(x0, s-1); 2: the paper's improved sampler.")
     cold.add_argument("--conditional", action="store_true", help="Restore the first --num_images images of --dataset_name's test split.")
-    cold.add_argument("--dataset_name", type=path_name, default=None, help="With --conditional: the dataset (default: the shipped MNIST).")
+    cold.add_argument("--dataset_name", type=dataset_path, default=None, help="With --conditional: the dataset (default: the shipped MNIST).")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     if args.output_dir is None:

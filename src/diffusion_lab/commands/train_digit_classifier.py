@@ -14,12 +14,12 @@ import torch
 from ..evaluation.digit_classifier import SHIPPED_WEIGHTS
 from ..evaluation.image_sources import load_dataset_images
 from ..evaluation.train_digit_classifier import accuracy, train_digit_classifier
-from .argument_types import CommandParser, path, path_name, positive_float, positive_int, seed
+from .argument_types import CommandParser, dataset_path, path, positive_float, positive_int, seed
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = CommandParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=path_name, default=None, help="dataset folder or Hub id (default: the shipped MNIST)")
+    parser.add_argument("--dataset", type=dataset_path, default=None, help="dataset folder or Hub id (default: the shipped MNIST)")
     parser.add_argument("--output", type=path, default=SHIPPED_WEIGHTS, help="weights file (.safetensors)")
     parser.add_argument("--num_epochs", type=positive_int, default=4)
     parser.add_argument("--batch_size", type=positive_int, default=128)

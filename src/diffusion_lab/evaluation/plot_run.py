@@ -127,9 +127,9 @@ def plot_run(run_dir: str | Path, output_dir: str | Path | None = None) -> list[
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist: pass the --output_dir of a training run.")
+    metrics = read_metrics(run_dir)  # before any folder is made: a refusal leaves nothing behind
     output_dir = Path(output_dir) if output_dir is not None else run_dir / "plots"
     output_dir.mkdir(parents=True, exist_ok=True)
-    metrics = read_metrics(run_dir)
     series, epoch_of_step = metrics.series, metrics.epoch_of_step
     written = [
         plot_losses(series, output_dir / "loss_curves.png"),

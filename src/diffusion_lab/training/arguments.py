@@ -10,6 +10,7 @@ import argparse
 import os
 
 from ..commands.argument_types import (
+    dataset_path,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -30,8 +31,8 @@ class ArgumentError(ValueError):
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", type=path_name, default=None, help="Hub dataset id or local dataset folder (parquet, save_to_disk, image folder). Default: the shipped MNIST.")
-    data.add_argument("--train_data_dir", type=path_name, default=None, help="A folder of images (datasets' imagefolder layout).")
+    data.add_argument("--dataset_name", type=dataset_path, default=None, help="Hub dataset id or local dataset folder (parquet, save_to_disk, image folder). Default: the shipped MNIST.")
+    data.add_argument("--train_data_dir", type=dataset_path, default=None, help="A folder of images (datasets' imagefolder layout).")
     data.add_argument("--image_column", default="image")
     data.add_argument("--resolution", type=positive_int, default=None, help="Image side in pixels (default 28, MNIST's); the model's sample size must match it.")
     data.add_argument("--center_crop", action="store_true", help="Resize the shorter side and crop the centre; default resizes the whole image to a square.")
