@@ -6,7 +6,7 @@ import importlib
 import json
 
 import pytest
-from helpers import ROOT, TINY_RUN
+from helpers import ROOT, TINY_RUN, run_script
 
 from diffusion_lab.commands import run_command, train_cold, train_ddpm
 from diffusion_lab.commands.argument_types import CommandParser
@@ -97,3 +97,69 @@ def test_a_token_on_the_command_line_draws_a_warning_that_does_not_repeat_it():
     assert training_warnings(train_ddpm.parse_args([])) == []
     warnings = training_warnings(train_ddpm.parse_args(["--hub_token", "hf_SECRET123"]))
     assert len(warnings) == 1 and "hf_SECRET123" not in warnings[0] and warnings[0].startswith("warning: --hub_token on the command line")
+
+
+TOKEN = "s3cret-Value-42"  # not shaped like a Hugging Face token: only its value can hide it
+ECHOES = {  # commands whose error line would repeat what was typed
+    "an unknown flag's value": ["train-ddpm", "--hub_tok", TOKEN],
+    "an unknown flag=value": ["sample", "pipeline", f"--hub_tok={TOKEN}"],
+    "an invalid choice": ["train-ddpm", "--optimizer", TOKEN],
+    "a value that is no number": ["evaluate", "samples.npz", "--seed", TOKEN],
+    "a path in a refusal": ["train-ddpm", "--output_dir", "out", "--inception_weights", f"weights/{TOKEN}.pth"],
+    "a run folder that does not exist": ["plot", f"runs/{TOKEN}"],
+    "a Hub id of a dataset": ["train-digit-classifier", "--dataset", f"{TOKEN}/mnist", "--output", "w.safetensors"],
+    "a command that does not exist": [TOKEN],
+}
+SOURCES = {
+    "--hub_token VALUE": lambda monkeypatch, tmp_path: ["--hub_token", TOKEN],
+    "--hub_token=VALUE": lambda monkeypatch, tmp_path: [f"--hub_token={TOKEN}"],
+    "HF_TOKEN": lambda monkeypatch, tmp_path: monkeypatch.setenv("HF_TOKEN", TOKEN) or [],
+    "HUGGING_FACE_HUB_TOKEN": lambda monkeypatch, tmp_path: monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", TOKEN) or [],
+    "stored login": lambda monkeypatch, tmp_path: stored_login(monkeypatch, tmp_path) or [],
+}
+
+
+def stored_login(monkeypatch, tmp_path):
+    """`hf auth login`'s token file, where huggingface_hub reads it (HF_HOME/token)."""
+    from huggingface_hub import constants
+
+    (tmp_path / "token").write_text(TOKEN)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("echo", ECHOES)
+def test_no_error_line_repeats_a_token_value_in_any_spelling(echo, source, monkeypatch, tmp_path, capsys):
+    """Each token source, each kind of error line that repeats what was typed: the line is printed, the value never."""
+    from diffusion_lab.commands import main
+
+    argv = [*ECHOES[echo], *SOURCES[source](monkeypatch, tmp_path)]
+    monkeypatch.setattr("sys.argv", ["diffusion-lab", *argv])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert TOKEN not in out + err, err
+    assert "***" in err or "unrecognized arguments" in err, err  # the line still says what was wrong
+
+
+def test_a_token_is_masked_in_a_run_commands_line_even_when_the_flag_is_parsed_later(monkeypatch, capsys):
+    """`stopped:` lines and messages raised deep in a command go through the same filter as argparse's."""
+    from diffusion_lab.stopping import TrainingStopped
+
+    def stop(argv):
+        raise TrainingStopped(f"cannot write runs/{TOKEN}/metrics.jsonl", exit_code=1)
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(stop, ["--hub_token", TOKEN])
+    assert exit_info.value.code == 1 and capsys.readouterr().err == "stopped: cannot write runs/***/metrics.jsonl\n"
+
+
+def test_the_console_script_masks_the_stored_login_of_hf_home(tmp_path):
+    """The same, end to end: `python -m diffusion_lab` with HF_HOME holding a login, the token inside a path."""
+    (tmp_path / "hf_home").mkdir()
+    (tmp_path / "hf_home" / "token").write_text(TOKEN)
+    result = run_script("-m", "diffusion_lab", "plot", f"runs/{TOKEN}", env={"HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": ""})
+    assert result.returncode == 2 and result.stderr == "error: run folder runs/*** does not exist: pass the --output_dir of a training run.\n"
