@@ -163,3 +163,42 @@ def test_the_console_script_masks_the_stored_login_of_hf_home(tmp_path):
     (tmp_path / "hf_home" / "token").write_text(TOKEN)
     result = run_script("-m", "diffusion_lab", "plot", f"runs/{TOKEN}", env={"HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": ""})
     assert result.returncode == 2 and result.stderr == "error: run folder runs/*** does not exist: pass the --output_dir of a training run.\n"
+
+
+DAMAGED_METRICS = [
+    b'{"step": 1, "epoch": 1, "loss": 1.0}',
+    b"[1, 2, 3]",  # a JSON array
+    b"null",
+    b'{"loss": 0.5}',  # no step, no epoch
+    b'{"step": "7", "epoch": 1, "loss": 0.4}',
+    b'{"step": true, "epoch": 1, "loss": 0.4}',
+    b'{"step": 3, "epoch": -1, "loss": 0.4}',
+    b"\xff\xfe not text",
+    b'{"step": 2, "epoch": 1, "loss": 0.5, "note": "a word is no metric", "flag": true}',
+    b'{"step": 4, "epoch": 1, "lo',  # cut off by a crash
+]
+
+
+def damaged_run(folder):
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_bytes(b"\n".join(DAMAGED_METRICS))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline", "_diffusers_version": "0.42.1"}))
+    return folder
+
+
+def test_every_reader_of_metrics_skips_damaged_lines_with_one_note(tmp_path, capsys):
+    """`plot`, the model card and the library reader take what is readable and say, once, what they skipped."""
+    from diffusion_lab.commands import plot
+    from diffusion_lab.hub import model_card
+    from diffusion_lab.run_files import read_metrics
+
+    folder = damaged_run(tmp_path / "run")
+    metrics = read_metrics(folder)
+    assert metrics.series == {"loss": {1: 1.0, 2: 0.5}} and metrics.epoch_of_step == {1: 1, 2: 1}
+    note = capsys.readouterr().err.splitlines()
+    assert note == [f"note: skipped 8 damaged line(s) of {folder / 'metrics.jsonl'} (line 2: not a JSON object; line 3: not a JSON "
+                    "object; line 4: no step (a whole number >= 0); ...); the other lines are used."]
+    run_command(plot.main, [str(folder), "--output_dir", str(tmp_path / "plots")])
+    out, err = capsys.readouterr()
+    assert err.splitlines() == note and out.splitlines() == [f"wrote {tmp_path / 'plots' / 'loss_curves.png'}"]
+    assert "- loss: 0.5" in model_card(folder, "me/run") and capsys.readouterr().err.splitlines() == note

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +49,20 @@ class Metrics:
         return {name: self.last(name) for name in self.series if name not in leave_out}
 
 
+def _metrics_line_problem(record) -> str | None:
+    """What keeps a parsed line of metrics.jsonl from being a record of a logged step, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for field in ("step", "epoch"):
+        value = record.get(field)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return f"no {field} (a whole number >= 0)"
+    return None
+
+
 def read_metrics(run_dir: Path, missing_ok: bool = False) -> Metrics:
-    """The run's metrics.jsonl; a missing file is an error unless `missing_ok` (then no series)."""
+    """The run's metrics.jsonl; a missing file is an error unless `missing_ok` (then no series). A damaged line (cut
+    off by a crash, edited, not a record of a step) is skipped with one note on stderr: the rest still counts."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         if missing_ok:
@@ -57,18 +70,26 @@ def read_metrics(run_dir: Path, missing_ok: bool = False) -> Metrics:
         raise FileNotFoundError(f"{path} does not exist: pass a run folder written by train_ddpm.py / train_cold.py.")
     series: dict[str, dict[int, float]] = {}
     epoch_of_step: dict[int, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    damaged = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
+            problem = _metrics_line_problem(record)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} line {number} is not JSON ({error.msg}): fix or delete that line.") from None
+            problem = f"not JSON ({error.msg})"
+        if problem:
+            damaged.append(f"line {number}: {problem}")
+            continue
         step = record.pop("step")
-        epoch_of_step[step] = record.pop("epoch", None)
+        epoch_of_step[step] = record.pop("epoch")
         for name, value in record.items():
-            if isinstance(value, (int, float)):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 series.setdefault(name, {})[step] = float(value)
+    if damaged:
+        shown = "; ".join(damaged[:3]) + ("; ..." if len(damaged) > 3 else "")
+        print(f"note: skipped {len(damaged)} damaged line(s) of {path} ({shown}); the other lines are used.", file=sys.stderr)
     return Metrics(series, epoch_of_step)
 
 
