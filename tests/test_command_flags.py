@@ -6,6 +6,7 @@ import importlib
 import os
 from unittest import mock
 
+import numpy as np
 import pytest
 
 from diffusion_lab.commands import COMMANDS, run_command
@@ -132,3 +133,25 @@ def test_paths_that_cannot_work_are_refused_in_one_line_before_any_work(argv, me
     status, lines = run_and_read(command_module(argv[0]).main, argv[1:], capsys)
     assert status == 2 and lines == [lines[0]] and message in lines[0], lines
     assert not os.listdir(empty_working_directory)  # `plot .` reads the metrics before it makes plots/
+
+
+NOT_CLASSES = {  # labels an .npz may carry, and the line that refuses them
+    "negative": (np.array([0, 1, -1, 3]), "image 2 has label -1, outside 0..9 (10 classes)"),
+    "beyond the classes": (np.array([0, 1, 2, 10]), "image 3 has label 10, outside 0..9 (10 classes)"),
+    "not whole numbers": (np.array([0.0, 1.5, 2.0, 3.0]), "image 1 has label 1.5, not a whole number"),
+    "null (NaN)": (np.array([0.0, np.nan, 2.0, 3.0]), "image 1 has no label (null)"),
+    "null (None)": (np.array([0, None, 2, 3], dtype=object), "holds Python objects (nulls or mixed values)"),
+    "text": (np.array(["0", "1", "2", "3"]), "holds <U1 values of shape (4,), not one integer class label per image"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_CLASSES)
+def test_evaluate_refuses_labels_that_are_no_class_in_one_line(case, tmp_path, capsys):
+    from diffusion_lab.commands import evaluate
+
+    labels, message = NOT_CLASSES[case]
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    np.savez(tmp_path / "samples.npz", images=images, labels=labels)
+    status, lines = run_and_read(evaluate.main, [str(tmp_path / "samples.npz"), "--dinov2_model", "none"], capsys)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert sorted(os.listdir(tmp_path)) == ["samples.npz"]

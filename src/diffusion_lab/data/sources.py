@@ -100,8 +100,8 @@ def class_names_of(split, label_column: str) -> list[str]:
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
     _check_integer_feature(feature, label_column)
-    distinct = np.unique(np.asarray(split.with_format("numpy")[label_column]))
-    return [str(value) for value in range(len(distinct))]
+    labels = class_label_array(split.with_format("numpy")[label_column], f"--class_conditional: column {label_column!r}")
+    return [str(value) for value in range(len(np.unique(labels)))]  # a null is refused, never counted as a class
 
 
 def _check_integer_feature(feature, label_column: str) -> None:
@@ -124,12 +124,28 @@ def read_labels(split, label_column: str, num_classes: int, split_name: str = "t
     feature = split.features[label_column]
     if not isinstance(feature, datasets.ClassLabel):
         _check_integer_feature(feature, label_column)
-    labels = np.asarray(split.with_format("numpy")[label_column]).astype(np.int64)
-    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if len(outside):
-        index = int(outside[0])
-        raise DataError(
-            f"--class_conditional: {split_name} image {index} has label {int(labels[index])}, outside 0..{num_classes - 1} "
-            f"({num_classes} classes): fix the labels in column {label_column!r}."
-        )
-    return labels
+    return class_label_array(split.with_format("numpy")[label_column], f"--class_conditional: {split_name}", num_classes,
+                             fix=f"fix the labels in column {label_column!r}")
+
+
+def class_label_array(values, what: str, num_classes: int | None = None, fix: str = "fix the labels") -> np.ndarray:
+    """`values` as int64 class labels, one per image, refused in one line (naming `what` and the first bad image) if
+    one is null (a NaN, None), not a whole number, negative, or -- given `num_classes` -- not below it."""
+    array = np.asarray(values)
+    if array.dtype.kind == "O":  # a column with nulls or mixed values
+        array = np.array([np.nan if value is None else value for value in array])
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        raise DataError(f"{what} holds {array.dtype} values of shape {array.shape}, not one integer class label per image: {fix}.")
+    numbers = array.astype(np.float64)
+    last = "" if num_classes is None else f", outside 0..{num_classes - 1} ({num_classes} classes)"
+    problems = [  # in this order: a null is reported as such, not as a number out of range
+        (np.isnan(numbers), "has no label (null)"),
+        (~np.isfinite(numbers) | (numbers != np.floor(numbers)), "has label {}, not a whole number"),
+        (numbers < 0, "has label {}" + (last or ", a negative class")),
+        (numbers >= (np.inf if num_classes is None else num_classes), "has label {}" + last),
+    ]
+    for bad, problem in problems:
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{what} image {index} {problem.format(array[index].item())}: {fix}.")
+    return array.astype(np.int64)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.sources import class_label_array
 from .digit_classifier import DigitClassifier
 from .dinov2 import Dinov2Features, load_dinov2
 from .image_sources import load_dataset_images
@@ -83,6 +84,14 @@ def evaluate_images(
         `pixel_range_checks` and `notes` (skipped metrics and why).
     """
     images, images_check = to_signed_unit_range(images, images_range, "generated images")
+    digits = tuple(images.shape[1:]) == (1, 28, 28)
+    if digits:
+        classifier = DigitClassifier.from_file() if classifier is None else classifier
+    if digits and labels is not None:  # refused before any metric is computed
+        if len(labels) != len(images):
+            raise ValueError(f"{len(labels)} labels were given for {len(images)} images: pass one intended class per image.")
+        num_classes = classifier.config["num_classes"]
+        labels = torch.from_numpy(class_label_array(labels, "the labels:", num_classes, fix=f"pass one intended class 0..{num_classes - 1} per image"))
     if reference is None:
         reference, _ = load_dataset_images(split="test")
         reference_range = "uint8"
@@ -110,8 +119,7 @@ def evaluate_images(
     checks = {"images": images_check, "reference": reference_check}
     candidates = {"generated": images, "real": stand_in}
 
-    if tuple(images.shape[1:]) == (1, 28, 28):
-        classifier = DigitClassifier.from_file() if classifier is None else classifier
+    if digits:
         for name, metrics in digit_metrics(classifier, compared, candidates, batch_size, device).items():
             suffix = "" if name == "generated" else "_real"
             result[f"digit_fd{suffix}"] = metrics["frechet_distance"]
@@ -120,9 +128,7 @@ def evaluate_images(
             if name == "generated":
                 result.update({f"digit_class_{k}_fraction": f for k, f in enumerate(metrics["class_histogram"])})
         if labels is not None:
-            if len(labels) != len(images):
-                raise ValueError(f"{len(labels)} labels were given for {len(images)} images: pass one intended class per image.")
-            result["class_accuracy"], result["class_accuracy_per_class"] = class_accuracy(classifier, images, torch.as_tensor(labels), batch_size, device)
+            result["class_accuracy"], result["class_accuracy_per_class"] = class_accuracy(classifier, images, labels, batch_size, device)
     else:
         notes.append("Digit-classifier metrics skipped: they apply to 1x28x28 digit images only.")
         if labels is not None:

@@ -125,9 +125,16 @@ def load_images(path: str, npz_key: str = "images") -> torch.Tensor:
     return load_npz_images(path, npz_key) if str(path).endswith(".npz") else load_png_folder(path)
 
 
-def load_npz_labels(path: str) -> torch.Tensor | None:
-    """The `labels` array of an .npz written by `sample` from a class-conditional pipeline, else None."""
+def load_npz_labels(path: str) -> np.ndarray | None:
+    """The `labels` array of an .npz written by `sample` from a class-conditional pipeline, as stored (checked where
+    the number of classes is known: `evaluate_images`), else None."""
     if not str(path).endswith(".npz"):
         return None
     with np.load(path) as data:
-        return torch.from_numpy(data["labels"]).long() if "labels" in data.files else None
+        if "labels" not in data.files:
+            return None
+        try:
+            return data["labels"]
+        except ValueError:  # numpy refuses to unpickle an object array (nulls, mixed values)
+            raise ValueError(f"{path}[labels] holds Python objects (nulls or mixed values), not integer class labels: "
+                             "pass one intended class 0..K-1 per image.") from None
