@@ -22,8 +22,8 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from helpers import TINY_RUN, make_folder
 from safetensors.torch import load_file, save_file
 
+from diffusion_lab.argument_types import Number
 from diffusion_lab.commands import run_command, sample, train_ddpm
-from diffusion_lab.commands.argument_types import Number
 from diffusion_lab.models import build_model
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 

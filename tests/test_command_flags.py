@@ -9,8 +9,8 @@ from unittest import mock
 import numpy as np
 import pytest
 
+from diffusion_lab.argument_types import PATH_TYPES, CommandParser, Number
 from diffusion_lab.commands import COMMANDS, run_command
-from diffusion_lab.commands.argument_types import PATH_TYPES, CommandParser, Number
 from diffusion_lab.training.arguments import validate_training_args
 
 TRAINERS = ("train-ddpm", "train-cold")

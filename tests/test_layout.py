@@ -7,7 +7,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "diffusion_lab"
 # Bottom to top; a module may import from its own layer and those before it.
 LAYERS = [
-    {"stopping", "staging", "path_names", "run_files"},  # infrastructure used everywhere
+    {"stopping", "staging", "path_names", "run_files", "argument_types"},  # infrastructure used everywhere
     {"schedulers", "degradations", "models", "pipelines"},  # what saved pipelines are made of (travels as remote code)
     {"data", "hub"},
     {"sampling", "evaluation"},

@@ -8,8 +8,8 @@ import json
 import pytest
 from helpers import ROOT, TINY_RUN, run_script
 
+from diffusion_lab.argument_types import CommandParser
 from diffusion_lab.commands import run_command, train_cold, train_ddpm
-from diffusion_lab.commands.argument_types import CommandParser
 from diffusion_lab.run_files import RecordFilter, public_args
 
 COMMAND_FILES = [*ROOT.glob("*.py"), *(ROOT / "src" / "diffusion_lab").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
+from ..argument_types import CommandParser, path, positive_int
 from ..experiments.runner import ExperimentRunner
 from ..experiments.variants import BUDGETS, load_variants
-from .argument_types import CommandParser, path, positive_int
 
 
 def parse_args(argv) -> argparse.Namespace:

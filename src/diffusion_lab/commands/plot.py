@@ -8,8 +8,8 @@ Writes to RUN_DIR/plots (or --output_dir):
 
 import argparse
 
+from ..argument_types import CommandParser, path_name
 from ..evaluation.plot_run import plot_run
-from .argument_types import CommandParser, path_name
 
 
 def parse_args(argv=None) -> argparse.Namespace:

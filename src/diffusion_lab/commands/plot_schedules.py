@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..argument_types import CommandParser, Number, open_unit_interval, png_path
 from ..evaluation.plot_schedules import plot_schedules
-from .argument_types import CommandParser, Number, open_unit_interval, png_path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

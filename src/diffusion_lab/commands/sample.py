@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..argument_types import CommandParser, dataset_path, non_negative_float, path_name, positive_int, seed
 from ..data import load_image_caches
 from ..path_names import check_path_name, name_for_outputs
 from ..sampling import (
@@ -37,7 +38,6 @@ from ..sampling import (
     write_samples,
 )
 from . import check_device
-from .argument_types import CommandParser, dataset_path, non_negative_float, path_name, positive_int, seed
 
 
 def parse_args(argv):

@@ -7,10 +7,10 @@
 
 import argparse
 
+from ..argument_types import CommandParser
 from ..training.arguments import add_training_args
 from ..training.ddpm_objective import DDPMObjective, add_ddpm_args
 from ..training.loop import run_training
-from .argument_types import CommandParser
 
 
 def parse_args(argv):

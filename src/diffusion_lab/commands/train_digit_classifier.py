@@ -11,10 +11,10 @@ import time
 
 import torch
 
+from ..argument_types import CommandParser, dataset_path, path, positive_float, positive_int, seed
 from ..evaluation.digit_classifier import SHIPPED_WEIGHTS
 from ..evaluation.image_sources import load_dataset_images
 from ..evaluation.train_digit_classifier import accuracy, train_digit_classifier
-from .argument_types import CommandParser, dataset_path, path, positive_float, positive_int, seed
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..commands.argument_types import (
+from ..argument_types import (
     dataset_path,
     fraction,
     non_negative_float,
@@ -121,7 +121,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 def validate_training_args(args: argparse.Namespace) -> None:
     """Refuse values that make no sense together, before anything is written (each number's range and each path's
-    length are checked where they are parsed: `commands.argument_types`)."""
+    length are checked where they are parsed: `argument_types`)."""
     if args.lr_warmup_steps > 0 and args.lr_scheduler == "constant":
         # diffusers' "constant" schedule ignores warm-up steps; say so rather than train without the warm-up asked for.
         raise ArgumentError(

@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from ..commands.argument_types import Number, integer, non_negative_float, positive_int, real
+from ..argument_types import Number, integer, non_negative_float, positive_int, real
 from ..degradations import (
     DEGRADATIONS,
     Degradation,

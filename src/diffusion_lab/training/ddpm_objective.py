@@ -7,7 +7,7 @@ import argparse
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
-from ..commands.argument_types import Number, open_unit_interval
+from ..argument_types import Number, open_unit_interval
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler

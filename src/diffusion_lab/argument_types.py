@@ -13,8 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..path_names import check_path_name
-from ..run_files import hide_secrets, secret_values
+from .path_names import check_path_name
+from .run_files import hide_secrets, secret_values
 
 MAX_SEED = 2**32 - 1  # numpy's limit, and torch.manual_seed's
 
