@@ -60,6 +60,7 @@ integer = Number(int)
 positive_int = Number(int, 1, requirement="must be a positive integer")
 non_negative_int = Number(int, 0, requirement="must not be negative")
 seed = Number(int, 0, MAX_SEED)
+at_least_two = Number(int, 2)  # diffusion steps T, images for a distribution metric
 real = Number(float)
 positive_float = Number(float, 0.0, low_open=True, requirement="must be a positive number")
 non_negative_float = Number(float, 0.0, requirement="must not be negative")

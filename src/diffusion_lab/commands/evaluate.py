@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..argument_types import CommandParser, Number, dataset_path, non_negative_float, path, path_name, positive_int, seed
+from ..argument_types import CommandParser, at_least_two, dataset_path, non_negative_float, path, path_name, positive_int, seed
 from ..evaluation.dinov2 import DEFAULT_DINOV2, load_dinov2
 from ..evaluation.guidance_sweep import guidance_table, plot_guidance_sweep
 from ..evaluation.image_evaluation import evaluate_images, summary_line, write_result
@@ -43,8 +43,6 @@ from ..sampling import (
     use_sampler,
 )
 from . import check_device
-
-at_least_two = Number(int, 2)  # the distribution metrics need two images
 
 
 def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline, guidance_scale: float = 1.0):

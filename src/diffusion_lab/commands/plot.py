@@ -17,8 +17,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("run_dir", type=path_name, metavar="RUN_DIR", help="a training run's --output_dir")
     parser.add_argument("--output_dir", type=path_name, default=None, help="where to write the PNGs (default: RUN_DIR/plots)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    args = parser.parse_args(argv)
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:

@@ -7,15 +7,13 @@ import argparse
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
-from ..argument_types import Number, open_unit_interval
+from ..argument_types import at_least_two, open_unit_interval
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
 from ..schedulers.schedule_options import PREDICTION_TYPES, VARIANCE_TYPES
 from .arguments import ArgumentError
 from .objective import LOSSES, Objective
-
-at_least_two = Number(int, 2)  # T: one step is no diffusion
 
 
 def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
