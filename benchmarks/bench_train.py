@@ -5,7 +5,7 @@
     python benchmarks/bench_train.py --mixed_precision bf16       # the same comparison under bf16 autocast
 
 Three setups train the same model (same architecture, batch, image size and model-level options) in one process:
-  (a) trainer   `Trainer._train_step` of diffusion_lab.training.loop as train_ddpm.py builds it (decoded-image
+  (a) trainer   the `TrainingStep` of diffusion_lab.training.step as train_ddpm.py builds it (decoded-image
                 cache, DDPM loss, clipping, optimizer, LR schedule, EMA with --use_ema) plus the loop's logging
                 (one host sync and one metrics.jsonl/TensorBoard record every --logging_steps steps);
   (b) bare      random tensors already on the device: forward, MSE, backward, Adam step (fused on CUDA, as in (a)),
@@ -66,6 +66,7 @@ def parse_args(argv=None):
     parser.add_argument("--torch_compile", action="store_true", help="torch.compile the model in all three setups.")
     parser.add_argument("--torch_compile_mode", choices=COMPILE_MODES, default="default", help="Its mode, in all three setups.")
     parser.add_argument("--channels_last", action="store_true", help="Channels-last weights in (a) and (b).")
+    parser.add_argument("--cuda_graph", action="store_true", help="(a) with the trainer's --cuda_graph: the whole step replayed as one CUDA graph.")
     parser.add_argument("--data_on_device", action=argparse.BooleanOptionalAction, default=None,
                         help="(a)'s --data_on_device (default: the trainer's auto, on for CUDA).")
     parser.add_argument("--example_fp32", action="store_true",
@@ -102,7 +103,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
     argv = ["--model", model_name, "--output_dir", str(workdir / f"trainer-{model_name}"),
             "--train_batch_size", str(args.batch_size), "--mixed_precision", args.mixed_precision]
     argv += ["--dataset_name", args.dataset] if args.dataset else []
-    argv += ["--use_ema"] * args.use_ema + ["--random_flip"] * args.random_flip + ["--channels_last"] * args.channels_last
+    argv += ["--cuda_graph"] * args.cuda_graph + ["--use_ema"] * args.use_ema + ["--random_flip"] * args.random_flip + ["--channels_last"] * args.channels_last
     argv += ["--torch_compile", "--torch_compile_mode", args.torch_compile_mode] if args.torch_compile else []
     argv += [] if args.data_on_device is None else ["--data_on_device" if args.data_on_device else "--no-data_on_device"]
     trainer_args = parser.parse_args(argv)
@@ -112,7 +113,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
     def fetch(batches: int) -> float:
         start = time.perf_counter()
         for micro_batch in range(batches):
-            trainer._batch(micro_batch)
+            trainer.step.batch(trainer.step.indices(micro_batch))
         _synchronize()
         return time.perf_counter() - start
 
@@ -120,7 +121,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
         nonlocal window_loss
         start = time.perf_counter()
         for _ in range(steps):
-            window_loss = window_loss + trainer._train_step()[0]
+            window_loss = window_loss + trainer.step(trainer.global_step)[0]
             trainer.global_step += 1
             if trainer.global_step % trainer_args.logging_steps == 0:  # what Trainer.train does between steps
                 loss = trainer.accelerator.reduce(window_loss, reduction="mean").item() / trainer_args.logging_steps
