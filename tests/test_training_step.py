@@ -20,13 +20,13 @@ from diffusion_lab.training.step import GraphedTrainingStep, TrainingStep, check
 BATCH, IMAGES = 16, 64
 
 
-def _step(step_class, graphed: bool, **flags):
+def _step(step_class, graphed: bool, mixed_precision="no", **flags):
     args = argparse.Namespace(
         gradient_accumulation_steps=1, random_flip=True, torch_compile=False, torch_compile_mode="default",
         skip_nonfinite=False, max_grad_norm=0.5, train_batch_size=BATCH, optimizer="adamw", learning_rate=2e-3,
         adam_beta1=0.9, adam_beta2=0.999, adam_weight_decay=1e-2, adam_epsilon=1e-8, cuda_graph=graphed, **flags,
     )
-    accelerator = Accelerator(mixed_precision="no", cpu=True)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=True)
     torch.manual_seed(0)
     model = build_model("cnn", 28, 1, 100)
     ema = EMAModel(model.parameters(), decay=0.999, use_ema_warmup=True, power=3 / 4, foreach=True)
@@ -40,8 +40,8 @@ def _step(step_class, graphed: bool, **flags):
     return step, model, ema, optimizer
 
 
-def _train(step_class, graphed, steps=6):
-    step, model, ema, optimizer = _step(step_class, graphed)
+def _train(step_class, graphed, mixed_precision, steps=6):
+    step, model, ema, optimizer = _step(step_class, graphed, mixed_precision)
     torch.manual_seed(1)
     losses = [step(global_step)[0].item() for global_step in range(steps)]
     # The CNN's conv biases are followed by LayerNorm, which cancels them: their gradients are float rounding, which
@@ -53,11 +53,13 @@ def _train(step_class, graphed, steps=6):
             ema, optimizer)
 
 
-def test_the_graphed_step_trains_as_the_eager_step_does():
-    """Same batches, flips, noise and timesteps (drawn in the same order), same AdamW, clipping, LR warm-up and EMA: the
-    losses, weights and EMA weights agree to float rounding (fused vs foreach AdamW)."""
-    eager = _train(TrainingStep, graphed=False)
-    graphed = _train(GraphedTrainingStep, graphed=True)
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+def test_the_graphed_step_trains_as_the_eager_step_does(mixed_precision):
+    """Same batches, flips, noise and timesteps (drawn in the same order), same AdamW, clipping, LR warm-up and EMA, and
+    bf16 autocast from its own context instead of accelerate's wrapper: the losses, weights and EMA weights agree to
+    float rounding (fused vs foreach AdamW)."""
+    eager = _train(TrainingStep, graphed=False, mixed_precision=mixed_precision)
+    graphed = _train(GraphedTrainingStep, graphed=True, mixed_precision=mixed_precision)
     np.testing.assert_allclose(graphed[0], eager[0], rtol=1e-4)
     assert eager[0][0] != eager[0][-1]  # it trained
     for graphed_weight, eager_weight in zip(graphed[1] + graphed[2], eager[1] + eager[2]):

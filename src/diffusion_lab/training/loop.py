@@ -127,6 +127,7 @@ class Trainer:
                 "--mixed_precision fp16 needs a GPU: on a CPU the run would train in fp32 while its records say fp16. "
                 "Use --mixed_precision bf16 (or no) on a CPU."
             )
+        check_graphed_step(args, accelerator.num_processes, accelerator.device, accelerator.mixed_precision)  # before any data
         if accelerator.is_main_process:
             for warning in training_warnings(args):
                 print(warning, file=sys.stderr, flush=True)

@@ -94,8 +94,10 @@ class TrainingStep:
         return total / args.gradient_accumulation_steps, skipped
 
 
-def check_graphed_step(args: argparse.Namespace, num_processes: int, device: torch.device, mixed_precision: str, data_on_device: bool) -> None:
-    """--cuda_graph: refuse, in one line, settings the graphed step cannot run with."""
+def check_graphed_step(args: argparse.Namespace, num_processes: int, device: torch.device, mixed_precision: str,
+                       data_on_device: bool | None = None) -> None:
+    """--cuda_graph: refuse, in one line, settings the graphed step cannot run with (`data_on_device` None: not known
+    yet, before the data is loaded)."""
     if not args.cuda_graph:
         return
     missing = {
@@ -105,7 +107,7 @@ def check_graphed_step(args: argparse.Namespace, num_processes: int, device: tor
         "no --skip_nonfinite (it syncs every step)": args.skip_nonfinite,
         "no --torch_compile (the step is captured instead)": args.torch_compile,
         "--mixed_precision bf16 or no (fp16 scales the loss on the host)": mixed_precision == "fp16",
-        "the training images on the device (--data_on_device)": not data_on_device,
+        "the training images on the device (--data_on_device)": data_on_device is False or args.data_on_device is False,
     }
     needed = [need for need, is_missing in missing.items() if is_missing]
     if needed:
@@ -124,7 +126,8 @@ class GraphedTrainingStep(TrainingStep):
         super().__init__(*args, **kwargs)
         device = self.accelerator.device
         self.capture = capture and device.type == "cuda"
-        self.model = self.accelerator.unwrap_model(self.model)  # our own autocast below, with no cache (capture needs none)
+        # Without accelerate's autocast wrapper: ours below keeps no cast-weight cache, which a capture cannot hold.
+        self.model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         self.parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
         self.index_buffer = torch.zeros(self.args.train_batch_size, dtype=torch.long, device=device)
         self.ema_weight = torch.zeros((), device=device)  # 1 - decay of this step
