@@ -31,6 +31,7 @@ WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 LONG_NAME = "x" * 300  # more than the 255 bytes a file name may have on common file systems
 TOO_MUCH = 10**7  # images per batch: terabytes of activations
 PROGRESS_BAR = re.compile(r"\[\d\d:\d\d[<,]")  # tqdm's "[00:01<00:02, ...]"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,9 @@ def run_and_read_error(main, argv, capsys):
         run_command(main, list(map(str, argv)))
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    return exit_info.value.code, [line for line in err.splitlines() if line.strip() and not PROGRESS_BAR.search(line)]
+    # A bar cut off by the error clears itself (spaces, cursor up): nothing shows on a terminal.
+    shown = [ANSI_ESCAPE.sub("", line) for line in err.splitlines()]
+    return exit_info.value.code, [line for line in shown if line.strip() and not PROGRESS_BAR.search(line)]
 
 
 def fresh(c, name):
@@ -383,8 +386,40 @@ def nested_pipeline(folder):
     (folder / "model_index.json").write_text(json.dumps({**index, "inner": ["diffusers", "DDPMPipeline"]}))
 
 
+def rewrite_config(component, **changes):
+    def damage(folder):
+        path = next((folder / component).glob("*config.json"))
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return damage
+
+
+def set_first(name, value):
+    return lambda tensors: tensors[name].view(-1).__setitem__(0, value)
+
+
+UNET_CONFIG, SCHEDULER_CONFIG = "unet/config.json", "scheduler/scheduler_config.json"
+# What a saved pipeline holds, checked before it is built or sampled: (damage, the one line's telling part).
+SAVED_PIPELINE_CASES = {
+    "a NaN weight": (rewrite_weights(set_first("blocks.0.conv.weight", float("nan"))), f"{WEIGHTS}: blocks.0.conv.weight holds NaN or infinite values"),
+    "an infinite weight": (rewrite_weights(set_first("blocks.0.conv.bias", float("inf"))), f"{WEIGHTS}: blocks.0.conv.bias holds NaN or infinite"),
+    "a weight out of range": (rewrite_weights(set_first("blocks.0.conv.weight", 1e9)), "blocks.0.conv.weight holds 1e+09, far beyond any trained weight"),
+    "beta_end above 1": (rewrite_config("scheduler", beta_end=1.5), f"{SCHEDULER_CONFIG}: beta_end makes betas outside (0, 1)"),
+    "negative trained_betas": (rewrite_config("scheduler", trained_betas=[0.01] * 999 + [-0.5]), f"{SCHEDULER_CONFIG}: trained_betas makes betas outside (0, 1) (-0.5)"),
+    "num_train_timesteps as a string": (rewrite_config("scheduler", num_train_timesteps="1000"), f"{SCHEDULER_CONFIG}: num_train_timesteps is '1000', not a whole number"),
+    "num_train_timesteps 10^9": (rewrite_config("scheduler", num_train_timesteps=10**9), "num_train_timesteps is 1000000000, outside 1..65536"),
+    "a schedule setting of the wrong type": (rewrite_config("scheduler", clip_sample="yes"), f"{SCHEDULER_CONFIG}: clip_sample is 'yes', not true or false"),
+    "a width of 10^9": (rewrite_config("unet", hidden_channels=[16, 10**9, 32, 16]), f"{UNET_CONFIG}: hidden_channels is 1000000000, outside 1..65536"),
+    "widths whose model cannot be allocated": (rewrite_config("unet", hidden_channels=[60000] * 3 + [16]), "hidden_channels [60000, 60000, 60000, 16] gives a model of"),
+    "kernel_size 0": (rewrite_config("unet", kernel_size=0), f"{UNET_CONFIG}: kernel_size is 0, outside 1..65536"),
+    "sample_size 10^6": (rewrite_config("unet", sample_size=10**6), f"{UNET_CONFIG}: sample_size is 1000000, outside 1..4096"),
+    "in_channels as a float": (rewrite_config("unet", in_channels=1.5), f"{UNET_CONFIG}: in_channels is 1.5, not a whole number"),
+}
+
 SAMPLE_CASES = {
-    "pipeline folder missing": (lambda c: [c.root / "no" / "such"], "pipeline folder"),
+    "pipeline folder missing": (lambda c: [c.root / "no" / "such"], "no such folder: "),
+    "pipeline folder missing, a name with no owner/ (not a Hub id)": (lambda c: ["ddpm-mnsit"], "no such folder: ddpm-mnsit: check the path"),
+    **{f"saved pipeline holding {case}": (lambda c, damage=damage: [broken_pipeline(c, damage)], message)
+       for case, (damage, message) in SAVED_PIPELINE_CASES.items()},
     "Hub id unreachable (offline)": (lambda c: ["someone/no-such-pipeline"], "could not download pipeline 'someone/no-such-pipeline'"),
     "model_index.json missing": (lambda c: [broken_pipeline(c, lambda f: (f / "model_index.json").unlink())], "holds no model_index.json"),
     "model_index.json not JSON": (lambda c: [broken_pipeline(c, lambda f: (f / "model_index.json").write_text("{"))], "is not valid JSON"),
@@ -396,6 +431,8 @@ SAMPLE_CASES = {
     "safetensors file truncated": (lambda c: [broken_pipeline(c, lambda f: (f / WEIGHTS).write_bytes((f / WEIGHTS).read_bytes()[:500]))], "Unable to load weights"),
     "safetensors with wrong shapes": (lambda c: [broken_pipeline(c, rewrite_weights(lambda t: t.update({"blocks.0.conv.bias": torch.zeros(3, 3)})))], "expected shape"),
     "safetensors missing a weight": (lambda c: [broken_pipeline(c, rewrite_weights(lambda t: t.pop("blocks.0.conv.bias")))], "(missing keys: blocks.0.conv.bias"),
+    "a schedule that makes blank images": (lambda c: [broken_pipeline(c, rewrite_config("scheduler", clip_sample_range=0.0)), "--scheduler", "ddpm"],
+                                           "sampling made only blank images (every pixel 0.5) in batch 1"),
     "--num_images 0": (lambda c: [c.pipeline, "--num_images", 0], "--num_images 0 must be a positive integer"),
     "--batch_size -1": (lambda c: [c.pipeline, "--batch_size", -1], "--batch_size -1 must be a positive integer"),
     "--num_inference_steps 0": (lambda c: [c.pipeline, "--num_inference_steps", 0], "--num_inference_steps 0 must be a positive integer"),
@@ -431,6 +468,22 @@ def test_sample_refuses_bad_input_in_one_line(case, ctx, capsys):
     assert all(path.read_bytes() == data for path, data in before.items())
 
 
+def test_sampling_refuses_non_finite_images_and_writes_nothing(ctx, capsys, monkeypatch):
+    """Weights that pass the checks can still overflow at run time (here: a NaN put in after loading)."""
+    from diffusion_lab import sampling
+
+    def open_overflowing_pipeline(*args, **kwargs):
+        pipeline = sampling.open_pipeline(*args, **kwargs)
+        pipeline.unet.conv_out.bias.data[0] = float("nan")
+        return pipeline
+
+    monkeypatch.setattr(sample, "open_pipeline", open_overflowing_pipeline)
+    output_dir = fresh(ctx, "samples")
+    status, lines = run_and_read_error(sample.main, [ctx.pipeline, "--num_images", 2, "--num_inference_steps", 2, "--output_dir", output_dir], capsys)
+    assert status == 2 and len(lines) == 1 and "error: sampling made NaN or infinite values in batch 1" in lines[0], lines
+    assert not output_dir.exists()
+
+
 def npz_of(c, array):
     path = fresh(c, "images").with_suffix(".npz")
     np.savez(path, images=array)
@@ -462,7 +515,8 @@ def random_images(count=8):
 
 
 EVALUATE_CASES = {
-    "input that does not exist": (lambda c: [c.root / "nothing"], "does not exist"),
+    "input that does not exist": (lambda c: [c.root / "nothing"], "no such folder: "),
+    "a pipeline with a non-finite weight": (lambda c: [broken_pipeline(c, rewrite_weights(set_first("blocks.0.conv.weight", float("nan"))))], "holds NaN or infinite values"),
     ".npz that does not exist": (lambda c: [c.root / "nothing.npz"], "No such file or directory"),
     ".npz of the wrong shape": (lambda c: [npz_of(c, np.zeros((4, 5), np.uint8))], "has shape (4, 5): expected (N, H, W)"),
     "folder without PNGs": (lambda c: [empty_folder(c)], "No .png files in"),

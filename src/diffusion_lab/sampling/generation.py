@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..pipelines.class_guidance import class_index, num_classes_of
 from ..pipelines.export import load_pipeline
+from ..pipelines.validation import check_images
 from .figures import four_columns
 from .samplers import DEFAULT_SAMPLER, keeps_own_scheduler, use_sampler
 
@@ -84,8 +85,9 @@ def generate_batches(pipeline, num_images: int, batch_size: int, seed: int, num_
         size = min(batch_size, num_images - start)
         if class_labels is not None:
             kwargs["class_labels"] = class_labels[start : start + size]
-        images = pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images
-        yield (np.asarray(images) * 255).round().astype(np.uint8)
+        images = np.asarray(pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images)
+        check_images(images, batch_index + 1)
+        yield (images * 255).round().astype(np.uint8)
 
 
 def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
@@ -132,6 +134,7 @@ def restore(pipeline, originals: torch.Tensor, batch_size: int, seed: int, num_i
         generator = torch.Generator().manual_seed(seed + batch_index)
         output = pipeline(images=batch.float() / 127.5 - 1, generator=generator, num_inference_steps=num_inference_steps,
                           output_type="pt", **labels, **kwargs)
+        check_images(output.images, batch_index + 1)
         restored.append((output.images.cpu() * 255).round().to(torch.uint8))
         if figure is None:
             figure = four_columns(output, figure_rows)

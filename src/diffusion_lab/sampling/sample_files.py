@@ -62,10 +62,10 @@ class SampleWriter:
         self.images = None  # samples.npy, allocated when the first batch gives the image size
         if self.folder.exists():  # an earlier cut-off run's (only reached with --overwrite_output_dir)
             shutil.rmtree(self.folder)
-        (self.folder / "images").mkdir(parents=True)
 
     def add(self, batch: np.ndarray) -> None:
-        if self.images is None:
+        if self.images is None:  # created with the first images: a run that makes none writes nothing
+            (self.folder / "images").mkdir(parents=True)
             self.images = np.lib.format.open_memmap(self.folder / "samples.npy", mode="w+", dtype=np.uint8,
                                                     shape=(self.num_images, *batch.shape[1:]))
         for image in batch:
