@@ -484,6 +484,56 @@ def test_sampling_refuses_non_finite_images_and_writes_nothing(ctx, capsys, monk
     assert not output_dir.exists()
 
 
+@pytest.fixture(scope="module")
+def ema_run(ctx):
+    """Like ctx.run (checkpoint-2 and its pipeline), with an EMA of the weights."""
+    run = ctx.root / "ema-run"
+    train_ddpm.main(["--output_dir", str(run), *SMALL_RUN, "--use_ema", "--max_train_steps", "2", "--checkpointing_steps", "2"])
+    return run
+
+
+def stopped_copy(c, run):
+    """`run` as a run stopped before it wrote its pipeline: its checkpoints and records only."""
+    folder = fresh(c, "stopped")
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns("model_index.json", "unet", "scheduler", "README.md"))
+    return folder
+
+
+@pytest.mark.parametrize("ema", [False, True], ids=["no EMA", "EMA"])
+def test_a_run_stopped_before_its_pipeline_samples_from_its_latest_checkpoint(ema, ctx, request, capsys):
+    run = request.getfixturevalue("ema_run") if ema else ctx.run
+    flags = ["--num_images", "3", "--num_inference_steps", "2"]
+    stopped = stopped_copy(ctx, run)
+    from_pipeline, from_checkpoint = stopped.with_name(f"{stopped.name}-samples-of-the-pipeline"), stopped.with_name(f"{stopped.name}-samples")
+    sample.main([str(run), *flags, "--output_dir", str(from_pipeline)])
+    capsys.readouterr()
+    sample.main([str(stopped), *flags, "--output_dir", str(from_checkpoint)])
+    weights = "EMA weights" if ema else "weights (the run kept no EMA)"
+    assert f"{stopped} holds no pipeline: sampling from checkpoint-2, with its {weights}." in capsys.readouterr().out
+    # The same images: the checkpoint holds the weights the run's pipeline was saved with.
+    assert np.array_equal(np.load(from_checkpoint / "samples.npz")["images"], np.load(from_pipeline / "samples.npz")["images"])
+
+
+def test_evaluate_takes_a_stopped_run_and_a_checkpoint_folder(ctx, capsys):
+    from diffusion_lab.commands.evaluate import main
+
+    stopped = stopped_copy(ctx, ctx.run)
+    for source in (stopped, stopped / "checkpoint-2"):
+        result = main([str(source), "--num_samples", "2", "--num_inference_steps", "2", "--dinov2_model", "none",
+                       "--output", str(fresh(ctx, "evaluation").with_suffix(".json"))])
+        assert result["num_samples"] == 2 and "digit_fd" in result
+    assert f"sampling from {stopped / 'checkpoint-2'}, with its weights" in capsys.readouterr().out
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_so(ctx, capsys):
+    stopped = stopped_copy(ctx, ctx.run)
+    shutil.rmtree(stopped / "checkpoint-2")
+    status, lines = run_and_read_error(sample.main, [stopped, "--output_dir", fresh(ctx, "samples")], capsys)
+    assert status == 2 and lines == [f"error: {stopped} holds a run that stopped before its first checkpoint, so there is no "
+                                     "model to use yet: rerun the training with --overwrite_output_dir (and a smaller "
+                                     "--checkpointing_steps to keep something sooner)."]
+
+
 def npz_of(c, array):
     path = fresh(c, "images").with_suffix(".npz")
     np.savez(path, images=array)

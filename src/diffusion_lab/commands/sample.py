@@ -36,6 +36,7 @@ from ..sampling import (
     use_sampler,
     write_samples,
 )
+from ..training.run_pipeline import load_run_pipeline
 from . import check_device
 
 
@@ -103,7 +104,7 @@ def main(argv):
     output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
     check_path_name(output_dir, "--output_dir" if args.output_dir else "the default --output_dir (PIPELINE-samples)")
     check_samples_folder(output_dir, args.overwrite_output_dir)
-    pipeline = open_pipeline(args.pipeline, args.scheduler, args.device, args.trust_remote_code)
+    pipeline = open_pipeline(args.pipeline, args.scheduler, args.device, args.trust_remote_code, load=load_run_pipeline)
     cold = is_cold(pipeline)
     if not cold and (args.noise or args.algorithm != 2 or args.conditional):
         raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")

@@ -194,17 +194,38 @@ def _load_component(component_class: type, folder: Path, name: str, torch_dtype=
     return model
 
 
-def load_pipeline(path_or_id: str, torch_dtype=None, **kwargs):
+def load_model(folder: Path, name: str):
+    """The model saved with save_pretrained in `folder/name` (e.g. a checkpoint's `model/`), of a class diffusers or
+    diffusion_lab defines, loaded and checked as a pipeline's models are."""
+    from diffusers import ModelMixin
+
+    try:
+        class_name = json.loads((folder / name / "config.json").read_text())["_class_name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{folder / name / 'config.json'} names no model class (_class_name): re-save the model.") from None
+    model_class = _index_class(["diffusion_lab" if _our_class(class_name) else "diffusers", class_name], name, ModelMixin)
+    return _load_component(model_class, folder, name)
+
+
+def load_pipeline(path_or_id: str, torch_dtype=None, trust_remote_code: bool = False, **kwargs):
     """Load a saved pipeline using diffusion_lab's own classes, so no code from the folder is run.
 
     Weights are read from safetensors only (never pickle) and must fit the model exactly; a damaged folder raises
     a one-line error instead of loading partly random weights. `torch_dtype` (e.g. torch.float16): the models'
     weights dtype (default: as saved); other keyword arguments go to the pipeline's constructor, overriding the
-    settings recorded in model_index.json (e.g. class_names).
+    settings recorded in model_index.json (e.g. class_names). `trust_remote_code`: diffusers' own loader, which runs
+    the code the folder carries (its errors in one line too).
     """
     from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin
 
     folder = pipeline_folder(path_or_id)
+    if trust_remote_code:
+        try:
+            with diffusers_warnings_off():
+                return DiffusionPipeline.from_pretrained(folder, trust_remote_code=True, use_safetensors=True, torch_dtype=torch_dtype, **kwargs)
+        except Exception as error:  # whatever the folder's own code raises
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+            raise ValueError(f"cannot load the pipeline in {folder} with its own code ({reason}): re-save or re-download the pipeline.") from None
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         if (folder / STAGING_NAME).is_dir():

@@ -23,6 +23,8 @@ MAX_SIZE = 2**16
 MAX_SIDE = 2**12
 # Fields that are sizes even where the class's default is None (diffusers' UNet2DModel).
 SIZES = ("sample_size", "in_channels", "out_channels", "num_train_timesteps", "num_levels", "kernel_size", "num_class_embeds")
+# Numbers with no bound (a degradation's random order comes from any seed).
+ANY_NUMBER = ("seed",)
 # |w| beyond this is no trained weight: it overflows activations (bf16/fp16) or marks a corrupted file.
 MAX_WEIGHT = 1e5
 FIX = "re-save or re-download the pipeline"
@@ -58,7 +60,7 @@ def _check_field(path: Path, field: str, value, default) -> None:
     elif isinstance(default, (int, float)):
         if not _is_number(value):
             _refuse(path, field, f"is {value!r}, not a finite number")
-        if abs(value) > MAX_SIZE:
+        if abs(value) > MAX_SIZE and field not in ANY_NUMBER:
             _refuse(path, field, f"is {value}, beyond {MAX_SIZE}")
     elif isinstance(default, str):
         if not isinstance(value, str):

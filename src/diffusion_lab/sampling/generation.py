@@ -25,15 +25,12 @@ from .samplers import DEFAULT_SAMPLER, keeps_own_scheduler, use_sampler
 FIGURE_ROWS = 8
 
 
-def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
-    """A saved pipeline on `device`, loaded without running its code unless `trust_remote_code`; asking for a
+def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
+                  load=load_pipeline):
+    """A saved pipeline on `device`, loaded by `load` (`load_pipeline`; the commands pass the trainer's, which also
+    opens a run that stopped before saving one) without running its code unless `trust_remote_code`; asking for a
     `scheduler` (swapped in later by `use_sampler`) is refused for pipelines that keep their own."""
-    if trust_remote_code:
-        from diffusers import DiffusionPipeline
-
-        pipeline = DiffusionPipeline.from_pretrained(name_or_path, trust_remote_code=True, use_safetensors=True)
-    else:
-        pipeline = load_pipeline(name_or_path)
+    pipeline = load(name_or_path, trust_remote_code=trust_remote_code)
     if scheduler is not None and keeps_own_scheduler(pipeline):
         raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
     pipeline.set_progress_bar_config(leave=False)
