@@ -10,6 +10,9 @@ import re
 import resource
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,9 +65,14 @@ def run_and_read_error(main, argv, capsys):
         run_command(main, list(map(str, argv)))
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    # A bar cut off by the error clears itself (spaces, cursor up): nothing shows on a terminal.
-    shown = [ANSI_ESCAPE.sub("", line) for line in err.splitlines()]
-    return exit_info.value.code, [line for line in shown if line.strip() and not PROGRESS_BAR.search(line)]
+    return exit_info.value.code, shown_lines(err)
+
+
+def shown_lines(stderr):
+    """The lines of `stderr` that are not progress bars; a bar cut off by an error clears itself (spaces, cursor
+    up), which shows nothing on a terminal."""
+    shown = [ANSI_ESCAPE.sub("", line) for line in stderr.splitlines()]
+    return [line for line in shown if line.strip() and not PROGRESS_BAR.search(line)]
 
 
 def fresh(c, name):
@@ -532,6 +540,50 @@ def test_a_run_stopped_before_its_first_checkpoint_says_so(ctx, capsys):
     assert status == 2 and lines == [f"error: {stopped} holds a run that stopped before its first checkpoint, so there is no "
                                      "model to use yet: rerun the training with --overwrite_output_dir (and a smaller "
                                      "--checkpointing_steps to keep something sooner)."]
+
+
+def command_process(*argv, **env):
+    """`diffusion-lab ARGV` in a fresh process, its stdout and stderr piped."""
+    return subprocess.Popen([sys.executable, "-m", "diffusion_lab", *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **env})
+
+
+def test_sigterm_during_sample_keeps_the_images_made_and_says_so(ctx):
+    output_dir = fresh(ctx, "samples")
+    process = command_process("sample", ctx.pipeline, "--num_images", 100, "--batch_size", 1, "--scheduler", "ddpm",
+                              "--num_inference_steps", 200, "--output_dir", output_dir)
+    first_image, deadline = output_dir / "partial" / "images" / "00000.png", time.monotonic() + 120
+    while not first_image.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    lines = shown_lines(err)
+    assert process.returncode == 143 and len(lines) == 1, err[-2000:]
+    kept = re.fullmatch(rf"stopped: SIGTERM received: the (\d+) of 100 images made so far are in {re.escape(str(output_dir / 'partial'))}/ "
+                        r"\(images/\*\.png, samples\.npy\); rerun with --overwrite_output_dir for all of them\.", lines[0])
+    assert kept and len(os.listdir(output_dir / "partial" / "images")) == int(kept.group(1)) >= 1, lines
+
+
+def test_sigterm_during_evaluate_says_nothing_was_written(ctx):
+    output = fresh(ctx, "evaluation").with_suffix(".json")
+    process = command_process("evaluate", stopped_copy(ctx, ctx.run), "--num_samples", 1000, "--scheduler", "ddpm",
+                              "--dinov2_model", "none", "--output", output)
+    while "holds no pipeline" not in process.stdout.readline() and process.poll() is None:  # sampling starts next
+        pass
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and shown_lines(err) == [
+        f"stopped: SIGTERM received: evaluation stopped before writing {output} (nothing is written until it ends); rerun the command."], err[-2000:]
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("flags", [[], ["--trust_remote_code"]], ids=["our loader", "diffusers' loader"])
+def test_an_offline_hub_fetch_fails_in_one_line_without_diffusers_warnings(flags, tmp_path):
+    process = command_process("sample", "someone/no-such-pipeline", *flags, HF_HUB_OFFLINE="1")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and err.splitlines() == [
+        "error: could not download pipeline 'someone/no-such-pipeline' from the Hub (LocalEntryNotFoundError): check the id "
+        "and the network, or pass a local folder."], err
 
 
 def npz_of(c, array):

@@ -42,6 +42,7 @@ from ..sampling import (
     restore,
     use_sampler,
 )
+from ..stopping import TrainingStopped, interruption, sigterm_as_interrupt
 from ..training.run_pipeline import is_run_without_pipeline, load_run_pipeline
 from . import check_device
 
@@ -152,6 +153,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    with sigterm_as_interrupt():  # SIGTERM stops as Ctrl-C does, in one line
+        try:
+            return evaluate(args)
+        except KeyboardInterrupt as stop:
+            what, exit_code = interruption(stop)
+            raise TrainingStopped(f"{what}: evaluation stopped before writing {args.output} (nothing is written until it "
+                                  "ends); rerun the command.", exit_code) from None
+
+
+def evaluate(args: argparse.Namespace) -> dict:
     reference, _ = load_dataset_images(args.reference, args.reference_split, args.image_column)
     folder = Path(args.input)
     is_image_file_input = args.input.endswith(".npz") or (

@@ -36,6 +36,7 @@ from ..sampling import (
     use_sampler,
     write_samples,
 )
+from ..stopping import sigterm_as_interrupt
 from ..training.run_pipeline import load_run_pipeline
 from . import check_device
 
@@ -101,6 +102,11 @@ def restoration_figure(pipeline, args: argparse.Namespace, cold_kwargs: dict):
 
 def main(argv):
     args = parse_args(argv)
+    with sigterm_as_interrupt():  # SIGTERM keeps what Ctrl-C keeps: the images made so far, in partial/
+        write_requested_samples(args)
+
+
+def write_requested_samples(args: argparse.Namespace) -> None:
     output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
     check_path_name(output_dir, "--output_dir" if args.output_dir else "the default --output_dir (PIPELINE-samples)")
     check_samples_folder(output_dir, args.overwrite_output_dir)
