@@ -25,7 +25,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from helpers import TINY_RUN, make_folder
 from safetensors.torch import load_file, save_file
 
-from diffusion_lab.commands import run_command, sample, train_ddpm
+from diffusion_lab.commands import run_command, sample, train_cold, train_ddpm
 from diffusion_lab.models import build_model
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 
@@ -500,16 +500,25 @@ def ema_run(ctx):
     return run
 
 
+@pytest.fixture(scope="module")
+def cold_run(ctx):
+    """A two-step cold-diffusion run, checkpoint-2 and its pipeline."""
+    run = ctx.root / "cold-run"
+    train_cold.main(["--output_dir", str(run), *SMALL_RUN, "--max_train_steps", "2", "--checkpointing_steps", "2", "--start_components", "2"])
+    return run
+
+
 def stopped_copy(c, run):
     """`run` as a run stopped before it wrote its pipeline: its checkpoints and records only."""
     folder = fresh(c, "stopped")
-    shutil.copytree(run, folder, ignore=shutil.ignore_patterns("model_index.json", "unet", "scheduler", "README.md"))
+    pipeline_parts = ("model_index.json", "*.py", "unet", "scheduler", "degradation", "start_distribution", "README.md")
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns(*pipeline_parts))
     return folder
 
 
-@pytest.mark.parametrize("ema", [False, True], ids=["no EMA", "EMA"])
-def test_a_run_stopped_before_its_pipeline_samples_from_its_latest_checkpoint(ema, ctx, request, capsys):
-    run = request.getfixturevalue("ema_run") if ema else ctx.run
+@pytest.mark.parametrize("run, ema", [("ctx", False), ("ema_run", True), ("cold_run", False)], ids=["DDPM", "DDPM with EMA", "cold diffusion"])
+def test_a_run_stopped_before_its_pipeline_samples_from_its_latest_checkpoint(run, ema, ctx, request, capsys):
+    run = ctx.run if run == "ctx" else request.getfixturevalue(run)
     flags = ["--num_images", "3", "--num_inference_steps", "2"]
     stopped = stopped_copy(ctx, run)
     from_pipeline, from_checkpoint = stopped.with_name(f"{stopped.name}-samples-of-the-pipeline"), stopped.with_name(f"{stopped.name}-samples")
@@ -577,9 +586,10 @@ def test_sigterm_during_evaluate_says_nothing_was_written(ctx):
     assert not output.exists()
 
 
-@pytest.mark.parametrize("flags", [[], ["--trust_remote_code"]], ids=["our loader", "diffusers' loader"])
-def test_an_offline_hub_fetch_fails_in_one_line_without_diffusers_warnings(flags, tmp_path):
-    process = command_process("sample", "someone/no-such-pipeline", *flags, HF_HUB_OFFLINE="1")
+def test_an_offline_hub_fetch_fails_in_one_line_without_diffusers_warnings():
+    """diffusers' own loader (--trust_remote_code) warns that it will try the local cache; our loader's message is
+    the SAMPLE_CASES 'Hub id unreachable (offline)' case."""
+    process = command_process("sample", "someone/no-such-pipeline", "--trust_remote_code", HF_HUB_OFFLINE="1")
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2 and err.splitlines() == [
         "error: could not download pipeline 'someone/no-such-pipeline' from the Hub (LocalEntryNotFoundError): check the id "
