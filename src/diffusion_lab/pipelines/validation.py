@@ -46,13 +46,14 @@ def _check_size(path: Path, field: str, value, largest: int) -> None:
 
 
 def _check_field(path: Path, field: str, value, default) -> None:
-    """`value` of a config field against the class's default: same kind of value, sizes positive and bounded."""
-    if value is None and default is None:
+    """`value` of a config field against the class's default: same kind of value, sizes positive and bounded. None
+    is left to the class (many settings are optional), except for a size the class has a default for."""
+    if value is None and (default is None or field not in SIZES):
         return
     if field == "sample_size":
         for side in value if isinstance(value, (list, tuple)) else [value]:
             _check_size(path, field, side, MAX_SIDE)
-    elif field in SIZES and not (value is None and default is None):
+    elif field in SIZES:
         _check_size(path, field, value, MAX_SIZE)
     elif isinstance(default, bool):
         if not isinstance(value, bool):
