@@ -492,6 +492,15 @@ def test_sampling_refuses_non_finite_images_and_writes_nothing(ctx, capsys, monk
     assert not output_dir.exists()
 
 
+def test_a_typo_under_an_existing_folder_is_no_hub_id(ctx, capsys):
+    Path("runs").mkdir()  # in the test's own empty working folder
+    try:
+        status, lines = run_and_read_error(sample.main, ["runs/ddpm-mnsit", "--output_dir", fresh(ctx, "samples")], capsys)
+    finally:
+        Path("runs").rmdir()
+    assert status == 2 and lines == ["error: no such folder: runs/ddpm-mnsit: check the path (a Hub id is owner/name)."]
+
+
 @pytest.fixture(scope="module")
 def ema_run(ctx):
     """Like ctx.run (checkpoint-2 and its pipeline), with an EMA of the weights."""
