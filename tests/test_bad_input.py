@@ -544,6 +544,8 @@ def test_evaluate_takes_a_stopped_run_and_a_checkpoint_folder(ctx, capsys):
     from diffusion_lab.commands.evaluate import main
 
     stopped = stopped_copy(ctx, ctx.run)
+    settings = stopped / "checkpoint-2" / "run_config.json"  # as written before --sampler existed: its default applies
+    settings.write_text(json.dumps({name: value for name, value in json.loads(settings.read_text()).items() if name != "sampler"}))
     for source in (stopped, stopped / "checkpoint-2"):
         result = main([str(source), "--num_samples", "2", "--num_inference_steps", "2", "--dinov2_model", "none",
                        "--output", str(fresh(ctx, "evaluation").with_suffix(".json"))])

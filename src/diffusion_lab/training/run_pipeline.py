@@ -13,10 +13,20 @@ from safetensors.torch import load_file
 from ..pipelines.export import load_model, load_pipeline
 from ..run_files import TRAINING_ARGS_FILE
 from .checkpoints import CHECKPOINT_PATTERN, CONFIG_NAME, complete_checkpoints
-from .cold_objective import ColdObjective
-from .ddpm_objective import DDPMObjective
+from .arguments import add_training_args
+from .cold_objective import ColdObjective, add_cold_args
+from .ddpm_objective import DDPMObjective, add_ddpm_args
 
-OBJECTIVES = {objective.__name__: objective for objective in (DDPMObjective, ColdObjective)}
+# Each objective a checkpoint may name, with the flags of its script.
+OBJECTIVES = {"DDPMObjective": (DDPMObjective, add_ddpm_args), "ColdObjective": (ColdObjective, add_cold_args)}
+
+
+def recorded_args(config: dict, add_objective_args) -> argparse.Namespace:
+    """The flags a checkpoint recorded, over the trainer's defaults (a flag added since the checkpoint was written)."""
+    parser = argparse.ArgumentParser()
+    add_training_args(parser)
+    add_objective_args(parser)
+    return argparse.Namespace(**{**vars(parser.parse_args([])), **config})
 
 
 def pipeline_from_checkpoint(checkpoint: Path):
@@ -25,13 +35,13 @@ def pipeline_from_checkpoint(checkpoint: Path):
     pipeline's are. Returns (pipeline, whether the EMA weights were used)."""
     try:
         config = json.loads((checkpoint / CONFIG_NAME).read_text())
-        objective_class = OBJECTIVES[config["objective"]]
+        objective_class, add_objective_args = OBJECTIVES[config["objective"]]
     except (OSError, ValueError, KeyError, TypeError):
         raise FileNotFoundError(
             f"{checkpoint} records no usable run settings ({CONFIG_NAME}): resume the run with --resume_from_checkpoint "
             "latest to write its pipeline."
         ) from None
-    args = argparse.Namespace(**config)
+    args = recorded_args(config, add_objective_args)
     objective = objective_class.from_args(args)
     ema = (checkpoint / "model_ema").is_dir()
     model = load_model(checkpoint, "model_ema" if ema else "model")
