@@ -121,6 +121,7 @@ part() {
     say "== $name: not started, no time left"
     printf '%s\t0\t0\tnot started\n' "$name" >> "$RESULTS/suite_parts.tsv"
     PART_STATUS=-1
+    pack
     return
   fi
   say "== $name (budget ${budget} s)"
