@@ -31,8 +31,12 @@ def write_text_atomically(path: Path, text: str) -> None:
     file or the new one, never a part."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: several may rewrite one file
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no part behind
+        raise
 
 
 def write_json_atomically(path: Path, value) -> None:
