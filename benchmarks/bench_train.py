@@ -46,8 +46,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffusers_example_data import example_dataloader  # noqa: E402
 
-from diffusion_lab.training.arguments import COMPILE_MODES, CUDA_GRAPH_MODES  # noqa: E402
 from diffusion_lab.run_files import write_json_atomically  # noqa: E402
+from diffusion_lab.training.arguments import COMPILE_MODES, CUDA_GRAPH_MODES  # noqa: E402
 from diffusion_lab.training.precision import auto_mixed_precision  # noqa: E402
 
 SETUPS = {"a": "trainer", "b": "bare", "c": "example"}
