@@ -49,10 +49,12 @@
 #   table (limit 420)
 #     experiments      rest  the `full` table (GPU_SUITE_TABLE_BUDGET to change it), 4 variants at once: the
 #                            concurrency probe measured 219 / 376 / 461 / 467 CNN steps/s for 1 / 2 / 4 / 8 processes
-#                            there, so 4 is given and the probe's time saved. About 420 - 30 - 20 - 45 - 20 = 300 s: a
-#                            20,000-step variant takes ~175 s at 461/4 steps/s, then 10,000 images of 1,000-step DDPM
-#                            and their scores, so the first four variants finish, not the 35 rows (~870 s of
-#                            training alone at 461 steps/s)
+#                            there, so 4 is given and the probe's time saved. About 420 - 30 - 20 - 45 - 20 = 305 s: a
+#                            20,000-step CNN variant takes ~175 s at 461/4 steps/s, then 10,000 images of 1,000-step
+#                            DDPM and their scores, so only the first few rows finish (the runner starts the longest
+#                            first: linear_cnn_unet_time's 120,000 steps hold one of the four slots throughout); the
+#                            35 rows need ~1,000 s of training alone at 461 steps/s: a budget that converges within
+#                            the run is still to be chosen
 #     collect            45  after a table that did not finish: the table and figures of every finished row (the
 #                            runner rewrites them as each variant ends; this covers a cut between two)
 set -u
