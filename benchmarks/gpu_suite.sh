@@ -34,7 +34,10 @@
 #                            rounds of 10 steps: start-up ~20 s (CUDA, imports, decoding MNIST 6 s, the example's
 #                            dataset), ~5 s to build each model's setups, steps 53 x (35.9 + 28.8 + 54.2) ms = 6 s for
 #                            unet_fast, ~3 s for cnn: ~40 s
-#     bench_train_compiled 90  unet_fast (a) and (b) under torch.compile reduce-overhead. Compilation is budgeted
+#     bench_train_graphed 2x25 unet_fast (a) with the trainer's --cuda_graph (the whole step replayed as one CUDA graph
+#                            after 3 eager steps) against the bare eager loop (b), at batch 128 and at batch 1,024:
+#                            start-up ~15 s, the capture well under a second, 5 rounds of 10 steps ~1 s
+#     bench_train_compiled 60  unet_fast (a) and (b) under torch.compile reduce-overhead. Compilation is budgeted
 #                            apart: each setup's first step (the compile) is written to the JSON as soon as it is
 #                            measured, before the warm-up and 3 rounds of 10 steps (~2 s); 40 s for both compiled
 #                            setups of one model wrote nothing on 2026-12-04, so ~30 s of each compile is assumed
@@ -43,8 +46,8 @@
 #                            second), each row in a fresh process of ~7 s start-up: ~55 s
 #     time_to_quality  rest  the default recipe (train_ddpm.py's defaults: unet_fast, EMA, bf16) scored at 0.5, 1 and 2
 #                            minutes of training at N = 10,000 (each mark: 6 s of sampling at batch 2,500, a few
-#                            seconds of scoring); start-up ~15 s. At least 360 - 30 - 20 - 60 - 90 - 60 - 20 = 80 s
-#                            are left, enough for the 0.5-minute mark; the 1- and 2-minute marks when the
+#                            seconds of scoring); start-up ~15 s. At least 360 - 30 - 20 - 60 - 50 - 60 - 60 - 20 = 60 s
+#                            are left, enough for the 0.5-minute mark of the GPU recipe; the 1- and 2-minute marks when the
 #                            benchmarks end before their budgets (~250 s in all)
 #   table (limit 420)
 #     experiments      rest  the `full` table (GPU_SUITE_TABLE_BUDGET to change it), 4 variants at once: the
@@ -86,8 +89,9 @@ PACKING=20      # kept free at the end of a run for the last packing, and what a
 
 if [ "$SIZE" = full ]; then
   LIMIT_BENCH=360 LIMIT_TABLE=420
-  B_DEVICE=30 B_INSTALL=20 B_TRAIN=60 B_COMPILED=90 B_SAMPLE=60 B_COLLECT=45
+  B_DEVICE=30 B_INSTALL=20 B_TRAIN=60 B_GRAPHED=25 B_COMPILED=60 B_SAMPLE=60 B_COLLECT=45
   TRAIN_FLAGS=(--models unet_fast cnn --use_ema --mixed_precision auto --rounds 5 --steps 10 --warmup 3)
+  GRAPHED_FLAGS=(--models unet_fast --setups a b --use_ema --mixed_precision auto --rounds 5 --steps 10 --warmup 5 --cuda_graph)
   COMPILED_FLAGS=(--models unet_fast --setups a b --use_ema --mixed_precision auto --rounds 3 --steps 10 --warmup 3
                   --torch_compile --torch_compile_mode reduce-overhead)
   SAMPLE_FLAGS=(--models unet_fast cnn --samplers ddpm-1000 dpmsolver-sde-20 cold-28 --batch_size 256 --ddpm_batch_size 256
@@ -97,7 +101,7 @@ if [ "$SIZE" = full ]; then
   TABLE_FLAGS=(--budget "${GPU_SUITE_TABLE_BUDGET:-full}" --concurrency 4)
 else
   LIMIT_BENCH=1500 LIMIT_TABLE=1500  # limits only: a shared CPU is slow
-  B_DEVICE=120 B_INSTALL=120 B_TRAIN=300 B_COMPILED=0 B_SAMPLE=300 B_COLLECT=300
+  B_DEVICE=120 B_INSTALL=120 B_TRAIN=300 B_GRAPHED=0 B_COMPILED=0 B_SAMPLE=300 B_COLLECT=300
   TRAIN_FLAGS=(--models cnn --rounds 1 --steps 1 --warmup 1 --batch_size 8 --threads 1)  # one thread: a shared CPU
   SAMPLE_FLAGS=(--models cnn --samplers dpmsolver-20 cold-28 --batch_size 2 --threads 1)
   TTQ_FLAGS=(--marks 0.02 --num_samples 16 --threads 1)
@@ -191,6 +195,12 @@ for RUN in $RUNS; do
 
   if [ "$RUN" = bench ]; then
     part bench_train "$B_TRAIN" python3 benchmarks/bench_train.py "${TRAIN_FLAGS[@]}" --json --output "$RESULTS/bench_train.json"
+    if [ "$B_GRAPHED" -gt 0 ]; then  # CUDA only
+      for batch in 128 1024; do
+        part "bench_train_graphed_$batch" "$B_GRAPHED" python3 benchmarks/bench_train.py "${GRAPHED_FLAGS[@]}" --batch_size "$batch" --json \
+          --output "$RESULTS/bench_train_graphed_$batch.json"
+      done
+    fi
     if [ "$B_COMPILED" -gt 0 ]; then
       part bench_train_compiled "$B_COMPILED" python3 benchmarks/bench_train.py "${COMPILED_FLAGS[@]}" --json --output "$RESULTS/bench_train_compiled.json"
     fi
