@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from ..run_files import hide_secrets, secret_values
-from ..stopping import TrainingStopped
+from ..stopping import TrainingStopped, interruption
 
 # Errors that mean "the user asked for something we cannot do", as opposed to bugs.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, OSError)
@@ -36,9 +36,10 @@ def run_command(main, argv: list[str] | None = None) -> None:
     except (*USER_ERRORS, TrainingStopped, KeyboardInterrupt) as error:
         if "--debug" in argv:
             raise
-        if isinstance(error, KeyboardInterrupt):  # outside the training steps, where nothing is half-written
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+        if isinstance(error, KeyboardInterrupt):  # outside the training steps and sampling, where nothing is half-written
+            what, exit_code = interruption(error)
+            print(what if exit_code == 130 else f"stopped: {what}: nothing was written; rerun the command.", file=sys.stderr)
+            sys.exit(exit_code)
         # The line may repeat a value the user typed (a repo id, a path): no token value in it, whatever the spelling.
         line = hide_secrets(f"{'stopped' if isinstance(error, TrainingStopped) else 'error'}: {error}", secret_values(argv=argv))
         print(line, file=sys.stderr)
