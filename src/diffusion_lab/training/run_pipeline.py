@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from ..pipelines.export import load_model, load_pipeline
 from ..run_files import TRAINING_ARGS_FILE
-from .checkpoints import CHECKPOINT_PATTERN, CONFIG_NAME, complete_checkpoints
 from .arguments import add_training_args
+from .checkpoints import CHECKPOINT_PATTERN, CONFIG_NAME, complete_checkpoints
 from .cold_objective import ColdObjective, add_cold_args
 from .ddpm_objective import DDPMObjective, add_ddpm_args
 
@@ -23,7 +23,7 @@ OBJECTIVES = {"DDPMObjective": (DDPMObjective, add_ddpm_args), "ColdObjective": 
 
 def recorded_args(config: dict, add_objective_args) -> argparse.Namespace:
     """The flags a checkpoint recorded, over the trainer's defaults (a flag added since the checkpoint was written)."""
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     add_training_args(parser)
     add_objective_args(parser)
     return argparse.Namespace(**{**vars(parser.parse_args([])), **config})
