@@ -136,12 +136,12 @@ def test_paths_that_cannot_work_are_refused_in_one_line_before_any_work(argv, me
 
 
 NOT_CLASSES = {  # labels an .npz may carry, and the line that refuses them
-    "negative": (np.array([0, 1, -1, 3]), "image 2 has label -1, outside 0..9 (10 classes)"),
+    "negative": (np.array([0, 1, -1, 3]), "in the labels, image 2 has label -1, outside 0..9 (10 classes)"),
     "beyond the classes": (np.array([0, 1, 2, 10]), "image 3 has label 10, outside 0..9 (10 classes)"),
     "not whole numbers": (np.array([0.0, 1.5, 2.0, 3.0]), "image 1 has label 1.5, not a whole number"),
     "null (NaN)": (np.array([0.0, np.nan, 2.0, 3.0]), "image 1 has no label (null)"),
     "null (None)": (np.array([0, None, 2, 3], dtype=object), "holds Python objects (nulls or mixed values)"),
-    "text": (np.array(["0", "1", "2", "3"]), "holds <U1 values of shape (4,), not one integer class label per image"),
+    "text": (np.array(["0", "1", "2", "3"]), "in the labels, <U1 values of shape (4,) are not one integer class label per image"),
 }
 
 

@@ -135,7 +135,7 @@ def class_label_array(values, what: str, num_classes: int | None = None, fix: st
     if array.dtype.kind == "O":  # a column with nulls or mixed values
         array = np.array([np.nan if value is None else value for value in array])
     if array.ndim != 1 or array.dtype.kind not in "iuf":
-        raise DataError(f"{what} holds {array.dtype} values of shape {array.shape}, not one integer class label per image: {fix}.")
+        raise DataError(f"{what} {array.dtype} values of shape {array.shape} are not one integer class label per image: {fix}.")
     numbers = array.astype(np.float64)
     last = "" if num_classes is None else f", outside 0..{num_classes - 1} ({num_classes} classes)"
     problems = [  # in this order: a null is reported as such, not as a number out of range

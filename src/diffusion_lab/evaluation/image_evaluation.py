@@ -91,7 +91,7 @@ def evaluate_images(
         if len(labels) != len(images):
             raise ValueError(f"{len(labels)} labels were given for {len(images)} images: pass one intended class per image.")
         num_classes = classifier.config["num_classes"]
-        labels = torch.from_numpy(class_label_array(labels, "the labels:", num_classes, fix=f"pass one intended class 0..{num_classes - 1} per image"))
+        labels = torch.from_numpy(class_label_array(labels, "in the labels,", num_classes, fix=f"pass one intended class 0..{num_classes - 1} per image"))
     if reference is None:
         reference, _ = load_dataset_images(split="test")
         reference_range = "uint8"
