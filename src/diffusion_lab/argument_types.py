@@ -26,7 +26,6 @@ class Number:
     def __init__(self, kind: type, low=None, high=None, low_open=False, high_open=False, requirement: str | None = None):
         self.kind, self.low, self.high, self.low_open, self.high_open = kind, low, high, low_open, high_open
         self.requirement = requirement or self._describe()
-        self.__name__ = kind.__name__  # argparse names the type in its own messages
 
     def _describe(self) -> str:
         low, high = (f"{end:g}" if isinstance(end, float) else str(end) for end in (self.low, self.high))
@@ -69,7 +68,7 @@ open_unit_interval = Number(float, 0.0, 1.0, low_open=True, high_open=True)  # (
 
 
 def path_name(text: str) -> str:
-    """A `type=` for a file or folder path (or a Hub id): any path a user can type, but none at all."""
+    """A `type=` for a file or folder path (or a Hub id): any path a user can type; an empty one is refused."""
     if not text.strip() or "\0" in text:
         raise argparse.ArgumentTypeError(f"{text!r} is not a path: pass a file or folder name.")
     return text

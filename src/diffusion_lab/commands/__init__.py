@@ -73,5 +73,5 @@ def main(argv: list[str] | None = None) -> None:
         print(hide_secrets(line, secret_values(argv=argv)), file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(f"{__name__}.{COMMANDS[argv[0]][0]}")
-    sys.argv[0] = f"diffusion-lab {argv[0]}"  # argparse's usage lines name the command as typed
+    sys.argv[0] = f"diffusion-lab {argv[0]}"  # argparse's --help and error lines name the command as typed
     run_command(module.main, argv[1:])
