@@ -27,16 +27,22 @@ class SamplingStopped(Exception):
     """A stop signal came while the run was drawing images; they are abandoned."""
 
 
+class StepAbandoned(Exception):
+    """A stop signal came during the forward or backward pass of a training step; the step is given up."""
+
+
 class StopSignals:
     """While active, SIGINT (Ctrl-C) and SIGTERM (kill, a scheduler's time limit) only record that they came.
 
-    The training loop looks at `received` after each step, writes a checkpoint and stops.
+    The training loop looks at `received` after each step, writes a checkpoint and stops; with `abandoning_steps`,
+    a signal during a step's forward or backward pass gives that step up at once instead.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.received = 0
+        self.in_step = False
         self._previous = {}
 
     def __enter__(self) -> "StopSignals":
@@ -63,9 +69,41 @@ class StopSignals:
         finally:
             handle.remove()
 
+    @contextmanager
+    def abandoning_steps(self, model):
+        """While active, a signal received inside `step()` makes the next call of any of `model`'s modules, or the next
+        gradient computed for one of its parameters, raise StepAbandoned.
+
+        A launcher gives its processes seconds after a signal before it kills them (accelerate's 5 s), less than one
+        step of a large model on a CPU: the step is given up within one layer of the signal, and the checkpoint of the
+        step before is written at once. Neither hook runs in the optimizer update, so a step is never given up
+        half-applied.
+        """
+
+        def check(*_):
+            if self.received and self.in_step:
+                raise StepAbandoned()
+
+        handles = [module.register_forward_pre_hook(check) for module in model.modules()]
+        handles += [parameter.register_hook(check) for parameter in model.parameters() if parameter.requires_grad]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextmanager
+    def step(self):
+        """One training step: the part of the loop that `abandoning_steps` may give up."""
+        self.in_step = True
+        try:
+            yield
+        finally:
+            self.in_step = False
+
     def _record(self, signum, frame) -> None:
         if not self.received:
-            print(f"\n{signal.Signals(signum).name} received: stopping after this step to write a checkpoint.", file=sys.stderr, flush=True)
+            print(f"\n{signal.Signals(signum).name} received: writing a checkpoint, then stopping.", file=sys.stderr, flush=True)
         self.received = signum
 
 

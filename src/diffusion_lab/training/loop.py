@@ -12,9 +12,11 @@ import argparse
 import math
 import os
 import pickle
+import random
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from ..sampling import autocast_with_fp32_outputs, check_sampling_fits, draw, im
 from ..stopping import (
     RESUME_HINT,
     SamplingStopped,
+    StepAbandoned,
     StopSignals,
     TrainingStopped,
     stop_if_unwritable,
@@ -245,6 +248,10 @@ class Trainer:
         # Stop requests are agreed over a CPU group each step, which costs no device sync.
         self.stop_group = torch.distributed.new_group(backend="gloo") if accelerator.num_processes > 1 else None
         self.signals = StopSignals()
+        # A stop gives up the step in flight (see StopSignals.abandoning_steps). Not across processes, where one could
+        # give up its step while another waits in the step's gradient all-reduce (torchrun waits 30 s before it kills
+        # them), nor for a compiled model, whose graph the hooks would break.
+        self.abandons_steps = accelerator.num_processes == 1 and not args.torch_compile
         self.first_nonfinite_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0: none yet
 
         self.global_step = 0
@@ -500,7 +507,8 @@ class Trainer:
         self._announce_start()
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
         try:
-            with self.signals, stop_if_unwritable(self.output_dir, self._last_checkpoint_name):
+            with (self.signals, stop_if_unwritable(self.output_dir, self._last_checkpoint_name),
+                  self.signals.abandoning_steps(self.eager_model) if self.abandons_steps else nullcontext()):
                 self._train_steps(progress, after_step)
         except TrainingStopped:
             accelerator.end_training()
@@ -533,7 +541,12 @@ class Trainer:
         compiling = args.torch_compile
         window_start = time.perf_counter()
         while self.global_step < self.max_train_steps:
-            loss, skipped = self._train_step()
+            before = self._state_before_step() if self.abandons_steps else None
+            try:
+                with self.signals.step():
+                    loss, skipped = self._train_step()
+            except StepAbandoned:
+                self._abandon_step(before)
             self.global_step += 1
             steps_in_window += 1
             if compiling:
@@ -590,6 +603,39 @@ class Trainer:
                 )
             if after_step is not None:
                 after_step(self)
+
+    def _state_before_step(self) -> tuple:
+        """What a step changes before its optimizer update (random draws, accumulation counters, the objective's
+        statistics), for `_abandon_step` to put back; host-side copies only, no device sync."""
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        return (random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda_rng, self.accelerator.step,
+                self.lr_scheduler.state_dict(), self.objective.state_dict())
+
+    def _abandon_step(self, before: tuple) -> None:
+        """A stop signal came during the forward or backward pass of step N + 1: put back what the step changed (the
+        weights, optimizer and EMA change only in the update, which it did not reach) and write checkpoint-N at once
+        (unless it exists), the checkpoint an uninterrupted run writes after step N; then stop."""
+        python_rng, numpy_rng, torch_rng, cuda_rng, accumulation_step, lr_schedule, objective_state = before
+        random.setstate(python_rng)
+        np.random.set_state(numpy_rng)
+        torch.set_rng_state(torch_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        self.accelerator.step = accumulation_step
+        self.lr_scheduler.load_state_dict(lr_schedule)
+        if objective_state:
+            self.objective.load_state_dict(objective_state)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._stop_if_nonfinite()
+        step, signum = self.global_step, self.signals.received
+        if not (self.output_dir / f"checkpoint-{step}").is_dir():
+            save_checkpoint(self.accelerator, self.output_dir, step, self.args.checkpoints_total_limit, config=self.run_config,
+                            kept_steps=self._kept_checkpoint_steps)
+        raise TrainingStopped(
+            f"{signal.Signals(signum).name} received during step {step + 1}: gave that step up; checkpoint-{step} holds "
+            f"the run after step {step}; to go on, {RESUME_HINT}.",
+            exit_code=128 + signum,
+        )
 
     def _report_compile_time(self, loss: torch.Tensor, start: float) -> float:
         """Log the first step's time, torch.compile's compilation included, as compile_seconds; returns when it ended."""
