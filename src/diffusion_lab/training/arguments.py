@@ -11,6 +11,7 @@ import math
 import os
 
 from ..path_names import check_path_name
+from .run_folder import check_output_apart_from_inputs
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -95,9 +96,19 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--save_model_epochs", type=int, default=1, help="Save the pipeline every N epochs (and at the end).")
     output.add_argument("--num_inference_steps", type=int, default=None, help="Sampling steps for the grids and in-training evaluation (default: the sampler's, see --sampler; cold diffusion: every level).")
     output.add_argument("--checkpointing_steps", type=int, default=500)
+    output.add_argument(
+        "--checkpointing_minutes", type=float, default=5.0,
+        help="Also write a checkpoint once this many minutes of training have passed since the last one (0: never), so "
+             "that a long run never has more than that much work unsaved, whatever --checkpointing_steps is.",
+    )
     output.add_argument("--checkpoints_total_limit", type=int, default=None)
     output.add_argument("--keep_epoch_checkpoints", action="store_true", help="Also write a checkpoint at the end of every epoch and keep it: one per epoch, never pruned by --checkpoints_total_limit.")
     output.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    output.add_argument(
+        "--allow_unchecked_resume", action="store_true",
+        help="Resume a checkpoint that lacks its manifest.json or run_config.json (an older diffusion-lab's), whose files "
+             "and settings therefore cannot be checked; refused without it.",
+    )
     output.add_argument("--eval_every_epochs", type=int, default=0, help="Compute sample-quality metrics every K epochs (0: never).")
     output.add_argument("--eval_num_samples", type=int, default=1000)
     output.add_argument("--inception_weights", default=None, help="FID Inception-v3 weights file for --eval_every_epochs (FID, IS ± std over 10 splits); default: torch hub's cache, if the file is there.")
@@ -114,7 +125,9 @@ POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "num_epochs", "gradient_
                  "save_images_epochs", "save_model_epochs", "checkpointing_steps", "eval_num_samples")
 # Flags that name files or folders (a Hub id is checked like a relative path).
 PATH_FLAGS = ("output_dir", "train_data_dir", "dataset_name", "model_config_name_or_path", "resume_from_checkpoint", "inception_weights")
-NON_NEGATIVE = ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "eval_every_epochs")
+# The files and folders a run reads (a --dataset_name or --model_config_name_or_path that is no local path is a Hub id).
+INPUT_FLAGS = ("train_data_dir", "dataset_name", "model_config_name_or_path", "inception_weights")
+NON_NEGATIVE = ("lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "eval_every_epochs", "checkpointing_minutes")
 
 
 MAX_SEED = 2**32 - 1  # numpy's limit
@@ -128,6 +141,7 @@ def validate_training_args(args: argparse.Namespace) -> None:
     for name in PATH_FLAGS:
         if getattr(args, name) is not None:
             check_path_name(getattr(args, name), f"--{name}")
+    check_output_apart_from_inputs(args.output_dir, {f"--{name}": getattr(args, name) for name in INPUT_FLAGS})
     if not 0 <= args.seed <= MAX_SEED:
         raise ArgumentError(f"--seed {args.seed} must be between 0 and {MAX_SEED}.")
     for name in POSITIVE_INTS:

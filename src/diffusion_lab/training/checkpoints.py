@@ -111,7 +111,7 @@ CHANGEABLE_ON_RESUME = {
     "keep_epoch_checkpoints", "inception_weights",
     "eval_every_epochs", "eval_num_samples", "eval_batch_size", "logger", "push_to_hub", "hub_model_id",
     "hub_private_repo", "debug", "skip_nonfinite", "max_grad_norm", "torch_compile", "allow_tf32", "deterministic",
-    "noise", "data_on_device", "torch_compile_mode", "channels_last",
+    "noise", "data_on_device", "torch_compile_mode", "channels_last", "allow_unchecked_resume", "checkpointing_minutes",
 }
 
 
@@ -140,6 +140,25 @@ def check_same_run(checkpoint: Path, config: dict) -> bool:
             "values, or start a new run (another --output_dir, or --overwrite_output_dir)."
         )
     return True
+
+
+def check_resumable(checkpoint: Path, config: dict, allow_unchecked: bool) -> str | None:
+    """Verify `checkpoint`'s files against its manifest and its settings against this run's `config`.
+
+    A checkpoint without its manifest or its recorded settings (an older diffusion-lab's, or one whose files were
+    deleted) cannot be checked: refused, unless `allow_unchecked` (--allow_unchecked_resume); then the warning to print
+    is returned."""
+    lacking = [name for name, checked in ((MANIFEST_NAME, verify_manifest(checkpoint)), (CONFIG_NAME, check_same_run(checkpoint, config)))
+               if not checked]
+    if not lacking:
+        return None
+    what = " and no ".join(lacking)
+    if not allow_unchecked:
+        raise ValueError(
+            f"{checkpoint} has no {what}, so neither its files nor its settings can be checked against this run: resume "
+            "from a checkpoint that has them, or pass --allow_unchecked_resume to resume this one unchecked."
+        )
+    return f"warning: {checkpoint.name} has no {what}: resuming it unchecked (--allow_unchecked_resume)."
 
 
 def _comparable(value):

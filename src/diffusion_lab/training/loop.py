@@ -49,18 +49,16 @@ from .arguments import (
     validate_training_args,
 )
 from .checkpoints import (
-    MANIFEST_NAME,
-    check_same_run,
+    check_resumable,
     complete_checkpoints,
     register_checkpoint_hooks,
     resolve_resume_path,
     save_checkpoint,
     step_of,
-    verify_manifest,
 )
 from .objective import Objective
 from .precision import auto_mixed_precision
-from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside
+from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_abandoned_future_aside, move_aside
 
 VALIDATION_SEED = 1234
 
@@ -217,11 +215,9 @@ class Trainer:
         checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
         # What a checkpoint records of its run, and what a resume must match (the precision actually used included).
         self.run_config = {**public_args(args), "mixed_precision": accelerator.mixed_precision, "objective": type(objective).__name__}
-        if checkpoint is not None:
-            if not verify_manifest(checkpoint):
-                accelerator.print(f"warning: {checkpoint.name} has no {MANIFEST_NAME} (written by an older diffusion-lab): its files cannot be verified.")
-            if not check_same_run(checkpoint, self.run_config):
-                accelerator.print(f"warning: {checkpoint.name} records no settings (written by an older diffusion-lab): resuming it with these flags unchecked.")
+        if checkpoint is not None and (warning := check_resumable(checkpoint, self.run_config, args.allow_unchecked_resume)):
+            if accelerator.is_main_process:
+                print(warning, file=sys.stderr, flush=True)
         if checkpoint is not None and step_of(checkpoint) > self.max_train_steps:
             raise ArgumentError(
                 f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
@@ -285,6 +281,12 @@ class Trainer:
                 if aside is not None:
                     print(f"--overwrite_output_dir: moved the earlier run in {self.output_dir} to {aside} (nothing was "
                           "deleted; remove that folder when you no longer need it).", file=sys.stderr, flush=True)
+            later = [path for path in complete_checkpoints(self.output_dir) if checkpoint is not None and step_of(path) > step_of(checkpoint)]
+            if later:
+                aside = move_abandoned_future_aside(self.output_dir, checkpoint, later)
+                print(f"resuming from {checkpoint.name}, not the run's latest checkpoint, starts a branch: moved "
+                      f"{', '.join(path.name for path in later)} to {aside} (nothing was deleted), so that 'latest' "
+                      "continues this branch.", file=sys.stderr, flush=True)
             write_run_info(self.output_dir, args, argv, run={
                 "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
                 "train_images": len(self.train_data), "validation_images": len(self.validation_data),
@@ -350,13 +352,15 @@ class Trainer:
             self.ema.step(self.model.parameters())
         return total / args.gradient_accumulation_steps, skipped
 
-    def _stop_signal(self) -> int:
-        """The signal any process received (0: none), so that all processes stop after the same step."""
+    def _agreed_requests(self, checkpoint_time: bool = False) -> tuple[int, bool]:
+        """The signal any process received (0: none), and whether the main process's clock says a checkpoint is due
+        (`checkpoint_time`, --checkpointing_minutes), agreed by all processes so that they stop or checkpoint after the
+        same step."""
         if self.stop_group is None:
-            return self.signals.received
-        received = torch.tensor(self.signals.received)
-        torch.distributed.all_reduce(received, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
-        return int(received)
+            return self.signals.received, checkpoint_time
+        requests = torch.tensor([self.signals.received, int(checkpoint_time and self.accelerator.is_main_process)])
+        torch.distributed.all_reduce(requests, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
+        return int(requests[0]), bool(requests[1])
 
     def _kept_checkpoint_steps(self, step: int) -> bool:
         """--keep_epoch_checkpoints: the checkpoint of each epoch's last step (and of the last step) is never pruned."""
@@ -492,7 +496,9 @@ class Trainer:
             f"({len(self.validation_data)} held out): {self.max_train_steps} steps ({epochs:.3g} epochs) of batch "
             f"{args.train_batch_size} x {args.gradient_accumulation_steps} accumulation x {accelerator.num_processes} "
             f"process(es), precision {args.mixed_precision}, on {accelerator.device}.\n"
-            f"Writing to {self.output_dir}/: checkpoints every {args.checkpointing_steps} steps, sample grids every "
+            f"Writing to {self.output_dir}/: checkpoints every {args.checkpointing_steps} steps"
+            + (f" (and {args.checkpointing_minutes:g} minutes after the last one)" if args.checkpointing_minutes else "")
+            + f", sample grids every "
             f"{args.save_images_epochs} epoch(s) in samples/, the pipeline at the end"
             + (f", starting from step {self.global_step}." if self.global_step else ".")
         )
@@ -540,6 +546,7 @@ class Trainer:
         steps_in_window = 0  # timed steps: the compiling first step is timed on its own
         compiling = args.torch_compile
         window_start = time.perf_counter()
+        last_checkpoint_time = time.monotonic()  # --checkpointing_minutes: host time only, no device sync
         while self.global_step < self.max_train_steps:
             before = self._state_before_step() if self.abandons_steps else None
             try:
@@ -563,8 +570,9 @@ class Trainer:
                 losses_in_window += 1
             logging_due = step % args.logging_steps == 0 or step == self.max_train_steps
             epoch_ends = step % self.steps_per_epoch == 0 or step == self.max_train_steps
-            checkpoint_due = step % args.checkpointing_steps == 0 or (args.keep_epoch_checkpoints and epoch_ends)
-            stop_signal = self._stop_signal()
+            stop_signal, checkpoint_time = self._agreed_requests(
+                args.checkpointing_minutes > 0 and time.monotonic() - last_checkpoint_time >= 60 * args.checkpointing_minutes)
+            checkpoint_due = step % args.checkpointing_steps == 0 or (args.keep_epoch_checkpoints and epoch_ends) or checkpoint_time
             if logging_due or checkpoint_due or epoch_ends or stop_signal:
                 self._stop_if_nonfinite()
             if logging_due:
@@ -585,13 +593,14 @@ class Trainer:
             if checkpoint_due or stop_signal:
                 checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, config=self.run_config,
                                              kept_steps=self._kept_checkpoint_steps)
+                last_checkpoint_time = time.monotonic()
             if epoch_ends and not stop_signal:
                 train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / losses_in_epoch if losses_in_epoch else math.nan
                 self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
                 epoch_loss_sum.zero_()
                 losses_in_epoch = 0
                 # A signal during the epoch's validation, grids or evaluation stops the run here.
-                stop_signal = self._stop_signal()
+                stop_signal, _ = self._agreed_requests()
                 if stop_signal and checkpoint is None:
                     checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit,
                                                  config=self.run_config, kept_steps=self._kept_checkpoint_steps)
