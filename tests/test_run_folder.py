@@ -267,3 +267,18 @@ def test_a_checkpoint_is_written_when_checkpointing_minutes_have_passed(tmp_path
     assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 2, "--checkpointing_steps", 100, "--checkpointing_minutes", 0, "--overwrite_output_dir")[0] == 0
     assert not list(folder.glob("checkpoint-*"))
+
+
+def test_a_resume_prints_no_warnings(tmp_path, capfd):
+    """The default model and EMA: nothing of diffusers' about the EMA's settings in the model's config, nor about a
+    config passed as a path."""
+    import warnings
+
+    folder = tmp_path / "run"
+    flags = ["--output_dir", folder, *SHORT, "--model", "unet_fast", "--use_ema", "--checkpointing_steps", 1]
+    assert run(capfd, *flags, "--max_train_steps", 1)[0] == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, lines = run(capfd, *flags, "--max_train_steps", 2, "--resume_from_checkpoint", "latest")
+    assert status == 0 and [line for line in lines if "train:" not in line] == [], lines
+    assert [str(warning.message) for warning in caught if not issubclass(warning.category, DeprecationWarning)] == []

@@ -242,18 +242,21 @@ def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, ob
         if keeps_state:
             objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
         if ema is not None:
-            # What EMAModel.from_pretrained does, but from safetensors only: it would fall back to a pickled .bin.
+            # EMAModel.from_pretrained would pass the EMA's settings, stored in the same config.json, to the model class
+            # (a warning naming each), take the config's path for a config (a FutureWarning) and fall back to a pickled
+            # .bin: the settings and the safetensors weights are read here instead.
             path = Path(input_dir) / "model_ema"
-            try:
-                _, ema_settings = ema.model_cls.from_config(path, return_unused_kwargs=True)
-                saved = ema.model_cls.from_pretrained(path, use_safetensors=True)
-            except OSError as error:
-                reason = str(error).strip().splitlines()[0].split(". ")[0]
+            weights_file = path / "diffusion_pytorch_model.safetensors"
+            if not weights_file.is_file():
                 raise FileNotFoundError(
-                    f"{path} holds no usable safetensors weights ({reason}); pickled weights are never read: pass an "
-                    "earlier checkpoint-<step> folder to --resume_from_checkpoint."
-                ) from None
-            ema.load_state_dict({**ema_settings, "shadow_params": [p.detach().clone() for p in saved.parameters()]})
+                    f"{path} holds no usable safetensors weights (no {weights_file.name}); pickled weights are never "
+                    "read: pass an earlier checkpoint-<step> folder to --resume_from_checkpoint."
+                )
+            config = json.loads((path / "config.json").read_text())
+            settings = {name: config[name] for name in ema.state_dict() if name != "shadow_params" and name in config}
+            weights = load_file(weights_file)
+            model = accelerator.unwrap_model(models[0], keep_torch_compile=False)
+            ema.load_state_dict({**settings, "shadow_params": [weights[name] for name, _ in model.named_parameters()]})
             ema.to(accelerator.device)
         while models:
             model = accelerator.unwrap_model(models.pop(), keep_torch_compile=False)
