@@ -282,3 +282,43 @@ def test_a_resume_prints_no_warnings(tmp_path, capfd):
         status, lines = run(capfd, *flags, "--max_train_steps", 2, "--resume_from_checkpoint", "latest")
     assert status == 0 and [line for line in lines if "train:" not in line] == [], lines
     assert [str(warning.message) for warning in caught if not issubclass(warning.category, DeprecationWarning)] == []
+
+
+@pytest.mark.parametrize("change", ["deleted", "moved"])
+def test_a_run_folder_deleted_or_moved_while_training_stops_with_one_line(change, tmp_path, capfd):
+    import shutil
+
+    from diffusion_lab.training.loop import Trainer
+
+    folder, moved = tmp_path / "run", tmp_path / "moved"
+
+    def after_step(trainer):
+        if trainer.global_step == 2:  # TensorBoard holds the unflushed log of step 2 for its writer thread
+            if change == "deleted":
+                shutil.rmtree(folder)
+            else:  # and another folder in its place, which the run must not write into
+                folder.rename(moved)
+                folder.mkdir()
+
+    def main(argv):
+        args = train_ddpm.parse_args(argv)
+        trainer = Trainer(args, train_ddpm.DDPMObjective.from_args(args), ["train_ddpm.py"])
+        try:
+            trainer.train(after_step=after_step)
+        finally:
+            trainer.release_run_folder()
+
+    flags = ["--output_dir", folder, *SHORT, "--logger", "tensorboard", "--max_train_steps", 4, "--checkpointing_steps", 1]
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(main, list(map(str, flags)))
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip() and "it/s" not in line and "s/it" not in line]
+    assert exit_info.value.code == 1 and "Traceback (most recent call last):" not in lines, lines
+    if change == "deleted":
+        assert lines[-1] == (f"stopped: the run folder {folder} was deleted during training (noticed after step 3): no "
+                             "checkpoint of this run is left to resume; rerun the command to start afresh.")
+    else:
+        assert lines[-1] == (f"stopped: the run folder {folder} was moved to {moved} and replaced by another folder during "
+                             f"training (noticed after step 3); its last intact checkpoint is {moved / 'checkpoint-2'}: move "
+                             "the folder back, then rerun the same command with --resume_from_checkpoint latest.")
+        assert list(folder.iterdir()) == []  # nothing written into the folder that took its place

@@ -151,22 +151,87 @@ def stop_cleanly_on_sigterm(what: str):
         signal.signal(signal.SIGTERM, previous)
 
 
+class RunFolderWatch:
+    """Tells whether the run folder was deleted, moved or replaced by another folder since the run started writing it.
+
+    An open handle on the folder follows it wherever it is moved, and the kernel names its path (Linux:
+    /proc/self/fd), so a stop can say where the run's checkpoints went.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        self._identity = self._identity_of(os.fstat(self._handle))
+
+    @staticmethod
+    def _identity_of(status: os.stat_result) -> tuple[int, int]:
+        return status.st_dev, status.st_ino
+
+    def changed(self) -> bool:
+        """One stat of the path: host-only, cheap enough for every step."""
+        try:
+            return self._identity_of(os.stat(self.path)) != self._identity
+        except FileNotFoundError:
+            return True
+
+    def stop(self, step: int, last_checkpoint) -> TrainingStopped:
+        """The stop once `changed()`: what happened and the last intact checkpoint (`last_checkpoint(folder)`, None if
+        none) where the folder is now."""
+        replaced = " and replaced by another folder" if self.path.exists() else ""
+        try:
+            now = os.readlink(f"/proc/self/fd/{self._handle}")
+        except OSError:
+            now = None
+        if now is None or now.endswith(" (deleted)"):
+            what = f"was deleted{replaced}" if now else f"was deleted or moved{replaced}"
+            return TrainingStopped(f"the run folder {self.path} {what} during training (noticed after step {step}): no checkpoint "
+                                   "of this run is left to resume; rerun the command to start afresh.", exit_code=1)
+        checkpoint = last_checkpoint(Path(now))
+        then = (f"its last intact checkpoint is {Path(now) / checkpoint}: move the folder back, then {RESUME_HINT}" if checkpoint
+                else "it holds no checkpoint to resume; rerun the command to start afresh")
+        return TrainingStopped(f"the run folder {self.path} was moved to {now}{replaced} during training (noticed after step {step}); "
+                               f"{then}.", exit_code=1)
+
+    def close(self) -> None:
+        os.close(self._handle)
+
+
+@contextmanager
+def quiet_tensorboard_writer():
+    """Inside, an error of TensorBoard's writer thread (its folder deleted) prints no traceback: TensorBoard raises it
+    again in the main thread at the next log, where the run stops with one line."""
+    previous = threading.excepthook
+
+    def hook(args):
+        if type(args.thread).__name__ != "_AsyncWriterThread":
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
 # OS errors that mean the run folder can no longer be written: permissions, a read-only mount, a full disk or quota,
 # a file size limit.
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @contextmanager
-def stop_if_unwritable(output_dir: Path, last_checkpoint):
+def stop_if_unwritable(output_dir: Path, last_checkpoint, watch: RunFolderWatch | None = None, step=lambda: 0):
     """Inside, an OS error writing the run folder (it became read-only, or the disk filled up) stops the run with a
-    line naming the path, the last checkpoint (`last_checkpoint()`, None if none) that is intact, and what to do.
+    line naming the path, the last checkpoint (`last_checkpoint(folder)`, None if none) that is intact, and what to do; one
+    because the folder was deleted or moved (`watch`) stops it with `watch`'s line (`step()`: the last step done).
     Errors our writers already explain (checkpoints and pipelines, WriteError) carry no errno and pass through."""
     try:
         yield
     except OSError as error:
+        if watch is not None and watch.changed():
+            raise watch.stop(step(), last_checkpoint) from None
         if error.errno not in UNWRITABLE:
             raise
-        checkpoint = last_checkpoint()
+        checkpoint = last_checkpoint(output_dir)
         remedy = f"make {output_dir} writable (or free disk space), then"
         if checkpoint is None:
             then = f"no checkpoint was written yet, so there is nothing to resume: {remedy} rerun the same command with --overwrite_output_dir."

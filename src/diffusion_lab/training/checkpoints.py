@@ -35,6 +35,11 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def last_checkpoint_name(output_dir: Path) -> str | None:
+    checkpoints = complete_checkpoints(output_dir)
+    return checkpoints[-1].name if checkpoints else None
+
+
 def resolve_resume_path(output_dir: Path, resume_from_checkpoint: str) -> Path:
     """The checkpoint folder `--resume_from_checkpoint` names ('latest' or a path)."""
     if resume_from_checkpoint == "latest":

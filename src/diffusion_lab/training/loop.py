@@ -16,7 +16,7 @@ import random
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +37,10 @@ from ..stopping import (
     RESUME_HINT,
     SamplingStopped,
     StepAbandoned,
+    RunFolderWatch,
     StopSignals,
     TrainingStopped,
+    quiet_tensorboard_writer,
     stop_if_unwritable,
     stop_with_launcher,
 )
@@ -51,6 +53,7 @@ from .arguments import (
 from .checkpoints import (
     check_resumable,
     complete_checkpoints,
+    last_checkpoint_name,
     register_checkpoint_hooks,
     resolve_resume_path,
     save_checkpoint,
@@ -148,6 +151,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.lock = None
+        self.folder_watch = None  # from the first write into the run folder
         self.created_output_dir = False
         if accelerator.is_main_process:
             check_output_dir(self.output_dir, resuming=args.resume_from_checkpoint is not None, overwrite=args.overwrite_output_dir)
@@ -176,6 +180,8 @@ class Trainer:
         """Give up the lock; a folder this run created and left empty (it failed a check) is removed again."""
         if self.lock is not None:
             self.lock.release()
+        if self.folder_watch is not None:
+            self.folder_watch.close()
         if failed and self.created_output_dir and self.output_dir.is_dir() and not any(self.output_dir.iterdir()):
             self.output_dir.rmdir()
 
@@ -295,6 +301,7 @@ class Trainer:
             })
             accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         accelerator.wait_for_everyone()
+        self.folder_watch = RunFolderWatch(self.output_dir)
         self.metrics = MetricsLog(accelerator, self.output_dir)
 
     # -- pieces of one step ------------------------------------------------------------------------------------
@@ -352,23 +359,20 @@ class Trainer:
             self.ema.step(self.model.parameters())
         return total / args.gradient_accumulation_steps, skipped
 
-    def _agreed_requests(self, checkpoint_time: bool = False) -> tuple[int, bool]:
-        """The signal any process received (0: none), and whether the main process's clock says a checkpoint is due
-        (`checkpoint_time`, --checkpointing_minutes), agreed by all processes so that they stop or checkpoint after the
-        same step."""
+    def _agreed_requests(self, checkpoint_time: bool = False) -> tuple[int, bool, bool]:
+        """The signal any process received (0: none), whether the main process's clock says a checkpoint is due
+        (`checkpoint_time`, --checkpointing_minutes), and whether the run folder was deleted, moved or replaced, agreed
+        by all processes so that they stop or checkpoint after the same step."""
+        folder_changed = self.folder_watch.changed()
         if self.stop_group is None:
-            return self.signals.received, checkpoint_time
-        requests = torch.tensor([self.signals.received, int(checkpoint_time and self.accelerator.is_main_process)])
+            return self.signals.received, checkpoint_time, folder_changed
+        requests = torch.tensor([self.signals.received, int(checkpoint_time and self.accelerator.is_main_process), int(folder_changed)])
         torch.distributed.all_reduce(requests, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
-        return int(requests[0]), bool(requests[1])
+        return int(requests[0]), bool(requests[1]), bool(requests[2])
 
     def _kept_checkpoint_steps(self, step: int) -> bool:
         """--keep_epoch_checkpoints: the checkpoint of each epoch's last step (and of the last step) is never pruned."""
         return self.args.keep_epoch_checkpoints and (step % self.steps_per_epoch == 0 or step == self.max_train_steps)
-
-    def _last_checkpoint_name(self) -> str | None:
-        checkpoints = complete_checkpoints(self.output_dir)
-        return checkpoints[-1].name if checkpoints else None
 
     def _stop_if_nonfinite(self) -> None:
         """Called before anything is logged or written: stop if a loss was not finite since the last call."""
@@ -384,7 +388,7 @@ class Trainer:
         if len(first):
             raise TrainingStopped(
                 f"the loss was not finite at step {int(first.min())}; stopped at step {self.global_step} without saving, "
-                f"the last checkpoint ({self._last_checkpoint_name()}) is intact. Resume it with --resume_from_checkpoint "
+                f"the last checkpoint ({last_checkpoint_name(self.output_dir)}) is intact. Resume it with --resume_from_checkpoint "
                 "latest and --skip_nonfinite (skips such steps) or a smaller --max_grad_norm, or start afresh with a "
                 "lower --learning_rate.",
                 exit_code=1,
@@ -512,30 +516,35 @@ class Trainer:
         accelerator, args = self.accelerator, self.args
         self._announce_start()
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
-        try:
-            with (self.signals, stop_if_unwritable(self.output_dir, self._last_checkpoint_name),
-                  self.signals.abandoning_steps(self.eager_model) if self.abandons_steps else nullcontext()):
-                self._train_steps(progress, after_step)
-        except TrainingStopped:
+        with quiet_tensorboard_writer():
+            try:
+                with (self.signals, self._stop_if_unwritable(),
+                      self.signals.abandoning_steps(self.eager_model) if self.abandons_steps else nullcontext()):
+                    self._train_steps(progress, after_step)
+            except TrainingStopped:
+                with suppress(OSError):  # trackers that cannot flush into a deleted folder: the stop says why
+                    accelerator.end_training()
+                raise
+            finally:
+                progress.close()  # so that a message that follows starts on a line of its own
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                with self._stop_if_unwritable():
+                    if self.pipeline_step != self.global_step:
+                        # Resumed from the last step's checkpoint (the run ended before or while writing the pipeline),
+                        # or ended early by `after_step`.
+                        self.save_pipeline()
+                    upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
+                if args.push_to_hub:
+                    accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
+                accelerator.print(
+                    f"Done: the pipeline is in {self.output_dir}/. Sample from it with\n"
+                    f"  diffusion-lab sample {self.output_dir} --num_images 64"
+                )
             accelerator.end_training()
-            raise
-        finally:
-            progress.close()  # so that a message that follows starts on a line of its own
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            with stop_if_unwritable(self.output_dir, self._last_checkpoint_name):
-                if self.pipeline_step != self.global_step:
-                    # Resumed from the last step's checkpoint (the run ended before or while writing the pipeline), or
-                    # ended early by `after_step`.
-                    self.save_pipeline()
-                upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
-            if args.push_to_hub:
-                accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
-            accelerator.print(
-                f"Done: the pipeline is in {self.output_dir}/. Sample from it with\n"
-                f"  diffusion-lab sample {self.output_dir} --num_images 64"
-            )
-        accelerator.end_training()
+
+    def _stop_if_unwritable(self):
+        return stop_if_unwritable(self.output_dir, last_checkpoint_name, self.folder_watch, lambda: self.global_step)
 
     def _train_steps(self, progress, after_step=None) -> None:
         accelerator, args = self.accelerator, self.args
@@ -570,8 +579,10 @@ class Trainer:
                 losses_in_window += 1
             logging_due = step % args.logging_steps == 0 or step == self.max_train_steps
             epoch_ends = step % self.steps_per_epoch == 0 or step == self.max_train_steps
-            stop_signal, checkpoint_time = self._agreed_requests(
+            stop_signal, checkpoint_time, folder_changed = self._agreed_requests(
                 args.checkpointing_minutes > 0 and time.monotonic() - last_checkpoint_time >= 60 * args.checkpointing_minutes)
+            if folder_changed:  # checked before anything of this step is written
+                raise self.folder_watch.stop(step, last_checkpoint_name)
             checkpoint_due = step % args.checkpointing_steps == 0 or (args.keep_epoch_checkpoints and epoch_ends) or checkpoint_time
             if logging_due or checkpoint_due or epoch_ends or stop_signal:
                 self._stop_if_nonfinite()
@@ -600,7 +611,7 @@ class Trainer:
                 epoch_loss_sum.zero_()
                 losses_in_epoch = 0
                 # A signal during the epoch's validation, grids or evaluation stops the run here.
-                stop_signal, _ = self._agreed_requests()
+                stop_signal = self._agreed_requests()[0]
                 if stop_signal and checkpoint is None:
                     checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit,
                                                  config=self.run_config, kept_steps=self._kept_checkpoint_steps)
