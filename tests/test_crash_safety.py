@@ -239,24 +239,36 @@ def _patch_training_loss(monkeypatch, change):
     monkeypatch.setattr(train_ddpm.DDPMObjective, "loss", loss)
 
 
-def test_ctrl_c_gives_up_the_step_in_flight_writes_the_checkpoint_before_it_and_resumes_exactly(uninterrupted, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def uninterrupted_accumulating(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted_accumulating") / "run"
+    train_in_process(folder, "--gradient_accumulation_steps", 2)
+    return folder
+
+
+# Accumulating: the signal comes in the first micro-batch of step 4, which advanced accelerate's accumulation counter;
+# left so, the resumed run would update after every odd micro-batch.
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_ctrl_c_gives_up_the_step_in_flight_writes_the_checkpoint_before_it_and_resumes_exactly(accumulation, request, tmp_path, monkeypatch):
+    uninterrupted = request.getfixturevalue("uninterrupted" if accumulation == 1 else "uninterrupted_accumulating")
     folder = tmp_path / "stopped"
+    flags = ("--gradient_accumulation_steps", accumulation)
     handler = signal.getsignal(signal.SIGINT)
-    def press_ctrl_c_in_step_4(step, loss):
-        if step == 4:  # after the forward pass: the backward pass is given up
+    def press_ctrl_c_in_step_4(micro_batch, loss):
+        if micro_batch == 3 * accumulation + 1:  # after the forward pass: the backward pass is given up
             os.kill(os.getpid(), signal.SIGINT)
         return loss
 
     _patch_training_loss(monkeypatch, press_ctrl_c_in_step_4)
     with pytest.raises(TrainingStopped) as stopped:
-        train_in_process(folder)
+        train_in_process(folder, *flags)
     assert stopped.value.exit_code == 130
     assert str(stopped.value) == ("SIGINT received during step 4: gave that step up; checkpoint-3 holds the run after "
                                   "step 3; to go on, rerun the same command with --resume_from_checkpoint latest.")
     assert checkpoints(folder) == ["checkpoint-2", "checkpoint-3"] and not (folder / "model_index.json").exists()
     assert signal.getsignal(signal.SIGINT) is handler  # the handler is given back
     monkeypatch.undo()
-    train_in_process(folder, "--resume_from_checkpoint", "latest")
+    train_in_process(folder, *flags, "--resume_from_checkpoint", "latest")
     assert same_tensors(unet_weights(uninterrupted), unet_weights(folder))
 
 
