@@ -60,7 +60,7 @@ if [ "$SIZE" = full ]; then
   SAMPLE_FLAGS=(--models cnn unet --samplers ddpm-1000 ddim-50 dpmsolver-20 cold-28 --batch_size 256 --ddpm_batch_size 256
                 --mixed_precision bf16 --torch_compile off reduce-overhead)
   TTQ_FLAGS=(--marks 1 2 3 4 --num_samples 10000)
-  TTQ_TRAIN=(--checkpointing_steps 100000 --logger none --eval_batch_size 1000 --overwrite_output_dir)
+  TTQ_TRAIN=(--checkpointing_steps 100000 --checkpointing_minutes 0 --logger none --eval_batch_size 1000 --overwrite_output_dir)
   TABLE_FLAGS=(--budget full --concurrency auto)
 else
   B_INSTALL=120 B_TRAIN=300 B_COMPILED=0 B_SAMPLE=300 B_TABLE=600  # limits only: a shared CPU is slow
@@ -68,7 +68,7 @@ else
   TRAIN_FLAGS=(--rounds 1 --steps 1 --warmup 1 --batch_size 8 --threads 1)  # one thread: a shared CPU
   SAMPLE_FLAGS=(--models cnn --samplers dpmsolver-20 cold-28 --batch_size 2 --threads 1)
   TTQ_FLAGS=(--marks 0.02 --num_samples 16 --threads 1)
-  TTQ_TRAIN=(--checkpointing_steps 100000 --logger none --overwrite_output_dir --model cnn --max_train_samples 256 --train_batch_size 16
+  TTQ_TRAIN=(--checkpointing_steps 100000 --checkpointing_minutes 0 --logger none --overwrite_output_dir --model cnn --max_train_samples 256 --train_batch_size 16
              --eval_batch_size 16 --num_inference_steps 2 --no-use_ema)
   TABLE_FLAGS=(--budget tiny --only linear --concurrency 1)
 fi

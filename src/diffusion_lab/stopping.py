@@ -114,8 +114,9 @@ LAUNCHERS = (b"accelerate", b"torchrun", b"torch.distributed.run", b"torch.distr
 def stop_with_launcher() -> bool:
     """Under `accelerate launch` or torchrun, have the kernel send this process SIGTERM when its launcher dies.
 
-    `kill <launcher pid>` (what many schedulers do) makes accelerate's launcher exit at once, leaving the training
-    process running unattended; with this, it stops as for any SIGTERM: after the step, with a checkpoint. Only
+    A launcher that dies at once (`kill -9 <launcher pid>`; `kill <launcher pid>` before accelerate 1.16, which
+    passes SIGTERM on) would leave the training process running unattended; with this, it stops as for any SIGTERM,
+    with a checkpoint. Only
     under a launcher: a run started with `nohup python train_ddpm.py` must outlive its shell. Linux only.
     """
     if not sys.platform.startswith("linux"):
