@@ -12,8 +12,9 @@ per image either way (on a CPU the cost of a batch grows linearly with its size)
 Each (model, sampler, compile mode) runs in a fresh process, so that peak memory is its own: on a CPU the growth of
 the resident set's high-water mark (getrusage ru_maxrss) from after the warm-up to the end of the run, on CUDA
 torch.cuda.max_memory_allocated. --torch_compile off default reduce-overhead measures each sampler uncompiled and
-with the model torch.compiled in each mode; the warm-up (two sampler steps at the measured batch size, which is
-when compilation happens) is timed apart as warmup_seconds.
+with the model torch.compiled in each mode (every uncompiled row first); the warm-up (two sampler steps at the
+measured batch size, which is when compilation happens) is timed apart as warmup_seconds. --output is rewritten
+after every row ("finished" at the end), so a run cut at a time budget keeps the rows it measured.
 
     python benchmarks/bench_sample.py --models cnn --batch_size 2 --ddpm_batch_size 1 --json     # tiny, CPU
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from diffusion_lab.run_files import write_json_atomically
 from diffusion_lab.training.arguments import COMPILE_MODES
 
 SAMPLERS = {  # name: (scheduler for diffusion_lab.sampling.swap_scheduler, inference steps)
@@ -147,11 +149,12 @@ def main(argv=None):
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "torch": torch.__version__, "device": args.device},
               "config": {k: v for k, v in vars(args).items() if k not in ("json", "worker", "output")},
-              "loadavg_start": [round(x, 2) for x in os.getloadavg()], "results": [], "gaps": []}
+              "loadavg_start": [round(x, 2) for x in os.getloadavg()], "finished": False, "results": [], "gaps": []}
     passthrough = ["--batch_size", str(args.batch_size), "--ddpm_batch_size", str(args.ddpm_batch_size),
                    "--mixed_precision", args.mixed_precision, "--device", args.device]
     passthrough += ["--threads", str(args.threads)] if args.threads else []
-    for model_name, sampler, compile_mode in itertools.product(args.models, args.samplers, args.torch_compile):
+    # Every uncompiled row before any compiled one: compilation costs most, so a run cut at its budget loses it first.
+    for compile_mode, model_name, sampler in itertools.product(args.torch_compile, args.models, args.samplers):
         what = f"{model_name} {sampler} compile {compile_mode}"
         if sampler == "cold-28" and cold_pipeline_class() is None:
             report["gaps"].append(f"{what}: diffusion_lab.pipelines has no ColdDiffusionPipeline on this checkout")
@@ -164,14 +167,15 @@ def main(argv=None):
         result = json.loads(completed.stdout.strip().splitlines()[-1])
         report["results"].append(result)
         if args.output:  # as it goes: a run stopped at its time budget keeps what it measured
-            args.output.write_text(json.dumps(report, indent=2) + "\n")
+            write_json_atomically(args.output, report)
         if not args.json:
             print(f"{model_name:5s} {sampler:13s} compile {compile_mode:16s} batch {result['batch_size']:4d} "
                   f"{result['seconds']:8.2f} s {result['images_per_s']:9.2f} images/s  warm-up {result['warmup_seconds']:.1f} s  "
                   f"peak +{result['peak_memory_mb']:.0f} MB  (load {result['loadavg'][0]})", flush=True)
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["finished"] = True
     if args.output:
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomically(args.output, report)
     if args.json:
         print(json.dumps(report))
     else:

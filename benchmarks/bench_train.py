@@ -5,7 +5,7 @@
     python benchmarks/bench_train.py --mixed_precision bf16       # the same comparison under bf16 autocast
 
 Three setups train the same model (same architecture, batch, image size and model-level options) in one process:
-  (a) trainer   `Trainer._train_step` of diffusion_lab.training.loop as train_ddpm.py builds it (decoded-image
+  (a) trainer   the `TrainingStep` of diffusion_lab.training.step as train_ddpm.py builds it (decoded-image
                 cache, DDPM loss, clipping, optimizer, LR schedule, EMA with --use_ema) plus the loop's logging
                 (one host sync and one metrics.jsonl/TensorBoard record every --logging_steps steps);
   (b) bare      random tensors already on the device: forward, MSE, backward, Adam step (fused on CUDA, as in (a)),
@@ -19,7 +19,9 @@ Three setups train the same model (same architecture, batch, image size and mode
 The setups run interleaved (a, b, c, a, b, c, ...) after a warm-up, so that load from other processes on a shared
 machine hits all three alike; figures are medians over rounds, ratios the median of the per-round ratios. On CUDA
 each timing waits for the device, and the peak memory of each setup is reported. The first step (compilation
-included under --torch_compile) is timed apart.
+included under --torch_compile) is timed apart, before the warm-up. --output is rewritten after every first step and
+every round ("rounds_done" per model, "finished" at the end), so a run cut at a time budget keeps the compile times
+and the rounds it finished.
 
     python benchmarks/bench_train.py --models cnn --rounds 1 --steps 1 --warmup 1 --batch_size 8 --json   # tiny, CPU
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -43,6 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffusers_example_data import example_dataloader  # noqa: E402
 
+from diffusion_lab.run_files import write_json_atomically  # noqa: E402
 from diffusion_lab.training.arguments import COMPILE_MODES, CUDA_GRAPH_MODES  # noqa: E402
 from diffusion_lab.training.precision import auto_mixed_precision  # noqa: E402
 
@@ -66,6 +70,7 @@ def parse_args(argv=None):
     parser.add_argument("--torch_compile", action="store_true", help="torch.compile the model in all three setups.")
     parser.add_argument("--torch_compile_mode", choices=COMPILE_MODES, default="default", help="Its mode, in all three setups.")
     parser.add_argument("--channels_last", action="store_true", help="Channels-last weights in (a) and (b).")
+    parser.add_argument("--cuda_graph", action="store_true", help="(a) with the trainer's --cuda_graph: the whole step replayed as one CUDA graph.")
     parser.add_argument("--data_on_device", action=argparse.BooleanOptionalAction, default=None,
                         help="(a)'s --data_on_device (default: the trainer's auto, on for CUDA).")
     parser.add_argument("--example_fp32", action="store_true",
@@ -102,7 +107,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
     argv = ["--model", model_name, "--output_dir", str(workdir / f"trainer-{model_name}"),
             "--train_batch_size", str(args.batch_size), "--mixed_precision", args.mixed_precision]
     argv += ["--dataset_name", args.dataset] if args.dataset else []
-    argv += ["--use_ema"] * args.use_ema + ["--random_flip"] * args.random_flip + ["--channels_last"] * args.channels_last
+    argv += ["--cuda_graph"] * args.cuda_graph + ["--use_ema"] * args.use_ema + ["--random_flip"] * args.random_flip + ["--channels_last"] * args.channels_last
     argv += ["--torch_compile", "--torch_compile_mode", args.torch_compile_mode] if args.torch_compile else []
     argv += [] if args.data_on_device is None else ["--data_on_device" if args.data_on_device else "--no-data_on_device"]
     trainer_args = parser.parse_args(argv)
@@ -112,7 +117,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
     def fetch(batches: int) -> float:
         start = time.perf_counter()
         for micro_batch in range(batches):
-            trainer._batch(micro_batch)
+            trainer.step.batch(trainer.step.indices(micro_batch))
         _synchronize()
         return time.perf_counter() - start
 
@@ -120,7 +125,7 @@ def trainer_setup(model_name: str, args, workdir: Path):
         nonlocal window_loss
         start = time.perf_counter()
         for _ in range(steps):
-            window_loss = window_loss + trainer._train_step()[0]
+            window_loss = window_loss + trainer.step(trainer.global_step)[0]
             trainer.global_step += 1
             if trainer.global_step % trainer_args.logging_steps == 0:  # what Trainer.train does between steps
                 loss = trainer.accelerator.reduce(window_loss, reduction="mean").item() / trainer_args.logging_steps
@@ -248,8 +253,35 @@ def _median_ratio(numerators, denominators):
     return statistics.median(n / d for n, d in zip(numerators, denominators))
 
 
-def bench_model(model_name: str, args, workdir: Path) -> dict:
-    """Build the setups, warm up (compile time shows in the first step), then time interleaved rounds."""
+def summarize(first_step_s: dict, seconds: dict, data_seconds: dict, peak_memory: dict, batch_size: int) -> dict:
+    """One model's result from what is measured so far: each setup's first step (compilation included), and the
+    medians over the rounds done (none yet: the first step only)."""
+    rounds_done = min(len(per_step) for per_step in seconds.values())
+    result = {"rounds_done": rounds_done, "setups": {}}
+    for key, first in first_step_s.items():
+        result["setups"][key] = {"name": SETUPS[key], "first_step_s": round(first, 2)}
+        if not rounds_done:
+            continue
+        per_step = seconds[key][:rounds_done]
+        ms = statistics.median(per_step) * 1000
+        result["setups"][key].update({
+            "ms_per_step": round(ms, 3), "images_per_s": round(batch_size * 1000 / ms, 1),
+            "data_ms_per_batch": round(statistics.median(data_seconds[key][:rounds_done]) * 1000, 2),
+            "ms_per_step_rounds": [round(s * 1000, 1) for s in per_step],
+            "peak_gpu_memory_mb": round(peak_memory[key] / 2**20, 1) if DEVICE.type == "cuda" else None,
+        })
+    # Throughput ratios, paired round by round: (a)/(b) = t_b / t_a.
+    for numerator, denominator in (("a", "b"), ("a", "c")):
+        if rounds_done and numerator in seconds and denominator in seconds:
+            result[f"{numerator}/{denominator}"] = round(
+                _median_ratio(seconds[denominator][:rounds_done], seconds[numerator][:rounds_done]), 3)
+    return result
+
+
+def bench_model(model_name: str, args, workdir: Path, publish) -> dict:
+    """Build the setups, time each one's first step (compilation, under --torch_compile), warm up, then time
+    interleaved rounds. `publish(result so far)` is called after every first step and every round, so that a run
+    stopped at its time budget keeps the compile times and the rounds it finished."""
     setups, first_step_s = {}, {}
     channels, resolution = 1, 28
     if "a" in args.setups:
@@ -258,13 +290,15 @@ def bench_model(model_name: str, args, workdir: Path) -> dict:
         setups["b"] = bare_setup(model_name, args, channels, resolution)
     if "c" in args.setups:
         setups["c"] = example_setup(model_name, args, channels, resolution, workdir)
-    for key, (run, _) in setups.items():
-        first_step_s[key] = run(1)
-        if args.warmup > 1:
-            run(args.warmup - 1)
     seconds = {key: [] for key in setups}
     data_seconds = {key: [] for key in setups}
     peak_memory = {key: 0 for key in setups}
+    for key, (run, _) in setups.items():
+        first_step_s[key] = run(1)
+        publish(summarize(first_step_s, seconds, data_seconds, peak_memory, args.batch_size))
+    for run, _ in setups.values():
+        if args.warmup > 1:
+            run(args.warmup - 1)
     for _ in range(args.rounds):
         for key, (run, fetch) in setups.items():
             if DEVICE.type == "cuda":
@@ -273,20 +307,8 @@ def bench_model(model_name: str, args, workdir: Path) -> dict:
             if DEVICE.type == "cuda":
                 peak_memory[key] = max(peak_memory[key], torch.cuda.max_memory_allocated())
             data_seconds[key].append(fetch(args.steps) / args.steps)
-    result = {"setups": {}}
-    for key, per_step in seconds.items():
-        ms = statistics.median(per_step) * 1000
-        result["setups"][key] = {
-            "name": SETUPS[key], "ms_per_step": round(ms, 3), "images_per_s": round(args.batch_size * 1000 / ms, 1),
-            "data_ms_per_batch": round(statistics.median(data_seconds[key]) * 1000, 2),
-            "first_step_s": round(first_step_s[key], 2), "ms_per_step_rounds": [round(s * 1000, 1) for s in per_step],
-            "peak_gpu_memory_mb": round(peak_memory[key] / 2**20, 1) if DEVICE.type == "cuda" else None,
-        }
-    # Throughput ratios, paired round by round: (a)/(b) = t_b / t_a.
-    for numerator, denominator in (("a", "b"), ("a", "c")):
-        if numerator in seconds and denominator in seconds:
-            result[f"{numerator}/{denominator}"] = round(_median_ratio(seconds[denominator], seconds[numerator]), 3)
-    return result
+        publish(summarize(first_step_s, seconds, data_seconds, peak_memory, args.batch_size))
+    return summarize(first_step_s, seconds, data_seconds, peak_memory, args.batch_size)
 
 
 def machine() -> dict:
@@ -304,13 +326,20 @@ def main(argv=None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     report = {"machine": machine(), "config": {k: v for k, v in vars(args).items() if k not in ("json", "output")},
-              "loadavg_start": [round(x, 2) for x in os.getloadavg()], "models": {}}
+              "loadavg_start": [round(x, 2) for x in os.getloadavg()], "finished": False, "models": {}}
+
+    def publish(model_name: str, result: dict) -> None:
+        report["models"][model_name] = result
+        if args.output:  # as it goes: a run stopped at its time budget keeps what it measured
+            write_json_atomically(args.output, report)
+
     with tempfile.TemporaryDirectory(prefix="bench_train-") as workdir:
         for model_name in args.models:
-            report["models"][model_name] = bench_model(model_name, args, Path(workdir))
+            bench_model(model_name, args, Path(workdir), functools.partial(publish, model_name))
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["finished"] = True
     if args.output:
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomically(args.output, report)
     if args.json:
         print(json.dumps(report))
         return

@@ -10,7 +10,8 @@ test split, next to the real-vs-real floor at the same N. The time spent samplin
 training time; the run's own per-epoch work (validation, sample grid, pipeline save) is, as for a user.
 
 Writes to <output_dir>/time_to_quality/: curve.json, curve.png (digit FD against minutes, floor and 4x floor
-drawn) and mark_<minutes>.png (the first 64 samples of each mark). --json prints the curve as one JSON object.
+drawn), both rewritten after every mark ("finished" once the last is scored), and mark_<minutes>.png (the first 64
+samples of each mark). --json prints the curve as one JSON object.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from diffusion_lab.run_files import write_json_atomically
 
 # A horizon far beyond any mark: the run ends at the last mark, not at a step count.
 UNBOUNDED_STEPS = 10**7
@@ -46,13 +49,16 @@ def parse_args(argv):
 
 
 class QualityCurve:
-    """The `after_step` hook of the trainer: scores samples whenever training time passes the next mark."""
+    """The `after_step` hook of the trainer: scores samples whenever training time passes the next mark, and
+    rewrites curve.json and curve.png (`report`, its points included) after each, so that a run stopped at a time
+    budget keeps every mark it scored."""
 
-    def __init__(self, marks_minutes: list[float], num_samples: int, folder: Path):
+    def __init__(self, marks_minutes: list[float], num_samples: int, folder: Path, report: dict):
         self.marks = list(marks_minutes)
         self.num_samples = num_samples
         self.folder = folder
-        self.points: list[dict] = []
+        self.report = report
+        self.points: list[dict] = report["points"]
         self.scoring_seconds = 0.0
         self.start = time.perf_counter()
 
@@ -83,8 +89,11 @@ class QualityCurve:
             "digit_is": result["digit_is"],
             "class_fractions": [round(result[f"digit_class_{k}_fraction"], 4) for k in range(10)],
             "sampling_seconds": round(sampling_seconds, 1),
+            "num_samples": self.num_samples,
         }
         self.points.append(point)
+        self.report["finished"] = not self.marks
+        write_curve(self.report, self.folder)
         self.scoring_seconds += time.perf_counter() - began
         print(f"[time to quality] {minutes:.1f} min, step {point['steps']}: digit FD {point['digit_fd']:.1f} "
               f"(floor {point['floor']:.1f}, {point['ratio']:.1f}x), IS {point['digit_is']:.2f}; "
@@ -124,6 +133,13 @@ def plot_curve(points: list[dict], title: str, path: Path) -> None:
     plt.close(figure)
 
 
+def write_curve(report: dict, folder: Path) -> None:
+    """curve.json, and curve.png once there is a point."""
+    write_json_atomically(folder / "curve.json", report)
+    if report["points"]:
+        plot_curve(report["points"], f"{report['command']} | {report['hardware']}, N = {report['num_samples']}", folder / "curve.png")
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.threads:
@@ -141,10 +157,6 @@ def main(argv=None):
     trainer = Trainer(train_args, DDPMObjective.from_args(train_args), ["train_ddpm.py", *train_argv])
     folder = Path(args.output_dir) / "time_to_quality"
     folder.mkdir(parents=True, exist_ok=True)
-    curve = QualityCurve(args.marks, args.num_samples, folder)
-    trainer.train(after_step=curve)
-    for point in curve.points:
-        point["num_samples"] = args.num_samples
     report = {
         "command": "train_ddpm.py " + " ".join(args.train_args),
         "num_samples": args.num_samples,
@@ -152,11 +164,12 @@ def main(argv=None):
         "mixed_precision": train_args.mixed_precision,
         "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                     + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        "points": curve.points,
+        "marks": args.marks,
+        "finished": False,  # true once every mark is scored
+        "points": [],
     }
-    (folder / "curve.json").write_text(json.dumps(report, indent=2) + "\n")
-    if curve.points:
-        plot_curve(curve.points, f"{report['command']} | {report['hardware']}, N = {args.num_samples}", folder / "curve.png")
+    write_curve(report, folder)
+    trainer.train(after_step=QualityCurve(args.marks, args.num_samples, folder, report))
     if args.json:
         print(json.dumps(report))
 

@@ -21,6 +21,25 @@ def run_script(*args, env=None, timeout=600, cwd=None):
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd or os.getcwd(), env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def record_host_reads(monkeypatch) -> list[str]:
+    """From now on, every read of a tensor's value on the host (.item(), bool(), float(), ...) made from diffusion_lab's
+    own files is listed in the returned list (torch's own reads, e.g. Adam's CPU step counters, are not)."""
+    import torch
+
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(tensor, *rest, _name=name, _original=original):
+            caller = sys._getframe(1).f_code.co_filename
+            if "diffusion_lab" in caller:
+                reads.append(f"{_name} in {caller}:{sys._getframe(1).f_lineno}")
+            return _original(tensor, *rest)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
 TINY_RUN = ["--model", "cnn", "--max_train_samples", "256", "--train_batch_size", "32", "--eval_batch_size", "8",
             "--num_inference_steps", "4", "--logger", "none", "--logging_steps", "2", "--no-use_ema"]
 

@@ -28,6 +28,7 @@ import accelerate.accelerator  # noqa: E402
 from diffusion_lab.commands import run_command  # noqa: E402
 from diffusion_lab.pipelines import export  # noqa: E402
 from diffusion_lab.training import loop  # noqa: E402
+from diffusion_lab.training import step as training_step  # noqa: E402
 
 point, script, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
 
@@ -60,15 +61,15 @@ if os.environ.get("PAUSING_WORKER_DEATHSIG") != "production":
 SLOW_LAYER_SECONDS = 0.5
 
 
-def slow_down(trainer) -> None:
-    if point == f"slow-{trainer.global_step + 1}":
+def slow_down(running, global_step) -> None:
+    if point == f"slow-{global_step + 1}":
         print(f"slowed at {point}", file=sys.stderr, flush=True)
-        for module in trainer.eager_model.modules():
+        for module in running.model.modules():
             module.register_forward_pre_hook(lambda *_: time.sleep(SLOW_LAYER_SECONDS))
 
 
 step = [0]
-wrap(loop.Trainer, "_train_step", before=lambda trainer: step.__setitem__(0, trainer.global_step + 1) or slow_down(trainer))
+wrap(training_step.TrainingStep, "__call__", before=lambda self, global_step: step.__setitem__(0, global_step + 1) or slow_down(self, global_step))
 wrap(accelerate.Accelerator, "backward", before=lambda *_: pause(f"step-{step[0]}"))
 wrap(accelerate.accelerator, "save_accelerator_state", before=lambda output_dir, *_: pause(Path(output_dir).stem))
 wrap(loop.Trainer, "save_sample_grid", before=lambda trainer, *_: pause(f"grid-{trainer.global_step}"))

@@ -10,6 +10,9 @@ import re
 import resource
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +25,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from helpers import TINY_RUN, make_folder
 from safetensors.torch import load_file, save_file
 
-from diffusion_lab.commands import run_command, sample, train_ddpm
+from diffusion_lab.commands import run_command, sample, train_cold, train_ddpm
 from diffusion_lab.models import build_model
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 
@@ -31,6 +34,7 @@ WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 LONG_NAME = "x" * 300  # more than the 255 bytes a file name may have on common file systems
 TOO_MUCH = 10**7  # images per batch: terabytes of activations
 PROGRESS_BAR = re.compile(r"\[\d\d:\d\d[<,]")  # tqdm's "[00:01<00:02, ...]"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,14 @@ def run_and_read_error(main, argv, capsys):
         run_command(main, list(map(str, argv)))
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    return exit_info.value.code, [line for line in err.splitlines() if line.strip() and not PROGRESS_BAR.search(line)]
+    return exit_info.value.code, shown_lines(err)
+
+
+def shown_lines(stderr):
+    """The lines of `stderr` that are not progress bars; a bar cut off by an error clears itself (spaces, cursor
+    up), which shows nothing on a terminal."""
+    shown = [ANSI_ESCAPE.sub("", line) for line in stderr.splitlines()]
+    return [line for line in shown if line.strip() and not PROGRESS_BAR.search(line)]
 
 
 def fresh(c, name):
@@ -383,8 +394,40 @@ def nested_pipeline(folder):
     (folder / "model_index.json").write_text(json.dumps({**index, "inner": ["diffusers", "DDPMPipeline"]}))
 
 
+def rewrite_config(component, **changes):
+    def damage(folder):
+        path = next((folder / component).glob("*config.json"))
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return damage
+
+
+def set_first(name, value):
+    return lambda tensors: tensors[name].view(-1).__setitem__(0, value)
+
+
+UNET_CONFIG, SCHEDULER_CONFIG = "unet/config.json", "scheduler/scheduler_config.json"
+# What a saved pipeline holds, checked before it is built or sampled: (damage, the one line's telling part).
+SAVED_PIPELINE_CASES = {
+    "a NaN weight": (rewrite_weights(set_first("blocks.0.conv.weight", float("nan"))), f"{WEIGHTS}: blocks.0.conv.weight holds NaN or infinite values"),
+    "an infinite weight": (rewrite_weights(set_first("blocks.0.conv.bias", float("inf"))), f"{WEIGHTS}: blocks.0.conv.bias holds NaN or infinite"),
+    "a weight out of range": (rewrite_weights(set_first("blocks.0.conv.weight", 1e9)), "blocks.0.conv.weight holds 1e+09, far beyond any trained weight"),
+    "beta_end above 1": (rewrite_config("scheduler", beta_end=1.5), f"{SCHEDULER_CONFIG}: beta_end makes betas outside (0, 1)"),
+    "negative trained_betas": (rewrite_config("scheduler", trained_betas=[0.01] * 999 + [-0.5]), f"{SCHEDULER_CONFIG}: trained_betas makes betas outside (0, 1) (-0.5)"),
+    "num_train_timesteps as a string": (rewrite_config("scheduler", num_train_timesteps="1000"), f"{SCHEDULER_CONFIG}: num_train_timesteps is '1000', not a whole number"),
+    "num_train_timesteps 10^9": (rewrite_config("scheduler", num_train_timesteps=10**9), "num_train_timesteps is 1000000000, outside 1..65536"),
+    "a schedule setting of the wrong type": (rewrite_config("scheduler", clip_sample="yes"), f"{SCHEDULER_CONFIG}: clip_sample is 'yes', not true or false"),
+    "a width of 10^9": (rewrite_config("unet", hidden_channels=[16, 10**9, 32, 16]), f"{UNET_CONFIG}: hidden_channels is 1000000000, outside 1..65536"),
+    "widths whose model cannot be allocated": (rewrite_config("unet", hidden_channels=[60000] * 3 + [16]), "hidden_channels [60000, 60000, 60000, 16] gives a model of"),
+    "kernel_size 0": (rewrite_config("unet", kernel_size=0), f"{UNET_CONFIG}: kernel_size is 0, outside 1..65536"),
+    "sample_size 10^6": (rewrite_config("unet", sample_size=10**6), f"{UNET_CONFIG}: sample_size is 1000000, outside 1..4096"),
+    "in_channels as a float": (rewrite_config("unet", in_channels=1.5), f"{UNET_CONFIG}: in_channels is 1.5, not a whole number"),
+}
+
 SAMPLE_CASES = {
-    "pipeline folder missing": (lambda c: [c.root / "no" / "such"], "pipeline folder"),
+    "pipeline folder missing": (lambda c: [c.root / "no" / "such"], "no such folder: "),
+    "pipeline folder missing, a name with no owner/ (not a Hub id)": (lambda c: ["ddpm-mnsit"], "no such folder: ddpm-mnsit: check the path"),
+    **{f"saved pipeline holding {case}": (lambda c, damage=damage: [broken_pipeline(c, damage)], message)
+       for case, (damage, message) in SAVED_PIPELINE_CASES.items()},
     "Hub id unreachable (offline)": (lambda c: ["someone/no-such-pipeline"], "could not download pipeline 'someone/no-such-pipeline'"),
     "model_index.json missing": (lambda c: [broken_pipeline(c, lambda f: (f / "model_index.json").unlink())], "holds no model_index.json"),
     "model_index.json not JSON": (lambda c: [broken_pipeline(c, lambda f: (f / "model_index.json").write_text("{"))], "is not valid JSON"),
@@ -396,6 +439,8 @@ SAMPLE_CASES = {
     "safetensors file truncated": (lambda c: [broken_pipeline(c, lambda f: (f / WEIGHTS).write_bytes((f / WEIGHTS).read_bytes()[:500]))], "Unable to load weights"),
     "safetensors with wrong shapes": (lambda c: [broken_pipeline(c, rewrite_weights(lambda t: t.update({"blocks.0.conv.bias": torch.zeros(3, 3)})))], "expected shape"),
     "safetensors missing a weight": (lambda c: [broken_pipeline(c, rewrite_weights(lambda t: t.pop("blocks.0.conv.bias")))], "(missing keys: blocks.0.conv.bias"),
+    "a schedule that makes blank images": (lambda c: [broken_pipeline(c, rewrite_config("scheduler", clip_sample_range=0.0)), "--scheduler", "ddpm"],
+                                           "sampling made only blank images (every pixel 0.5) in batch 1"),
     "--num_images 0": (lambda c: [c.pipeline, "--num_images", 0], "--num_images 0 must be a positive integer"),
     "--batch_size -1": (lambda c: [c.pipeline, "--batch_size", -1], "--batch_size -1 must be a positive integer"),
     "--num_inference_steps 0": (lambda c: [c.pipeline, "--num_inference_steps", 0], "--num_inference_steps 0 must be a positive integer"),
@@ -431,6 +476,137 @@ def test_sample_refuses_bad_input_in_one_line(case, ctx, capsys):
     assert all(path.read_bytes() == data for path, data in before.items())
 
 
+def test_sampling_refuses_non_finite_images_and_writes_nothing(ctx, capsys, monkeypatch):
+    """Weights that pass the checks can still overflow at run time (here: a NaN put in after loading)."""
+    from diffusion_lab import sampling
+
+    def open_overflowing_pipeline(*args, **kwargs):
+        pipeline = sampling.open_pipeline(*args, **kwargs)
+        pipeline.unet.conv_out.bias.data[0] = float("nan")
+        return pipeline
+
+    monkeypatch.setattr(sample, "open_pipeline", open_overflowing_pipeline)
+    output_dir = fresh(ctx, "samples")
+    status, lines = run_and_read_error(sample.main, [ctx.pipeline, "--num_images", 2, "--num_inference_steps", 2, "--output_dir", output_dir], capsys)
+    assert status == 2 and len(lines) == 1 and "error: sampling made NaN or infinite values in batch 1" in lines[0], lines
+    assert not output_dir.exists()
+
+
+def test_a_typo_under_an_existing_folder_is_no_hub_id(ctx, capsys):
+    Path("runs").mkdir()  # in the test's own empty working folder
+    try:
+        status, lines = run_and_read_error(sample.main, ["runs/ddpm-mnsit", "--output_dir", fresh(ctx, "samples")], capsys)
+    finally:
+        Path("runs").rmdir()
+    assert status == 2 and lines == ["error: no such folder: runs/ddpm-mnsit: check the path (a Hub id is owner/name)."]
+
+
+@pytest.fixture(scope="module")
+def ema_run(ctx):
+    """Like ctx.run (checkpoint-2 and its pipeline), with an EMA of the weights."""
+    run = ctx.root / "ema-run"
+    train_ddpm.main(["--output_dir", str(run), *SMALL_RUN, "--use_ema", "--max_train_steps", "2", "--checkpointing_steps", "2"])
+    return run
+
+
+@pytest.fixture(scope="module")
+def cold_run(ctx):
+    """A two-step cold-diffusion run, checkpoint-2 and its pipeline."""
+    run = ctx.root / "cold-run"
+    train_cold.main(["--output_dir", str(run), *SMALL_RUN, "--max_train_steps", "2", "--checkpointing_steps", "2", "--start_components", "2"])
+    return run
+
+
+def stopped_copy(c, run):
+    """`run` as a run stopped before it wrote its pipeline: its checkpoints and records only."""
+    folder = fresh(c, "stopped")
+    pipeline_parts = ("model_index.json", "*.py", "unet", "scheduler", "degradation", "start_distribution", "README.md")
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns(*pipeline_parts))
+    return folder
+
+
+@pytest.mark.parametrize("run, ema", [("ctx", False), ("ema_run", True), ("cold_run", False)], ids=["DDPM", "DDPM with EMA", "cold diffusion"])
+def test_a_run_stopped_before_its_pipeline_samples_from_its_latest_checkpoint(run, ema, ctx, request, capsys):
+    run = ctx.run if run == "ctx" else request.getfixturevalue(run)
+    flags = ["--num_images", "3", "--num_inference_steps", "2"]
+    stopped = stopped_copy(ctx, run)
+    from_pipeline, from_checkpoint = stopped.with_name(f"{stopped.name}-samples-of-the-pipeline"), stopped.with_name(f"{stopped.name}-samples")
+    sample.main([str(run), *flags, "--output_dir", str(from_pipeline)])
+    capsys.readouterr()
+    sample.main([str(stopped), *flags, "--output_dir", str(from_checkpoint)])
+    weights = "EMA weights" if ema else "weights (the run kept no EMA)"
+    assert f"{stopped} holds no pipeline: sampling from checkpoint-2, with its {weights}." in capsys.readouterr().out
+    # The same images: the checkpoint holds the weights the run's pipeline was saved with.
+    assert np.array_equal(np.load(from_checkpoint / "samples.npz")["images"], np.load(from_pipeline / "samples.npz")["images"])
+
+
+def test_evaluate_takes_a_stopped_run_and_a_checkpoint_folder(ctx, capsys):
+    from diffusion_lab.commands.evaluate import main
+
+    stopped = stopped_copy(ctx, ctx.run)
+    settings = stopped / "checkpoint-2" / "run_config.json"  # as written before --sampler existed: its default applies
+    settings.write_text(json.dumps({name: value for name, value in json.loads(settings.read_text()).items() if name != "sampler"}))
+    for source in (stopped, stopped / "checkpoint-2"):
+        result = main([str(source), "--num_samples", "2", "--num_inference_steps", "2", "--dinov2_model", "none",
+                       "--output", str(fresh(ctx, "evaluation").with_suffix(".json"))])
+        assert result["num_samples"] == 2 and "digit_fd" in result
+    assert f"sampling from {stopped / 'checkpoint-2'}, with its weights" in capsys.readouterr().out
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_so(ctx, capsys):
+    stopped = stopped_copy(ctx, ctx.run)
+    shutil.rmtree(stopped / "checkpoint-2")
+    status, lines = run_and_read_error(sample.main, [stopped, "--output_dir", fresh(ctx, "samples")], capsys)
+    assert status == 2 and lines == [f"error: {stopped} holds a run that stopped before its first checkpoint, so there is no "
+                                     "model to use yet: rerun the training with --overwrite_output_dir (and a smaller "
+                                     "--checkpointing_steps to keep something sooner)."]
+
+
+def command_process(*argv, **env):
+    """`diffusion-lab ARGV` in a fresh process, its stdout and stderr piped."""
+    return subprocess.Popen([sys.executable, "-m", "diffusion_lab", *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **env})
+
+
+def test_sigterm_during_sample_keeps_the_images_made_and_says_so(ctx):
+    output_dir = fresh(ctx, "samples")
+    process = command_process("sample", ctx.pipeline, "--num_images", 100, "--batch_size", 1, "--scheduler", "ddpm",
+                              "--num_inference_steps", 200, "--output_dir", output_dir)
+    first_image, deadline = output_dir / "partial" / "images" / "00000.png", time.monotonic() + 120
+    while not first_image.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    lines = shown_lines(err)
+    assert process.returncode == 143 and len(lines) == 1, err[-2000:]
+    kept = re.fullmatch(rf"stopped: SIGTERM received: the (\d+) of 100 images made so far are in {re.escape(str(output_dir / 'partial'))}/ "
+                        r"\(images/\*\.png, samples\.npy\); rerun with --overwrite_output_dir for all of them\.", lines[0])
+    assert kept and len(os.listdir(output_dir / "partial" / "images")) == int(kept.group(1)) >= 1, lines
+
+
+def test_sigterm_during_evaluate_says_nothing_was_written(ctx):
+    output = fresh(ctx, "evaluation").with_suffix(".json")
+    process = command_process("evaluate", stopped_copy(ctx, ctx.run), "--num_samples", 1000, "--scheduler", "ddpm",
+                              "--dinov2_model", "none", "--output", output)
+    while "holds no pipeline" not in process.stdout.readline() and process.poll() is None:  # sampling starts next
+        pass
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and shown_lines(err) == [
+        f"stopped: SIGTERM received: evaluation stopped before writing {output} (nothing is written until it ends); rerun the command."], err[-2000:]
+    assert not output.exists()
+
+
+def test_an_offline_hub_fetch_fails_in_one_line_without_diffusers_warnings():
+    """diffusers' own loader (--trust_remote_code) warns that it will try the local cache; our loader's message is
+    the SAMPLE_CASES 'Hub id unreachable (offline)' case."""
+    process = command_process("sample", "someone/no-such-pipeline", "--trust_remote_code", HF_HUB_OFFLINE="1")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and err.splitlines() == [
+        "error: could not download pipeline 'someone/no-such-pipeline' from the Hub (LocalEntryNotFoundError): check the id "
+        "and the network, or pass a local folder."], err
+
+
 def npz_of(c, array):
     path = fresh(c, "images").with_suffix(".npz")
     np.savez(path, images=array)
@@ -462,7 +638,8 @@ def random_images(count=8):
 
 
 EVALUATE_CASES = {
-    "input that does not exist": (lambda c: [c.root / "nothing"], "does not exist"),
+    "input that does not exist": (lambda c: [c.root / "nothing"], "no such folder: "),
+    "a pipeline with a non-finite weight": (lambda c: [broken_pipeline(c, rewrite_weights(set_first("blocks.0.conv.weight", float("nan"))))], "holds NaN or infinite values"),
     ".npz that does not exist": (lambda c: [c.root / "nothing.npz"], "No such file or directory"),
     ".npz of the wrong shape": (lambda c: [npz_of(c, np.zeros((4, 5), np.uint8))], "has shape (4, 5): expected (N, H, W)"),
     "folder without PNGs": (lambda c: [empty_folder(c)], "No .png files in"),

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, run_script
+from helpers import ROOT, record_host_reads, run_script
 from PIL import Image
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -103,19 +103,9 @@ def test_train_step_never_waits_for_the_device(tmp_path, digit_folder, monkeypat
     args = parse_args(["--model", "cnn", "--dataset_name", str(digit_folder), "--output_dir", str(tmp_path / "run"), "--train_batch_size", "8",
                        "--logger", "none", "--use_ema", "--random_flip", "--gradient_accumulation_steps", "2"])
     trainer = Trainer(args, DDPMObjective.from_args(args), ["train_ddpm.py"])
-    reads = []
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(tensor, *rest, _name=name, _original=original):
-            caller = sys._getframe(1).f_code.co_filename
-            if "diffusion_lab" in caller:
-                reads.append(f"{_name} in {caller}:{sys._getframe(1).f_lineno}")
-            return _original(tensor, *rest)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    for _ in range(2):
-        trainer._train_step()
+    reads = record_host_reads(monkeypatch)
+    for step in range(2):
+        trainer.step(step)
     assert reads == []
     assert not isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)  # no compile left over
 

@@ -18,7 +18,7 @@ LAYERS = [
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 # Files that travel with saved pipelines as remote code import only torch, numpy, diffusers and their siblings.
 REMOTE_CODE = [*(path for path in PACKAGE.glob("schedulers/*.py") if path.stem not in ("__init__", "factory")),
-               *(path for path in PACKAGE.glob("pipelines/*.py") if path.stem not in ("__init__", "export")),
+               *(path for path in PACKAGE.glob("pipelines/*.py") if path.stem not in ("__init__", "export", "validation")),
                *(path for path in PACKAGE.glob("degradations/*.py") if path.stem not in ("__init__", "registry")),
                PACKAGE / "models" / "coursework_cnn.py"]
 

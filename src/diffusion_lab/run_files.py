@@ -6,7 +6,8 @@
   and no absolute local path anywhere (`RecordFilter`).
 
 The trainer writes them, and the model card (`hub`), the plots (`evaluation.plot_run`) and the experiment runner
-read them.
+read them. `write_text_atomically` / `write_json_atomically` are for any file that a reader may open while it is
+rewritten, or that a kill may cut mid-write (the benchmarks' reports, the experiment table).
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ METRICS_FILE = "metrics.jsonl"
 TRAINING_ARGS_FILE = "training_args.json"
 # Files that show a folder already holds a run (ours or any saved pipeline).
 RUN_MARKERS = ("model_index.json", METRICS_FILE, TRAINING_ARGS_FILE)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write `path` through a temporary file beside it and a rename: a reader, or a kill at any moment, sees the old
+    file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: several may rewrite one file
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no part behind
+        raise
+
+
+def write_json_atomically(path: Path, value) -> None:
+    """`value` as indented JSON, written atomically (`write_text_atomically`)."""
+    write_text_atomically(path, json.dumps(value, indent=2) + "\n")
 
 
 def append_metrics(run_dir: Path, step: int, values: dict) -> None:
@@ -185,6 +204,4 @@ def write_run_info(output_dir: Path, args: argparse.Namespace, argv: list[str], 
     text = json.dumps(info, indent=2) + "\n"
     if record_filter.leaks(text):  # a token spelt differently in JSON (escaped characters): keep it out all the same
         raise ValueError("the run's record would hold a token: pass it through HF_TOKEN or `hf auth login`, not a flag.")
-    tmp = output_dir / f"{TRAINING_ARGS_FILE}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, output_dir / TRAINING_ARGS_FILE)
+    write_text_atomically(output_dir / TRAINING_ARGS_FILE, text)

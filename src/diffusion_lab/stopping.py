@@ -214,6 +214,36 @@ def quiet_tensorboard_writer():
         threading.excepthook = previous
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the program is, as Ctrl-C raises KeyboardInterrupt."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Inside, SIGTERM stops a command as Ctrl-C does (`Terminated` is a KeyboardInterrupt), so that what a command
+    keeps on Ctrl-C (sample's partial/) it keeps on SIGTERM (kill, a scheduler's time limit) too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption(stop: KeyboardInterrupt) -> tuple[str, int]:
+    """How to name a Ctrl-C or `Terminated` in a message, and the exit status it gives (128 + the signal)."""
+    signum = getattr(stop, "signum", signal.SIGINT)
+    return ("interrupted" if signum == signal.SIGINT else f"{signal.Signals(signum).name} received"), 128 + signum
+
+
 # OS errors that mean the run folder can no longer be written: permissions, a read-only mount, a full disk or quota,
 # a file size limit.
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..stopping import TrainingStopped
+from ..stopping import TrainingStopped, interruption
 
 # Errors that mean "the user asked for something we cannot do", as opposed to bugs.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, OSError)
@@ -38,9 +38,10 @@ def run_command(main, argv: list[str] | None = None) -> None:
         if isinstance(error, TrainingStopped):
             print(f"stopped: {error}", file=sys.stderr)
             sys.exit(error.exit_code)
-        if isinstance(error, KeyboardInterrupt):  # outside the training steps, where nothing is half-written
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+        if isinstance(error, KeyboardInterrupt):  # outside the training steps and sampling, where nothing is half-written
+            what, exit_code = interruption(error)
+            print(what if exit_code == 130 else f"stopped: {what}: nothing was written; rerun the command.", file=sys.stderr)
+            sys.exit(exit_code)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -42,6 +42,8 @@ from ..sampling import (
     restore,
     use_sampler,
 )
+from ..stopping import TrainingStopped, interruption, sigterm_as_interrupt
+from ..training.run_pipeline import is_run_without_pipeline, load_run_pipeline
 from . import check_device
 
 
@@ -151,9 +153,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    with sigterm_as_interrupt():  # SIGTERM stops as Ctrl-C does, in one line
+        try:
+            return evaluate(args)
+        except KeyboardInterrupt as stop:
+            what, exit_code = interruption(stop)
+            raise TrainingStopped(f"{what}: evaluation stopped before writing {args.output} (nothing is written until it "
+                                  "ends); rerun the command.", exit_code) from None
+
+
+def evaluate(args: argparse.Namespace) -> dict:
     reference, _ = load_dataset_images(args.reference, args.reference_split, args.image_column)
+    folder = Path(args.input)
     is_image_file_input = args.input.endswith(".npz") or (
-        Path(args.input).is_dir() and not (Path(args.input) / "model_index.json").is_file()
+        folder.is_dir() and not (folder / "model_index.json").is_file() and not is_run_without_pipeline(folder)
     )
     dinov2 = None
     if args.dinov2_model != "none":
@@ -174,7 +187,7 @@ def main(argv=None) -> dict:
     elif args.originals is not None:
         raise ValueError("--originals goes with image INPUT; a cold-diffusion pipeline takes --conditional instead.")
     else:
-        pipeline = open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code)
+        pipeline = open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code, load=load_run_pipeline)
         results = []
         for guidance_scale in args.guidance_scale:
             images, originals, labels = pipeline_images(args, reference, pipeline, guidance_scale)

@@ -36,6 +36,8 @@ from ..sampling import (
     use_sampler,
     write_samples,
 )
+from ..stopping import sigterm_as_interrupt
+from ..training.run_pipeline import load_run_pipeline
 from . import check_device
 
 
@@ -100,10 +102,15 @@ def restoration_figure(pipeline, args: argparse.Namespace, cold_kwargs: dict):
 
 def main(argv):
     args = parse_args(argv)
+    with sigterm_as_interrupt():  # SIGTERM keeps what Ctrl-C keeps: the images made so far, in partial/
+        write_requested_samples(args)
+
+
+def write_requested_samples(args: argparse.Namespace) -> None:
     output_dir = Path(args.output_dir or f"{Path(args.pipeline).name}-samples")
     check_path_name(output_dir, "--output_dir" if args.output_dir else "the default --output_dir (PIPELINE-samples)")
     check_samples_folder(output_dir, args.overwrite_output_dir)
-    pipeline = open_pipeline(args.pipeline, args.scheduler, args.device, args.trust_remote_code)
+    pipeline = open_pipeline(args.pipeline, args.scheduler, args.device, args.trust_remote_code, load=load_run_pipeline)
     cold = is_cold(pipeline)
     if not cold and (args.noise or args.algorithm != 2 or args.conditional):
         raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")

@@ -38,14 +38,14 @@ class ImageCache:
     def channels(self) -> int:
         return self.images.shape[1]
 
-    def batch(self, indices: np.ndarray) -> torch.Tensor:
-        """uint8 images at `indices` as a float tensor in [-1, 1], on the device the images are on."""
-        # Sorted reads are sequential on disk; the order inside a batch does not matter for training.
-        return _gather(self.images, np.sort(indices)).float().div_(127.5).sub_(1.0)
+    def batch(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 images at `indices` as a float tensor in [-1, 1], on the device the images are on. Indices given as
+        a tensor (a CUDA-graphed step's device buffer) must be sorted already."""
+        return _gather(self.images, _sorted(indices)).float().div_(127.5).sub_(1.0)
 
-    def batch_labels(self, indices: np.ndarray) -> torch.Tensor:
+    def batch_labels(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
         """int64 class labels at `indices`, in the order `batch` returns the images (sorted indices)."""
-        return _gather(self.labels, np.sort(indices)).long()
+        return _gather(self.labels, _sorted(indices)).long()
 
     @property
     def nbytes(self) -> int:
@@ -58,9 +58,17 @@ class ImageCache:
         return replace(self, images=torch.from_numpy(np.array(self.images)).to(device), labels=labels)
 
 
-def _gather(array: np.ndarray | torch.Tensor, sorted_indices: np.ndarray) -> torch.Tensor:
+def _sorted(indices: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    # Sorted reads are sequential on disk; the order inside a batch does not matter for training.
+    return indices if isinstance(indices, torch.Tensor) else np.sort(indices)
+
+
+def _gather(array: np.ndarray | torch.Tensor, sorted_indices: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(array, torch.Tensor):
-        return array[torch.from_numpy(sorted_indices).to(array.device)]
+        index = sorted_indices if isinstance(sorted_indices, torch.Tensor) else torch.from_numpy(sorted_indices)
+        return array[index.to(array.device)]
+    if isinstance(sorted_indices, torch.Tensor):
+        sorted_indices = sorted_indices.cpu().numpy()
     return torch.from_numpy(np.ascontiguousarray(array[sorted_indices]))
 
 

@@ -26,7 +26,7 @@ from ..evaluation.image_evaluation import evaluate_images, write_result
 from ..evaluation.image_sources import load_dataset_images, load_npz_images
 from ..evaluation.plot_run import plot_run
 from ..evaluation.plot_schedules import plot_schedules
-from ..run_files import read_metrics
+from ..run_files import read_metrics, write_json_atomically
 from ..sampling import is_class_conditional, labels_for_samples, open_pipeline, restore, use_sampler, write_samples
 from ..training.checkpoints import complete_checkpoints
 from .table import METRICS, plot_grid_overview, plot_loss_overview, write_table
@@ -115,7 +115,7 @@ class ExperimentRunner:
             raise RuntimeError(f"training failed (exit {returncode}): see {log_path}")
         record = {"command": shlex.join(command), "seconds": time.perf_counter() - start,
                   "resumed": "--resume_from_checkpoint" in command, "train_steps": self.train_steps(variant)}
-        done.write_text(json.dumps(record, indent=2) + "\n")
+        write_json_atomically(done, record)
         self.plot_losses(variant)
         return record
 
@@ -192,7 +192,7 @@ class ExperimentRunner:
             **{name: losses.last(name) for name in ("train_loss", "val_loss") if losses.last(name) is not None},
             "real": {name: metrics[f"{name}_real"] for name in METRICS if f"{name}_real" in metrics},
         }
-        done.write_text(json.dumps(result, indent=2) + "\n")
+        write_json_atomically(done, result)
         return result
 
     # -- the whole table ---------------------------------------------------------------------------------------
@@ -229,7 +229,9 @@ class ExperimentRunner:
 
     def run_concurrently(self, variants: list[Variant], processes: int, runner_flags: list[str]) -> None:
         """Train and evaluate `variants` in `processes` runner subprocesses at once, one variant each, longest first;
-        their rows land in this runner's folders, for `run(..., collect_only=True)` to tabulate."""
+        their rows land in this runner's folders, and the table of the rows finished so far is rewritten as each
+        variant ends (`run(..., collect_only=True)`), so that a run stopped at a time budget shows them."""
+        import threading
         from concurrent.futures import ThreadPoolExecutor
 
         self.draw_schedules()  # before the subprocesses would each draw it
@@ -242,6 +244,10 @@ class ExperimentRunner:
             with log_path.open("a") as log:
                 returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
             print(f"[{variant.name}] {'done' if returncode == 0 else f'failed (exit {returncode}): see {log_path}'}", flush=True)
+            with tabulating:  # one thread at a time: the table's files and pyplot
+                self.run(variants, collect_only=True)
+
+        tabulating = threading.Lock()
 
         print(f"running {len(runnable)} variants, {processes} at once", flush=True)
         with ThreadPoolExecutor(processes) as pool:
@@ -259,7 +265,7 @@ class ExperimentRunner:
         models = [v.flags[v.flags.index("--model") + 1] for v in variants if "--model" in v.flags[:-1]]
         model = max(set(models), key=models.count) if models else "cnn"
         result = probe(model, self.budget.train_batch_size, self.device, min(max_processes, len(variants)))
-        record.write_text(json.dumps(result, indent=2) + "\n")
+        write_json_atomically(record, result)
         return result["concurrency"]
 
     def finished_row(self, variant: Variant, sampling: Sampling) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..run_files import read_metrics
+from ..run_files import read_metrics, write_text_atomically
 from .variants import Budget, Variant
 
 METRICS = ("digit_fd", "digit_is", "digit_confidence", "psnr", "ssim", "psnr_paired", "ssim_paired", "class_accuracy")
@@ -71,11 +72,13 @@ def write_table(rows: list[dict], variants: list[Variant], output_dir: Path, bud
     row of `variants` is done."""
     expected = sum(len(v.samplings) for v in variants)
     partial = sum(row["status"] == "done" for row in rows) < expected
-    with (output_dir / "results.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (output_dir / "results.md").write_text(markdown_table(rows, budget_name, budget, partial, expected))
+    # Atomically: a run stopped at a time budget, or a runner process beside this one, never leaves half a table.
+    csv_text = io.StringIO(newline="")
+    writer = csv.DictWriter(csv_text, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomically(output_dir / "results.csv", csv_text.getvalue())
+    write_text_atomically(output_dir / "results.md", markdown_table(rows, budget_name, budget, partial, expected))
 
 
 def plot_grid_overview(rows: list[dict], figures: Path, budget_name: str) -> None:

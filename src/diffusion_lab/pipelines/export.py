@@ -88,17 +88,50 @@ def _our_class(name: str):
     return None
 
 
-def _pipeline_folder(path_or_id: str) -> Path:
-    """The local folder of a pipeline: `path_or_id` itself, or its Hub snapshot."""
+@contextmanager
+def diffusers_warnings_off():
+    """Inside, diffusers and huggingface_hub log errors only: their warnings (a fetch attempted offline, weights
+    filled in at random) would come before our one-line error."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import logging as hub_logging
+
+    verbosities = [(logging, logging.get_verbosity()) for logging in (diffusers_logging, hub_logging)]
+    for logging, _ in verbosities:
+        logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for logging, verbosity in verbosities:
+            logging.set_verbosity(verbosity)
+
+
+def is_local_path(path_or_id: str) -> bool:
+    """Whether `path_or_id` means a local folder rather than a Hub id: it exists, starts with ".", "/" or "~", is no
+    valid id of the form owner/name (Hub pipelines always have an owner), or its first part is a local folder."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(path_or_id).exists() or path_or_id.startswith((".", "/", "~")) or "/" not in path_or_id:
+        return True
+    try:
+        validate_repo_id(path_or_id)
+    except HFValidationError:
+        return True
+    return Path(path_or_id).parent.is_dir()
+
+
+def pipeline_folder(path_or_id: str) -> Path:
+    """The local folder of a pipeline: `path_or_id` itself, or its Hub snapshot; a local path that does not exist is
+    refused as such, never looked up on the Hub."""
     from huggingface_hub import snapshot_download
 
     folder = Path(path_or_id)
     if folder.is_dir():
         return folder
-    if folder.exists() or path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1:
-        raise FileNotFoundError(f"pipeline folder {path_or_id} does not exist: pass a folder written by our trainers (or save_pretrained) or a Hub id.")
+    if is_local_path(path_or_id):
+        raise FileNotFoundError(f"no such folder: {path_or_id}: check the path (a Hub id is owner/name).")
     try:
-        return Path(snapshot_download(path_or_id))
+        with diffusers_warnings_off():  # the error below says it in one line
+            return Path(snapshot_download(path_or_id))
     except Exception as error:  # offline, unknown id, gated repo...
         raise FileNotFoundError(
             f"could not download pipeline {path_or_id!r} from the Hub ({type(error).__name__}): check the id and the "
@@ -126,33 +159,31 @@ def _index_class(entry, key: str, base: type) -> type | None:
     return found
 
 
-@contextmanager
-def _diffusers_warnings_off():
-    from diffusers.utils import logging
-
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-
-
 def _load_component(component_class: type, folder: Path, name: str, torch_dtype=None):
     """One component, weights from safetensors only, refusing weights that do not fit the model exactly; models in
     `torch_dtype` if given."""
     from diffusers import ModelMixin
     from safetensors import SafetensorError
 
+    from .validation import check_betas, check_config, check_weights
+
+    check_config(component_class, folder / name)
+    is_model = issubclass(component_class, ModelMixin)
+    if is_model:
+        check_weights(folder / name)
     try:
-        with _diffusers_warnings_off():  # the error below says it in one line
-            if not issubclass(component_class, ModelMixin):
-                return component_class.from_pretrained(folder, subfolder=name)
-            model, info = component_class.from_pretrained(folder, subfolder=name, use_safetensors=True, output_loading_info=True,
-                                                          torch_dtype=torch_dtype)
+        with diffusers_warnings_off():  # the error below says it in one line
+            if is_model:
+                model, info = component_class.from_pretrained(folder, subfolder=name, use_safetensors=True, output_loading_info=True,
+                                                              torch_dtype=torch_dtype)
+            else:
+                scheduler = component_class.from_pretrained(folder, subfolder=name)
     except (OSError, ValueError, NotImplementedError, SafetensorError) as error:
         reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0].rstrip(".")
         raise ValueError(f"cannot load {name} from {folder} ({reason}): re-save or re-download the pipeline.") from None
+    if not is_model:
+        check_betas(scheduler, folder / name / component_class.config_name)
+        return scheduler
     mismatches = {kind: info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[kind]}
     if mismatches:
         kind, keys = next(iter(mismatches.items()))
@@ -163,17 +194,38 @@ def _load_component(component_class: type, folder: Path, name: str, torch_dtype=
     return model
 
 
-def load_pipeline(path_or_id: str, torch_dtype=None, **kwargs):
+def load_model(folder: Path, name: str):
+    """The model saved with save_pretrained in `folder/name` (e.g. a checkpoint's `model/`), of a class diffusers or
+    diffusion_lab defines, loaded and checked as a pipeline's models are."""
+    from diffusers import ModelMixin
+
+    try:
+        class_name = json.loads((folder / name / "config.json").read_text())["_class_name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{folder / name / 'config.json'} names no model class (_class_name): re-save the model.") from None
+    model_class = _index_class(["diffusion_lab" if _our_class(class_name) else "diffusers", class_name], name, ModelMixin)
+    return _load_component(model_class, folder, name)
+
+
+def load_pipeline(path_or_id: str, torch_dtype=None, trust_remote_code: bool = False, **kwargs):
     """Load a saved pipeline using diffusion_lab's own classes, so no code from the folder is run.
 
     Weights are read from safetensors only (never pickle) and must fit the model exactly; a damaged folder raises
     a one-line error instead of loading partly random weights. `torch_dtype` (e.g. torch.float16): the models'
     weights dtype (default: as saved); other keyword arguments go to the pipeline's constructor, overriding the
-    settings recorded in model_index.json (e.g. class_names).
+    settings recorded in model_index.json (e.g. class_names). `trust_remote_code`: diffusers' own loader, which runs
+    the code the folder carries (its errors in one line too).
     """
     from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin, SchedulerMixin
 
-    folder = _pipeline_folder(path_or_id)
+    folder = pipeline_folder(path_or_id)
+    if trust_remote_code:
+        try:
+            with diffusers_warnings_off():
+                return DiffusionPipeline.from_pretrained(folder, trust_remote_code=True, use_safetensors=True, torch_dtype=torch_dtype, **kwargs)
+        except Exception as error:  # whatever the folder's own code raises
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+            raise ValueError(f"cannot load the pipeline in {folder} with its own code ({reason}): re-save or re-download the pipeline.") from None
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         if (folder / STAGING_NAME).is_dir():

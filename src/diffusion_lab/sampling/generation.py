@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..pipelines.class_guidance import class_index, num_classes_of
 from ..pipelines.export import load_pipeline
+from ..pipelines.validation import check_images
 from .figures import four_columns
 from .samplers import DEFAULT_SAMPLER, keeps_own_scheduler, use_sampler
 
@@ -24,15 +25,12 @@ from .samplers import DEFAULT_SAMPLER, keeps_own_scheduler, use_sampler
 FIGURE_ROWS = 8
 
 
-def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False):
-    """A saved pipeline on `device`, loaded without running its code unless `trust_remote_code`; asking for a
+def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str = "cpu", trust_remote_code: bool = False,
+                  load=load_pipeline):
+    """A saved pipeline on `device`, loaded by `load` (`load_pipeline`; the commands pass the trainer's, which also
+    opens a run that stopped before saving one) without running its code unless `trust_remote_code`; asking for a
     `scheduler` (swapped in later by `use_sampler`) is refused for pipelines that keep their own."""
-    if trust_remote_code:
-        from diffusers import DiffusionPipeline
-
-        pipeline = DiffusionPipeline.from_pretrained(name_or_path, trust_remote_code=True, use_safetensors=True)
-    else:
-        pipeline = load_pipeline(name_or_path)
+    pipeline = load(name_or_path, trust_remote_code=trust_remote_code)
     if scheduler is not None and keeps_own_scheduler(pipeline):
         raise ValueError("--scheduler applies to stock DDPM pipelines only: drop it (use --num_inference_steps for fewer steps).")
     pipeline.set_progress_bar_config(leave=False)
@@ -84,8 +82,9 @@ def generate_batches(pipeline, num_images: int, batch_size: int, seed: int, num_
         size = min(batch_size, num_images - start)
         if class_labels is not None:
             kwargs["class_labels"] = class_labels[start : start + size]
-        images = pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images
-        yield (np.asarray(images) * 255).round().astype(np.uint8)
+        images = np.asarray(pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images)
+        check_images(images, batch_index + 1)
+        yield (images * 255).round().astype(np.uint8)
 
 
 def generate(pipeline, num_images: int, batch_size: int, seed: int, num_inference_steps: int | None,
@@ -132,6 +131,7 @@ def restore(pipeline, originals: torch.Tensor, batch_size: int, seed: int, num_i
         generator = torch.Generator().manual_seed(seed + batch_index)
         output = pipeline(images=batch.float() / 127.5 - 1, generator=generator, num_inference_steps=num_inference_steps,
                           output_type="pt", **labels, **kwargs)
+        check_images(output.images, batch_index + 1)
         restored.append((output.images.cpu() * 255).round().to(torch.uint8))
         if figure is None:
             figure = four_columns(output, figure_rows)

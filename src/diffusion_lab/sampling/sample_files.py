@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..run_files import RUN_MARKERS
-from ..stopping import TrainingStopped
+from ..stopping import TrainingStopped, interruption
 from .figures import class_grid, uint8_grid
 from .generation import generate_batches
 
@@ -62,10 +62,10 @@ class SampleWriter:
         self.images = None  # samples.npy, allocated when the first batch gives the image size
         if self.folder.exists():  # an earlier cut-off run's (only reached with --overwrite_output_dir)
             shutil.rmtree(self.folder)
-        (self.folder / "images").mkdir(parents=True)
 
     def add(self, batch: np.ndarray) -> None:
-        if self.images is None:
+        if self.images is None:  # created with the first images: a run that makes none writes nothing
+            (self.folder / "images").mkdir(parents=True)
             self.images = np.lib.format.open_memmap(self.folder / "samples.npy", mode="w+", dtype=np.uint8,
                                                     shape=(self.num_images, *batch.shape[1:]))
         for image in batch:
@@ -93,13 +93,17 @@ def write_samples(pipeline, output_dir: Path, num_images: int, batch_size: int, 
                   class_labels: list[int] | None = None, per_class: int | None = None, **kwargs) -> None:
     """Generate `num_images` images into `output_dir` (images/*.png, samples.npz, grid.png), each batch written as it
     is made. Class-conditional pipelines: `class_labels` for each image, drawn
-    `per_class` at a time, and a grid row per class. Interrupted (Ctrl-C), the images made so far stay in partial/."""
+    `per_class` at a time, and a grid row per class. Interrupted (Ctrl-C; SIGTERM under `sigterm_as_interrupt`), the
+    images made so far stay in partial/."""
     writer = SampleWriter(output_dir, num_images)
     try:
         for batch in generate_batches(pipeline, num_images, batch_size, seed, num_inference_steps, class_labels=class_labels, **kwargs):
             writer.add(batch)
-    except KeyboardInterrupt:
-        raise TrainingStopped(f"interrupted: the {writer.count} of {num_images} images made so far are in {writer.folder}/ "
-                              "(images/*.png, samples.npy); rerun with --overwrite_output_dir for all of them.", 130) from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM under sigterm_as_interrupt
+        what, exit_code = interruption(stop)
+        if writer.count == 0:
+            raise TrainingStopped(f"{what} before the first batch was made: nothing was written; rerun the command.", exit_code) from None
+        raise TrainingStopped(f"{what}: the {writer.count} of {num_images} images made so far are in {writer.folder}/ "
+                              "(images/*.png, samples.npy); rerun with --overwrite_output_dir for all of them.", exit_code) from None
     grid = uint8_grid(writer.images[:64]) if class_labels is None else class_grid(writer.images, per_class)
     writer.finish(grid, class_labels)

@@ -84,6 +84,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         help="torch.compile mode with --torch_compile: reduce-overhead captures the step's kernels in CUDA graphs, which "
              "suits the small models whose GPU step is bound by kernel launches.",
     )
+    run.add_argument(
+        "--cuda_graph", action="store_true",
+        help="Capture the whole training step (batch, noise, forward, backward, clipping, fused AdamW, EMA) in one CUDA graph "
+             "after 3 eager steps and replay it: the host no longer launches each kernel, which bounds small models' GPU "
+             "steps. One CUDA process, no gradient accumulation, bf16 or fp32, the images on the device.",
+    )
     run.add_argument("--channels_last", action="store_true", help="Keep the model's weights in channels-last memory format (NHWC), which cuDNN's fastest convolutions use.")
     run.add_argument("--allow_tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matmuls and convolutions on CUDA GPUs (no effect on CPUs; off with --deterministic).")
     run.add_argument("--skip_nonfinite", action="store_true", help="Skip the update of a step whose loss is NaN/inf instead of stopping the run (costs a device sync per step).")
@@ -119,6 +125,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     hub.add_argument("--hub_token", default=None, help="Avoid: a token on the command line is visible in `ps` and in the launcher's error messages. Set HF_TOKEN or run `hf auth login` instead. No token value is ever written to the run's files.")
     hub.add_argument("--hub_private_repo", action="store_true")
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks.")
+    parser.set_defaults(recipe=None)  # train_ddpm.py: the device recipe its defaults came from (training/recipes.py)
 
 
 POSITIVE_INTS = ("train_batch_size", "eval_batch_size", "num_epochs", "gradient_accumulation_steps", "logging_steps",

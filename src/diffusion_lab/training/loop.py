@@ -27,7 +27,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..data import ShardedBatches, keep_on_device, load_image_caches, random_flip
+from ..data import ShardedBatches, keep_on_device, load_image_caches
 from ..hub import check_hub_access, prepare_upload, push
 from ..models import build_model
 from ..pipelines.export import save_pipeline
@@ -44,12 +44,7 @@ from ..stopping import (
     stop_if_unwritable,
     stop_with_launcher,
 )
-from .arguments import (
-    CUDA_GRAPH_MODES,
-    ArgumentError,
-    training_warnings,
-    validate_training_args,
-)
+from .arguments import ArgumentError, training_warnings, validate_training_args
 from .checkpoints import (
     check_resumable,
     complete_checkpoints,
@@ -61,7 +56,9 @@ from .checkpoints import (
 )
 from .objective import Objective
 from .precision import auto_mixed_precision
+from .recipes import describe_recipe
 from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_abandoned_future_aside, move_aside
+from .step import GraphedTrainingStep, check_graphed_step, make_optimizer, make_training_step
 
 VALIDATION_SEED = 1234
 
@@ -77,16 +74,6 @@ class MetricsLog:
         self.accelerator.log({k: v for k, v in values.items() if k not in ("step", "epoch")}, step=step)
         if self.accelerator.is_main_process:
             append_metrics(self.run_dir, step, values)
-
-
-def _make_optimizer(args: argparse.Namespace, parameters, device: torch.device) -> torch.optim.Optimizer:
-    optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-    # On CUDA one fused kernel updates every parameter; elsewhere the foreach implementation is torch's fastest.
-    implementation = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return optimizer_class(
-        parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, **implementation,
-    )
 
 
 def _check_model_takes(model, channels: int, resolution: int, conditional: bool = False) -> None:
@@ -144,6 +131,7 @@ class Trainer:
                 "--mixed_precision fp16 needs a GPU: on a CPU the run would train in fp32 while its records say fp16. "
                 "Use --mixed_precision bf16 (or no) on a CPU."
             )
+        check_graphed_step(args, accelerator.num_processes, accelerator.device, accelerator.mixed_precision)  # before any data
         if accelerator.is_main_process:
             for warning in training_warnings(args):
                 print(warning, file=sys.stderr, flush=True)
@@ -200,6 +188,7 @@ class Trainer:
         self.data_on_device = keep_on_device(args.data_on_device, accelerator.device, self.train_data.nbytes)
         if self.data_on_device:
             self.train_data = self.train_data.to(accelerator.device)
+        check_graphed_step(args, accelerator.num_processes, accelerator.device, accelerator.mixed_precision, self.data_on_device)
         if args.class_conditional:
             objective.use_classes(self.train_data.class_names, args.label_dropout)
         # Every process builds the same initial weights.
@@ -237,7 +226,7 @@ class Trainer:
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model = model.to(accelerator.device)  # before the optimizer: fused AdamW wants its parameters on the GPU
-        optimizer = _make_optimizer(args, model.parameters(), accelerator.device)
+        optimizer = make_optimizer(args, model.parameters(), accelerator.device, graphed=args.cuda_graph)
         # The prepared LR scheduler steps once per process per optimizer step (see diffusers' examples).
         lr_scheduler = get_scheduler(
             args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
@@ -250,11 +239,12 @@ class Trainer:
         # Stop requests are agreed over a CPU group each step, which costs no device sync.
         self.stop_group = torch.distributed.new_group(backend="gloo") if accelerator.num_processes > 1 else None
         self.signals = StopSignals()
+        self.step = make_training_step(args, accelerator, objective, self.model, self.optimizer, self.lr_scheduler, self.ema,
+                                       self.train_data, self.batches, self.steps_per_epoch)
         # A stop gives up the step in flight (see StopSignals.abandoning_steps). Not across processes, where one could
         # give up its step while another waits in the step's gradient all-reduce (torchrun waits 30 s before it kills
-        # them), nor for a compiled model, whose graph the hooks would break.
-        self.abandons_steps = accelerator.num_processes == 1 and not args.torch_compile
-        self.first_nonfinite_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # 0: none yet
+        # them), nor for a compiled or CUDA-graphed step, whose graph the hooks would break.
+        self.abandons_steps = accelerator.num_processes == 1 and not args.torch_compile and not args.cuda_graph
 
         self.global_step = 0
         self.pipeline_step = None  # the step whose weights the saved pipeline holds
@@ -304,60 +294,7 @@ class Trainer:
         self.folder_watch = RunFolderWatch(self.output_dir)
         self.metrics = MetricsLog(accelerator, self.output_dir)
 
-    # -- pieces of one step ------------------------------------------------------------------------------------
-
-    def _batch(self, micro_batch: int, with_labels: bool = False):
-        """The images of one micro-batch; with `with_labels`, (images, labels), labels None for unconditional runs."""
-        per_epoch = self.steps_per_epoch * self.args.gradient_accumulation_steps
-        epoch, index = divmod(micro_batch, per_epoch)
-        indices = self.batches.indices(epoch, index)
-        images = self.train_data.batch(indices).to(self.accelerator.device, non_blocking=True)
-        if self.args.random_flip:  # on the device, so that both data paths draw the same flips
-            images = random_flip(images)
-        if not with_labels:
-            return images
-        labels = None if self.train_data.labels is None else self.train_data.batch_labels(indices).to(self.accelerator.device)
-        return images, labels
-
-    def _on_any_process(self, flag: torch.Tensor) -> bool:
-        return bool(self.accelerator.reduce(flag.float(), reduction="sum") > 0)
-
-    def _train_step(self) -> tuple[torch.Tensor, bool]:
-        """One optimizer step over `gradient_accumulation_steps` micro-batches.
-
-        Returns the mean loss (on device) and whether the update was skipped for a non-finite loss (--skip_nonfinite).
-        Without --skip_nonfinite, the first step with a non-finite loss is only recorded here, on the device, and
-        acted on at the next host sync (`_stop_if_nonfinite`).
-        """
-        accelerator, args = self.accelerator, self.args
-        total = torch.zeros((), device=accelerator.device)
-        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-        skipped = False
-        if args.torch_compile and args.torch_compile_mode in CUDA_GRAPH_MODES:
-            # A new step: CUDA-graph outputs of the last one may be overwritten now, as torch.compile requires to be told.
-            torch.compiler.cudagraph_mark_step_begin()
-        for micro in range(args.gradient_accumulation_steps):
-            clean, labels = self._batch(self.global_step * args.gradient_accumulation_steps + micro, with_labels=True)
-            with accelerator.accumulate(self.model):
-                loss = self.objective.loss(self.model, clean, **({} if labels is None else {"class_labels": labels}))
-                accelerator.backward(loss)
-                nonfinite |= ~torch.isfinite(loss.detach())
-                if accelerator.sync_gradients:
-                    # Gradients are shared, so every process must agree to skip (one sync per step, opt-in).
-                    skipped = args.skip_nonfinite and self._on_any_process(nonfinite)
-                    if not skipped:
-                        if args.max_grad_norm > 0:
-                            accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                        self.optimizer.step()
-                self.lr_scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            total += loss.detach()
-        if not args.skip_nonfinite:
-            step = self.global_step + 1
-            self.first_nonfinite_step = torch.where(nonfinite & (self.first_nonfinite_step == 0), step, self.first_nonfinite_step)
-        if self.ema is not None:
-            self.ema.step(self.model.parameters())
-        return total / args.gradient_accumulation_steps, skipped
+    # -- between steps ------------------------------------------------------------------------------------------
 
     def _agreed_requests(self, checkpoint_time: bool = False) -> tuple[int, bool, bool]:
         """The signal any process received (0: none), whether the main process's clock says a checkpoint is due
@@ -376,7 +313,7 @@ class Trainer:
 
     def _stop_if_nonfinite(self) -> None:
         """Called before anything is logged or written: stop if a loss was not finite since the last call."""
-        first = self.accelerator.gather(self.first_nonfinite_step.reshape(1))
+        first = self.accelerator.gather(self.step.first_nonfinite_step.reshape(1))
         first = first[first > 0]
         if len(first) and not complete_checkpoints(self.output_dir):
             raise TrainingStopped(
@@ -499,8 +436,9 @@ class Trainer:
             f"Training {args.model_config_name_or_path or args.model} on {len(self.train_data)} images "
             f"({len(self.validation_data)} held out): {self.max_train_steps} steps ({epochs:.3g} epochs) of batch "
             f"{args.train_batch_size} x {args.gradient_accumulation_steps} accumulation x {accelerator.num_processes} "
-            f"process(es), precision {args.mixed_precision}, on {accelerator.device}.\n"
-            f"Writing to {self.output_dir}/: checkpoints every {args.checkpointing_steps} steps"
+            f"process(es), precision {args.mixed_precision}, on {accelerator.device}"
+            + (f", {describe_recipe(args)}.\n" if args.recipe else ".\n")
+            + f"Writing to {self.output_dir}/: checkpoints every {args.checkpointing_steps} steps"
             + (f" (and {args.checkpointing_minutes:g} minutes after the last one)" if args.checkpointing_minutes else "")
             + f", sample grids every "
             f"{args.save_images_epochs} epoch(s) in samples/, the pipeline at the end"
@@ -554,13 +492,14 @@ class Trainer:
         losses_in_window = 0
         steps_in_window = 0  # timed steps: the compiling first step is timed on its own
         compiling = args.torch_compile
+        capturing = isinstance(self.step, GraphedTrainingStep) and self.step.capture
         window_start = time.perf_counter()
         last_checkpoint_time = time.monotonic()  # --checkpointing_minutes: host time only, no device sync
         while self.global_step < self.max_train_steps:
             before = self._state_before_step() if self.abandons_steps else None
             try:
                 with self.signals.step():
-                    loss, skipped = self._train_step()
+                    loss, skipped = self.step(self.global_step)
             except StepAbandoned:
                 self._abandon_step(before)
             self.global_step += 1
@@ -568,6 +507,11 @@ class Trainer:
             if compiling:
                 compiling, steps_in_window = False, 0
                 window_start = self._report_compile_time(loss, window_start)
+            if capturing and self.step.capture_seconds is not None:
+                capturing, steps_in_window = False, 0
+                self.metrics.log({"cuda_graph_capture_seconds": self.step.capture_seconds}, self.global_step)
+                accelerator.print(f"--cuda_graph: the step was captured in {self.step.capture_seconds:.1f} s (step {self.global_step}).")
+                window_start = time.perf_counter()
             progress.update(1)
             step, epoch = self.global_step, math.ceil(self.global_step / self.steps_per_epoch)
             if skipped:
