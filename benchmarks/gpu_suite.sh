@@ -97,7 +97,7 @@ if [ "$SIZE" = full ]; then
   SAMPLE_FLAGS=(--models unet_fast cnn --samplers ddpm-1000 dpmsolver-sde-20 cold-28 --batch_size 256 --ddpm_batch_size 256
                 --mixed_precision bf16 --torch_compile off)
   TTQ_FLAGS=(--marks 0.5 1 2 --num_samples 10000)
-  TTQ_TRAIN=(--checkpointing_steps 100000 --logger none --eval_batch_size 2500 --overwrite_output_dir)
+  TTQ_TRAIN=(--checkpointing_steps 100000 --checkpointing_minutes 0 --logger none --eval_batch_size 2500 --overwrite_output_dir)
   TABLE_FLAGS=(--budget "${GPU_SUITE_TABLE_BUDGET:-full}" --concurrency 4)
 else
   LIMIT_BENCH=1500 LIMIT_TABLE=1500  # limits only: a shared CPU is slow
@@ -105,7 +105,7 @@ else
   TRAIN_FLAGS=(--models cnn --rounds 1 --steps 1 --warmup 1 --batch_size 8 --threads 1)  # one thread: a shared CPU
   SAMPLE_FLAGS=(--models cnn --samplers dpmsolver-20 cold-28 --batch_size 2 --threads 1)
   TTQ_FLAGS=(--marks 0.02 --num_samples 16 --threads 1)
-  TTQ_TRAIN=(--checkpointing_steps 100000 --logger none --overwrite_output_dir --model cnn --max_train_samples 256 --train_batch_size 16
+  TTQ_TRAIN=(--checkpointing_steps 100000 --checkpointing_minutes 0 --logger none --overwrite_output_dir --model cnn --max_train_samples 256 --train_batch_size 16
              --eval_batch_size 16 --num_inference_steps 2 --no-use_ema)
   TABLE_FLAGS=(--budget tiny --only linear --concurrency 1)
 fi

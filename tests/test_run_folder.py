@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import TINY_RUN
+from helpers import TINY_RUN, make_folder
 
 from diffusion_lab.commands import run_command, train_ddpm
 from diffusion_lab.training.run_folder import LOCK_NAME, RunFolderBusy, RunLock
@@ -213,3 +213,114 @@ def test_train_cold_refuses_to_resume_a_ddpm_checkpoint(two_steps, tmp_path, cap
     assert exit_info.value.code == 2 and lines == [
         "error: checkpoint-2 was written by a DDPMObjective run (train_ddpm.py), this is a ColdObjective run: resume it "
         "with the script that wrote it, or start a new run in another --output_dir."]
+
+
+def test_a_checkpoint_without_its_manifest_or_settings_is_refused_unless_the_user_accepts_it(two_steps, tmp_path, capsys):
+    folder = copy_of(two_steps, tmp_path)
+    (folder / "checkpoint-2" / "manifest.json").unlink()
+    before = snapshot(folder)
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
+    assert status == 2 and lines == [
+        f"error: {folder / 'checkpoint-2'} has no manifest.json, so neither its files nor its settings can be checked "
+        "against this run: resume from a checkpoint that has them, or pass --allow_unchecked_resume to resume this one unchecked."]
+    (folder / "checkpoint-2" / "run_config.json").unlink()  # deleting the settings too gets no further
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
+    assert status == 2 and len(lines) == 1 and "has no manifest.json and no run_config.json" in lines[0]
+    assert snapshot(folder).keys() == before.keys() - {folder / "checkpoint-2" / "run_config.json"}
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME, "--allow_unchecked_resume")
+    assert status == 0 and "warning: checkpoint-2 has no manifest.json and no run_config.json: resuming it unchecked (--allow_unchecked_resume)." in lines
+
+
+def test_resuming_an_earlier_checkpoint_moves_the_later_ones_aside_and_says_where(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 3, "--checkpointing_steps", 1)[0] == 0
+    future = {name: snapshot(folder / name) for name in ("checkpoint-2", "checkpoint-3")}
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 3, "--checkpointing_steps", 100,
+                        "--resume_from_checkpoint", folder / "checkpoint-1")
+    aside = [path for path in tmp_path.iterdir() if path.name.startswith("run.abandoned-after-checkpoint-1-")]
+    assert status == 0 and len(aside) == 1
+    assert (f"resuming from checkpoint-1, not the run's latest checkpoint, starts a branch: moved checkpoint-2, "
+            f"checkpoint-3 to {aside[0]} (nothing was deleted), so that 'latest' continues this branch.") in lines
+    # Only the branch is left for 'latest'; the abandoned future is whole where the message said.
+    assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert {name: {path.relative_to(aside[0] / name): data for path, data in snapshot(aside[0] / name).items()} for name in future} == {
+        name: {path.relative_to(folder / name): data for path, data in files.items()} for name, files in future.items()}
+
+
+@pytest.mark.parametrize("where", ["equal", "inside", "containing"])
+def test_an_output_dir_that_is_inside_or_contains_an_input_is_refused_before_anything_moves(where, tmp_path, capsys):
+    data = make_folder(tmp_path / "data" / "images", count=4, size=(28, 28), mode="L").parent
+    output = {"equal": data, "inside": data / "run", "containing": tmp_path}[where]
+    before = snapshot(tmp_path)
+    status, lines = run(capsys, "--output_dir", output, *SHORT, "--max_train_steps", 1, "--train_data_dir", data, "--overwrite_output_dir")
+    relation = {"equal": "is", "inside": "is inside", "containing": "contains"}[where]
+    assert status == 2 and lines == [
+        f"error: --output_dir {output} {relation} the --train_data_dir {data}: the run would write among (and "
+        "--overwrite_output_dir move aside) what it reads; choose an --output_dir apart from it."]
+    assert snapshot(tmp_path) == before and sorted(tmp_path.iterdir()) == [tmp_path / "data"]
+
+
+def test_a_checkpoint_is_written_when_checkpointing_minutes_have_passed(tmp_path, capsys):
+    folder = tmp_path / "run"
+    # 0.0001 minutes (6 ms) pass in every step: a checkpoint after each, whatever --checkpointing_steps says.
+    assert run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 2, "--checkpointing_steps", 100, "--checkpointing_minutes", "0.0001")[0] == 0
+    assert sorted(path.name for path in folder.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert run(capsys, "--output_dir", folder, *SHORT, "--max_train_steps", 2, "--checkpointing_steps", 100, "--checkpointing_minutes", 0, "--overwrite_output_dir")[0] == 0
+    assert not list(folder.glob("checkpoint-*"))
+
+
+def test_a_resume_prints_no_warnings(tmp_path, capfd):
+    """The default model and EMA: nothing of diffusers' about the EMA's settings in the model's config, nor about a
+    config passed as a path."""
+    import warnings
+
+    folder = tmp_path / "run"
+    flags = ["--output_dir", folder, *SHORT, "--model", "unet_fast", "--use_ema", "--checkpointing_steps", 1]
+    assert run(capfd, *flags, "--max_train_steps", 1)[0] == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_command(train_ddpm.main, list(map(str, [*flags, "--max_train_steps", 2, "--resume_from_checkpoint", "latest"])))
+    # Everything on stderr but progress bars, which redraw with carriage returns (a warning may share their line).
+    printed = [part for part in capfd.readouterr().err.replace("\r", "\n").splitlines() if part.strip() and "it/s" not in part and "s/it" not in part]
+    assert printed == []
+    assert [str(warning.message) for warning in caught if not issubclass(warning.category, DeprecationWarning)] == []
+
+
+@pytest.mark.parametrize("change", ["deleted", "moved"])
+def test_a_run_folder_deleted_or_moved_while_training_stops_with_one_line(change, tmp_path, capfd):
+    import shutil
+
+    from diffusion_lab.training.loop import Trainer
+
+    folder, moved = tmp_path / "run", tmp_path / "moved"
+
+    def after_step(trainer):
+        if trainer.global_step == 2:  # TensorBoard holds the unflushed log of step 2 for its writer thread
+            if change == "deleted":
+                shutil.rmtree(folder)
+            else:  # and another folder in its place, which the run must not write into
+                folder.rename(moved)
+                folder.mkdir()
+
+    def main(argv):
+        args = train_ddpm.parse_args(argv)
+        trainer = Trainer(args, train_ddpm.DDPMObjective.from_args(args), ["train_ddpm.py"])
+        try:
+            trainer.train(after_step=after_step)
+        finally:
+            trainer.release_run_folder()
+
+    flags = ["--output_dir", folder, *SHORT, "--logger", "tensorboard", "--max_train_steps", 4, "--checkpointing_steps", 1]
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(main, list(map(str, flags)))
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip() and "it/s" not in line and "s/it" not in line]
+    assert exit_info.value.code == 1 and "Traceback (most recent call last):" not in lines, lines
+    if change == "deleted":
+        assert lines[-1] == (f"stopped: the run folder {folder} was deleted during training (noticed after step 3): no "
+                             "checkpoint of this run is left to resume; rerun the command to start afresh.")
+    else:
+        assert lines[-1] == (f"stopped: the run folder {folder} was moved to {moved} and replaced by another folder during "
+                             f"training (noticed after step 3); its last intact checkpoint is {moved / 'checkpoint-2'}: move "
+                             "the folder back, then rerun the same command with --resume_from_checkpoint latest.")
+        assert list(folder.iterdir()) == []  # nothing written into the folder that took its place

@@ -27,16 +27,22 @@ class SamplingStopped(Exception):
     """A stop signal came while the run was drawing images; they are abandoned."""
 
 
+class StepAbandoned(Exception):
+    """A stop signal came during the forward or backward pass of a training step; the step is given up."""
+
+
 class StopSignals:
     """While active, SIGINT (Ctrl-C) and SIGTERM (kill, a scheduler's time limit) only record that they came.
 
-    The training loop looks at `received` after each step, writes a checkpoint and stops.
+    The training loop looks at `received` after each step, writes a checkpoint and stops; with `abandoning_steps`,
+    a signal during a step's forward or backward pass gives that step up at once instead.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.received = 0
+        self.in_step = False
         self._previous = {}
 
     def __enter__(self) -> "StopSignals":
@@ -63,9 +69,41 @@ class StopSignals:
         finally:
             handle.remove()
 
+    @contextmanager
+    def abandoning_steps(self, model):
+        """While active, a signal received inside `step()` makes the next call of any of `model`'s modules, or the next
+        gradient computed for one of its parameters, raise StepAbandoned.
+
+        A launcher gives its processes seconds after a signal before it kills them (accelerate's 5 s), less than one
+        step of a large model on a CPU: the step is given up within one layer of the signal, and the checkpoint of the
+        step before is written at once. Neither hook runs in the optimizer update, so a step is never given up
+        half-applied.
+        """
+
+        def check(*_):
+            if self.received and self.in_step:
+                raise StepAbandoned()
+
+        handles = [module.register_forward_pre_hook(check) for module in model.modules()]
+        handles += [parameter.register_hook(check) for parameter in model.parameters() if parameter.requires_grad]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextmanager
+    def step(self):
+        """One training step: the part of the loop that `abandoning_steps` may give up."""
+        self.in_step = True
+        try:
+            yield
+        finally:
+            self.in_step = False
+
     def _record(self, signum, frame) -> None:
         if not self.received:
-            print(f"\n{signal.Signals(signum).name} received: stopping after this step to write a checkpoint.", file=sys.stderr, flush=True)
+            print(f"\n{signal.Signals(signum).name} received: writing a checkpoint, then stopping.", file=sys.stderr, flush=True)
         self.received = signum
 
 
@@ -76,8 +114,9 @@ LAUNCHERS = (b"accelerate", b"torchrun", b"torch.distributed.run", b"torch.distr
 def stop_with_launcher() -> bool:
     """Under `accelerate launch` or torchrun, have the kernel send this process SIGTERM when its launcher dies.
 
-    `kill <launcher pid>` (what many schedulers do) makes accelerate's launcher exit at once, leaving the training
-    process running unattended; with this, it stops as for any SIGTERM: after the step, with a checkpoint. Only
+    A launcher that dies at once (`kill -9 <launcher pid>`; `kill <launcher pid>` before accelerate 1.16, which
+    passes SIGTERM on) would leave the training process running unattended; with this, it stops as for any SIGTERM,
+    with a checkpoint. Only
     under a launcher: a run started with `nohup python train_ddpm.py` must outlive its shell. Linux only.
     """
     if not sys.platform.startswith("linux"):
@@ -111,6 +150,68 @@ def stop_cleanly_on_sigterm(what: str):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class RunFolderWatch:
+    """Tells whether the run folder was deleted, moved or replaced by another folder since the run started writing it.
+
+    An open handle on the folder follows it wherever it is moved, and the kernel names its path (Linux:
+    /proc/self/fd), so a stop can say where the run's checkpoints went.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        self._identity = self._identity_of(os.fstat(self._handle))
+
+    @staticmethod
+    def _identity_of(status: os.stat_result) -> tuple[int, int]:
+        return status.st_dev, status.st_ino
+
+    def changed(self) -> bool:
+        """One stat of the path: host-only, cheap enough for every step."""
+        try:
+            return self._identity_of(os.stat(self.path)) != self._identity
+        except FileNotFoundError:
+            return True
+
+    def stop(self, step: int, last_checkpoint) -> TrainingStopped:
+        """The stop once `changed()`: what happened and the last intact checkpoint (`last_checkpoint(folder)`, None if
+        none) where the folder is now."""
+        replaced = " and replaced by another folder" if self.path.exists() else ""
+        try:
+            now = os.readlink(f"/proc/self/fd/{self._handle}")
+        except OSError:
+            now = None
+        if now is None or now.endswith(" (deleted)"):
+            what = f"was deleted{replaced}" if now else f"was deleted or moved{replaced}"
+            return TrainingStopped(f"the run folder {self.path} {what} during training (noticed after step {step}): no checkpoint "
+                                   "of this run is left to resume; rerun the command to start afresh.", exit_code=1)
+        checkpoint = last_checkpoint(Path(now))
+        then = (f"its last intact checkpoint is {Path(now) / checkpoint}: move the folder back, then {RESUME_HINT}" if checkpoint
+                else "it holds no checkpoint to resume; rerun the command to start afresh")
+        return TrainingStopped(f"the run folder {self.path} was moved to {now}{replaced} during training (noticed after step {step}); "
+                               f"{then}.", exit_code=1)
+
+    def close(self) -> None:
+        os.close(self._handle)
+
+
+@contextmanager
+def quiet_tensorboard_writer():
+    """Inside, an error of TensorBoard's writer thread (its folder deleted) prints no traceback: TensorBoard raises it
+    again in the main thread at the next log, where the run stops with one line."""
+    previous = threading.excepthook
+
+    def hook(args):
+        if type(args.thread).__name__ != "_AsyncWriterThread":
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 class Terminated(KeyboardInterrupt):
@@ -149,16 +250,19 @@ UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT
 
 
 @contextmanager
-def stop_if_unwritable(output_dir: Path, last_checkpoint):
+def stop_if_unwritable(output_dir: Path, last_checkpoint, watch: RunFolderWatch | None = None, step=lambda: 0):
     """Inside, an OS error writing the run folder (it became read-only, or the disk filled up) stops the run with a
-    line naming the path, the last checkpoint (`last_checkpoint()`, None if none) that is intact, and what to do.
+    line naming the path, the last checkpoint (`last_checkpoint(folder)`, None if none) that is intact, and what to do; one
+    because the folder was deleted or moved (`watch`) stops it with `watch`'s line (`step()`: the last step done).
     Errors our writers already explain (checkpoints and pipelines, WriteError) carry no errno and pass through."""
     try:
         yield
     except OSError as error:
+        if watch is not None and watch.changed():
+            raise watch.stop(step(), last_checkpoint) from None
         if error.errno not in UNWRITABLE:
             raise
-        checkpoint = last_checkpoint()
+        checkpoint = last_checkpoint(output_dir)
         remedy = f"make {output_dir} writable (or free disk space), then"
         if checkpoint is None:
             then = f"no checkpoint was written yet, so there is nothing to resume: {remedy} rerun the same command with --overwrite_output_dir."

@@ -20,6 +20,7 @@ from ..argument_types import (
     positive_int,
     seed,
 )
+from .run_folder import check_output_apart_from_inputs
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -110,9 +111,19 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--save_model_epochs", type=positive_int, default=1, help="Save the pipeline every N epochs (and at the end).")
     output.add_argument("--num_inference_steps", type=positive_int, default=None, help="Sampling steps for the grids and in-training evaluation (default: the sampler's, see --sampler; cold diffusion: every level).")
     output.add_argument("--checkpointing_steps", type=positive_int, default=500)
+    output.add_argument(
+        "--checkpointing_minutes", type=non_negative_float, default=5.0,
+        help="Also write a checkpoint once this many minutes of training have passed since the last one (0: never), so "
+             "that a long run never has more than that much work unsaved, whatever --checkpointing_steps is.",
+    )
     output.add_argument("--checkpoints_total_limit", type=positive_int, default=None)
     output.add_argument("--keep_epoch_checkpoints", action="store_true", help="Also write a checkpoint at the end of every epoch and keep it: one per epoch, never pruned by --checkpoints_total_limit.")
     output.add_argument("--resume_from_checkpoint", type=path_name, default=None, help="'latest' or a checkpoint folder.")
+    output.add_argument(
+        "--allow_unchecked_resume", action="store_true",
+        help="Resume a checkpoint that lacks its manifest.json or run_config.json (an older diffusion-lab's), whose files "
+             "and settings therefore cannot be checked; refused without it.",
+    )
     output.add_argument("--eval_every_epochs", type=non_negative_int, default=0, help="Compute sample-quality metrics every K epochs (0: never).")
     output.add_argument("--eval_num_samples", type=positive_int, default=1000)
     output.add_argument("--inception_weights", type=path_name, default=None, help="FID Inception-v3 weights file for --eval_every_epochs (FID, IS ± std over 10 splits); default: torch hub's cache, if the file is there.")
@@ -126,9 +137,14 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(recipe=None)  # train_ddpm.py: the device recipe its defaults came from (training/recipes.py)
 
 
+# The files and folders a run reads (a --dataset_name or --model_config_name_or_path that is no local path is a Hub id).
+INPUT_FLAGS = ("train_data_dir", "dataset_name", "model_config_name_or_path", "inception_weights")
+
+
 def validate_training_args(args: argparse.Namespace) -> None:
     """Refuse values that make no sense together, before anything is written (each number's range and each path's
     length are checked where they are parsed: `argument_types`)."""
+    check_output_apart_from_inputs(args.output_dir, {f"--{name}": getattr(args, name) for name in INPUT_FLAGS})
     if args.lr_warmup_steps > 0 and args.lr_scheduler == "constant":
         # diffusers' "constant" schedule ignores warm-up steps; say so rather than train without the warm-up asked for.
         raise ArgumentError(

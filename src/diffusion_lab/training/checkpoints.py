@@ -35,6 +35,11 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def last_checkpoint_name(output_dir: Path) -> str | None:
+    checkpoints = complete_checkpoints(output_dir)
+    return checkpoints[-1].name if checkpoints else None
+
+
 def resolve_resume_path(output_dir: Path, resume_from_checkpoint: str) -> Path:
     """The checkpoint folder `--resume_from_checkpoint` names ('latest' or a path)."""
     if resume_from_checkpoint == "latest":
@@ -111,7 +116,7 @@ CHANGEABLE_ON_RESUME = {
     "keep_epoch_checkpoints", "inception_weights",
     "eval_every_epochs", "eval_num_samples", "eval_batch_size", "logger", "push_to_hub", "hub_model_id",
     "hub_private_repo", "debug", "skip_nonfinite", "max_grad_norm", "torch_compile", "allow_tf32", "deterministic",
-    "noise", "data_on_device", "torch_compile_mode", "channels_last",
+    "noise", "data_on_device", "torch_compile_mode", "channels_last", "allow_unchecked_resume", "checkpointing_minutes",
 }
 
 
@@ -140,6 +145,25 @@ def check_same_run(checkpoint: Path, config: dict) -> bool:
             "values, or start a new run (another --output_dir, or --overwrite_output_dir)."
         )
     return True
+
+
+def check_resumable(checkpoint: Path, config: dict, allow_unchecked: bool) -> str | None:
+    """Verify `checkpoint`'s files against its manifest and its settings against this run's `config`.
+
+    A checkpoint without its manifest or its recorded settings (an older diffusion-lab's, or one whose files were
+    deleted) cannot be checked: refused, unless `allow_unchecked` (--allow_unchecked_resume); then the warning to print
+    is returned."""
+    lacking = [name for name, checked in ((MANIFEST_NAME, verify_manifest(checkpoint)), (CONFIG_NAME, check_same_run(checkpoint, config)))
+               if not checked]
+    if not lacking:
+        return None
+    what = " and no ".join(lacking)
+    if not allow_unchecked:
+        raise ValueError(
+            f"{checkpoint} has no {what}, so neither its files nor its settings can be checked against this run: resume "
+            "from a checkpoint that has them, or pass --allow_unchecked_resume to resume this one unchecked."
+        )
+    return f"warning: {checkpoint.name} has no {what}: resuming it unchecked (--allow_unchecked_resume)."
 
 
 def _comparable(value):
@@ -223,18 +247,21 @@ def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, ob
         if keeps_state:
             objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
         if ema is not None:
-            # What EMAModel.from_pretrained does, but from safetensors only: it would fall back to a pickled .bin.
+            # EMAModel.from_pretrained would pass the EMA's settings, stored in the same config.json, to the model class
+            # (a warning naming each), take the config's path for a config (a FutureWarning) and fall back to a pickled
+            # .bin: the settings and the safetensors weights are read here instead.
             path = Path(input_dir) / "model_ema"
-            try:
-                _, ema_settings = ema.model_cls.from_config(path, return_unused_kwargs=True)
-                saved = ema.model_cls.from_pretrained(path, use_safetensors=True)
-            except OSError as error:
-                reason = str(error).strip().splitlines()[0].split(". ")[0]
+            weights_file = path / "diffusion_pytorch_model.safetensors"
+            if not weights_file.is_file():
                 raise FileNotFoundError(
-                    f"{path} holds no usable safetensors weights ({reason}); pickled weights are never read: pass an "
-                    "earlier checkpoint-<step> folder to --resume_from_checkpoint."
-                ) from None
-            ema.load_state_dict({**ema_settings, "shadow_params": [p.detach().clone() for p in saved.parameters()]})
+                    f"{path} holds no usable safetensors weights (no {weights_file.name}); pickled weights are never "
+                    "read: pass an earlier checkpoint-<step> folder to --resume_from_checkpoint."
+                )
+            config = json.loads((path / "config.json").read_text())
+            settings = {name: config[name] for name in ema.state_dict() if name != "shadow_params" and name in config}
+            weights = load_file(weights_file)
+            model = accelerator.unwrap_model(models[0], keep_torch_compile=False)
+            ema.load_state_dict({**settings, "shadow_params": [weights[name] for name, _ in model.named_parameters()]})
             ema.to(accelerator.device)
         while models:
             model = accelerator.unwrap_model(models.pop(), keep_torch_compile=False)

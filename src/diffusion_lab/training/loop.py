@@ -12,9 +12,11 @@ import argparse
 import math
 import os
 import pickle
+import random
 import signal
 import sys
 import time
+from contextlib import nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -34,26 +36,28 @@ from ..sampling import autocast_with_fp32_outputs, check_sampling_fits, draw, im
 from ..stopping import (
     RESUME_HINT,
     SamplingStopped,
+    StepAbandoned,
+    RunFolderWatch,
     StopSignals,
     TrainingStopped,
+    quiet_tensorboard_writer,
     stop_if_unwritable,
     stop_with_launcher,
 )
 from .arguments import ArgumentError, training_warnings, validate_training_args
 from .checkpoints import (
-    MANIFEST_NAME,
-    check_same_run,
+    check_resumable,
     complete_checkpoints,
+    last_checkpoint_name,
     register_checkpoint_hooks,
     resolve_resume_path,
     save_checkpoint,
     step_of,
-    verify_manifest,
 )
 from .objective import Objective
 from .precision import auto_mixed_precision
 from .recipes import describe_recipe
-from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_aside
+from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_abandoned_future_aside, move_aside
 from .step import GraphedTrainingStep, check_graphed_step, make_optimizer, make_training_step
 
 VALIDATION_SEED = 1234
@@ -135,6 +139,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.lock = None
+        self.folder_watch = None  # from the first write into the run folder
         self.created_output_dir = False
         if accelerator.is_main_process:
             check_output_dir(self.output_dir, resuming=args.resume_from_checkpoint is not None, overwrite=args.overwrite_output_dir)
@@ -163,6 +168,8 @@ class Trainer:
         """Give up the lock; a folder this run created and left empty (it failed a check) is removed again."""
         if self.lock is not None:
             self.lock.release()
+        if self.folder_watch is not None:
+            self.folder_watch.close()
         if failed and self.created_output_dir and self.output_dir.is_dir() and not any(self.output_dir.iterdir()):
             self.output_dir.rmdir()
 
@@ -203,11 +210,9 @@ class Trainer:
         checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
         # What a checkpoint records of its run, and what a resume must match (the precision actually used included).
         self.run_config = {**public_args(args), "mixed_precision": accelerator.mixed_precision, "objective": type(objective).__name__}
-        if checkpoint is not None:
-            if not verify_manifest(checkpoint):
-                accelerator.print(f"warning: {checkpoint.name} has no {MANIFEST_NAME} (written by an older diffusion-lab): its files cannot be verified.")
-            if not check_same_run(checkpoint, self.run_config):
-                accelerator.print(f"warning: {checkpoint.name} records no settings (written by an older diffusion-lab): resuming it with these flags unchecked.")
+        if checkpoint is not None and (warning := check_resumable(checkpoint, self.run_config, args.allow_unchecked_resume)):
+            if accelerator.is_main_process:
+                print(warning, file=sys.stderr, flush=True)
         if checkpoint is not None and step_of(checkpoint) > self.max_train_steps:
             raise ArgumentError(
                 f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
@@ -236,6 +241,10 @@ class Trainer:
         self.signals = StopSignals()
         self.step = make_training_step(args, accelerator, objective, self.model, self.optimizer, self.lr_scheduler, self.ema,
                                        self.train_data, self.batches, self.steps_per_epoch)
+        # A stop gives up the step in flight (see StopSignals.abandoning_steps). Not across processes, where one could
+        # give up its step while another waits in the step's gradient all-reduce (torchrun waits 30 s before it kills
+        # them), nor for a compiled or CUDA-graphed step, whose graph the hooks would break.
+        self.abandons_steps = accelerator.num_processes == 1 and not args.torch_compile and not args.cuda_graph
 
         self.global_step = 0
         self.pipeline_step = None  # the step whose weights the saved pipeline holds
@@ -268,6 +277,12 @@ class Trainer:
                 if aside is not None:
                     print(f"--overwrite_output_dir: moved the earlier run in {self.output_dir} to {aside} (nothing was "
                           "deleted; remove that folder when you no longer need it).", file=sys.stderr, flush=True)
+            later = [path for path in complete_checkpoints(self.output_dir) if checkpoint is not None and step_of(path) > step_of(checkpoint)]
+            if later:
+                aside = move_abandoned_future_aside(self.output_dir, checkpoint, later)
+                print(f"resuming from {checkpoint.name}, not the run's latest checkpoint, starts a branch: moved "
+                      f"{', '.join(path.name for path in later)} to {aside} (nothing was deleted), so that 'latest' "
+                      "continues this branch.", file=sys.stderr, flush=True)
             write_run_info(self.output_dir, args, argv, run={
                 "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
                 "train_images": len(self.train_data), "validation_images": len(self.validation_data),
@@ -276,25 +291,25 @@ class Trainer:
             })
             accelerator.init_trackers("train", config={k: v for k, v in public_args(args).items() if isinstance(v, (int, float, str, bool))})
         accelerator.wait_for_everyone()
+        self.folder_watch = RunFolderWatch(self.output_dir)
         self.metrics = MetricsLog(accelerator, self.output_dir)
 
     # -- between steps ------------------------------------------------------------------------------------------
 
-    def _stop_signal(self) -> int:
-        """The signal any process received (0: none), so that all processes stop after the same step."""
+    def _agreed_requests(self, checkpoint_time: bool = False) -> tuple[int, bool, bool]:
+        """The signal any process received (0: none), whether the main process's clock says a checkpoint is due
+        (`checkpoint_time`, --checkpointing_minutes), and whether the run folder was deleted, moved or replaced, agreed
+        by all processes so that they stop or checkpoint after the same step."""
+        folder_changed = self.folder_watch.changed()
         if self.stop_group is None:
-            return self.signals.received
-        received = torch.tensor(self.signals.received)
-        torch.distributed.all_reduce(received, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
-        return int(received)
+            return self.signals.received, checkpoint_time, folder_changed
+        requests = torch.tensor([self.signals.received, int(checkpoint_time and self.accelerator.is_main_process), int(folder_changed)])
+        torch.distributed.all_reduce(requests, op=torch.distributed.ReduceOp.MAX, group=self.stop_group)
+        return int(requests[0]), bool(requests[1]), bool(requests[2])
 
     def _kept_checkpoint_steps(self, step: int) -> bool:
         """--keep_epoch_checkpoints: the checkpoint of each epoch's last step (and of the last step) is never pruned."""
         return self.args.keep_epoch_checkpoints and (step % self.steps_per_epoch == 0 or step == self.max_train_steps)
-
-    def _last_checkpoint_name(self) -> str | None:
-        checkpoints = complete_checkpoints(self.output_dir)
-        return checkpoints[-1].name if checkpoints else None
 
     def _stop_if_nonfinite(self) -> None:
         """Called before anything is logged or written: stop if a loss was not finite since the last call."""
@@ -310,7 +325,7 @@ class Trainer:
         if len(first):
             raise TrainingStopped(
                 f"the loss was not finite at step {int(first.min())}; stopped at step {self.global_step} without saving, "
-                f"the last checkpoint ({self._last_checkpoint_name()}) is intact. Resume it with --resume_from_checkpoint "
+                f"the last checkpoint ({last_checkpoint_name(self.output_dir)}) is intact. Resume it with --resume_from_checkpoint "
                 "latest and --skip_nonfinite (skips such steps) or a smaller --max_grad_norm, or start afresh with a "
                 "lower --learning_rate.",
                 exit_code=1,
@@ -423,7 +438,9 @@ class Trainer:
             f"{args.train_batch_size} x {args.gradient_accumulation_steps} accumulation x {accelerator.num_processes} "
             f"process(es), precision {args.mixed_precision}, on {accelerator.device}"
             + (f", {describe_recipe(args)}.\n" if args.recipe else ".\n")
-            + f"Writing to {self.output_dir}/: checkpoints every {args.checkpointing_steps} steps, sample grids every "
+            + f"Writing to {self.output_dir}/: checkpoints every {args.checkpointing_steps} steps"
+            + (f" (and {args.checkpointing_minutes:g} minutes after the last one)" if args.checkpointing_minutes else "")
+            + f", sample grids every "
             f"{args.save_images_epochs} epoch(s) in samples/, the pipeline at the end"
             + (f", starting from step {self.global_step}." if self.global_step else ".")
         )
@@ -437,29 +454,35 @@ class Trainer:
         accelerator, args = self.accelerator, self.args
         self._announce_start()
         progress = tqdm(total=self.max_train_steps, initial=self.global_step, disable=not accelerator.is_local_main_process, desc="train")
-        try:
-            with self.signals, stop_if_unwritable(self.output_dir, self._last_checkpoint_name):
-                self._train_steps(progress, after_step)
-        except TrainingStopped:
+        with quiet_tensorboard_writer():
+            try:
+                with (self.signals, self._stop_if_unwritable(),
+                      self.signals.abandoning_steps(self.eager_model) if self.abandons_steps else nullcontext()):
+                    self._train_steps(progress, after_step)
+            except TrainingStopped:
+                with suppress(OSError):  # trackers that cannot flush into a deleted folder: the stop says why
+                    accelerator.end_training()
+                raise
+            finally:
+                progress.close()  # so that a message that follows starts on a line of its own
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                with self._stop_if_unwritable():
+                    if self.pipeline_step != self.global_step:
+                        # Resumed from the last step's checkpoint (the run ended before or while writing the pipeline),
+                        # or ended early by `after_step`.
+                        self.save_pipeline()
+                    upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
+                if args.push_to_hub:
+                    accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
+                accelerator.print(
+                    f"Done: the pipeline is in {self.output_dir}/. Sample from it with\n"
+                    f"  diffusion-lab sample {self.output_dir} --num_images 64"
+                )
             accelerator.end_training()
-            raise
-        finally:
-            progress.close()  # so that a message that follows starts on a line of its own
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            with stop_if_unwritable(self.output_dir, self._last_checkpoint_name):
-                if self.pipeline_step != self.global_step:
-                    # Resumed from the last step's checkpoint (the run ended before or while writing the pipeline), or
-                    # ended early by `after_step`.
-                    self.save_pipeline()
-                upload = prepare_upload(self.output_dir, args.hub_model_id or self.output_dir.name)
-            if args.push_to_hub:
-                accelerator.print(f"Uploaded to https://huggingface.co/{push(upload, args.hub_token, args.hub_private_repo)}")
-            accelerator.print(
-                f"Done: the pipeline is in {self.output_dir}/. Sample from it with\n"
-                f"  diffusion-lab sample {self.output_dir} --num_images 64"
-            )
-        accelerator.end_training()
+
+    def _stop_if_unwritable(self):
+        return stop_if_unwritable(self.output_dir, last_checkpoint_name, self.folder_watch, lambda: self.global_step)
 
     def _train_steps(self, progress, after_step=None) -> None:
         accelerator, args = self.accelerator, self.args
@@ -471,8 +494,14 @@ class Trainer:
         compiling = args.torch_compile
         capturing = isinstance(self.step, GraphedTrainingStep) and self.step.capture
         window_start = time.perf_counter()
+        last_checkpoint_time = time.monotonic()  # --checkpointing_minutes: host time only, no device sync
         while self.global_step < self.max_train_steps:
-            loss, skipped = self.step(self.global_step)
+            before = self._state_before_step() if self.abandons_steps else None
+            try:
+                with self.signals.step():
+                    loss, skipped = self.step(self.global_step)
+            except StepAbandoned:
+                self._abandon_step(before)
             self.global_step += 1
             steps_in_window += 1
             if compiling:
@@ -494,8 +523,11 @@ class Trainer:
                 losses_in_window += 1
             logging_due = step % args.logging_steps == 0 or step == self.max_train_steps
             epoch_ends = step % self.steps_per_epoch == 0 or step == self.max_train_steps
-            checkpoint_due = step % args.checkpointing_steps == 0 or (args.keep_epoch_checkpoints and epoch_ends)
-            stop_signal = self._stop_signal()
+            stop_signal, checkpoint_time, folder_changed = self._agreed_requests(
+                args.checkpointing_minutes > 0 and time.monotonic() - last_checkpoint_time >= 60 * args.checkpointing_minutes)
+            if folder_changed:  # checked before anything of this step is written
+                raise self.folder_watch.stop(step, last_checkpoint_name)
+            checkpoint_due = step % args.checkpointing_steps == 0 or (args.keep_epoch_checkpoints and epoch_ends) or checkpoint_time
             if logging_due or checkpoint_due or epoch_ends or stop_signal:
                 self._stop_if_nonfinite()
             if logging_due:
@@ -516,13 +548,14 @@ class Trainer:
             if checkpoint_due or stop_signal:
                 checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit, config=self.run_config,
                                              kept_steps=self._kept_checkpoint_steps)
+                last_checkpoint_time = time.monotonic()
             if epoch_ends and not stop_signal:
                 train_loss = accelerator.reduce(epoch_loss_sum, reduction="mean").item() / losses_in_epoch if losses_in_epoch else math.nan
                 self.end_of_epoch(epoch, train_loss, final=step == self.max_train_steps)
                 epoch_loss_sum.zero_()
                 losses_in_epoch = 0
                 # A signal during the epoch's validation, grids or evaluation stops the run here.
-                stop_signal = self._stop_signal()
+                stop_signal = self._agreed_requests()[0]
                 if stop_signal and checkpoint is None:
                     checkpoint = save_checkpoint(accelerator, self.output_dir, step, args.checkpoints_total_limit,
                                                  config=self.run_config, kept_steps=self._kept_checkpoint_steps)
@@ -534,6 +567,39 @@ class Trainer:
                 )
             if after_step is not None:
                 after_step(self)
+
+    def _state_before_step(self) -> tuple:
+        """What a step changes before its optimizer update (random draws, accumulation counters, the objective's
+        statistics), for `_abandon_step` to put back; host-side copies only, no device sync."""
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        return (random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda_rng, self.accelerator.step,
+                self.lr_scheduler.state_dict(), self.objective.state_dict())
+
+    def _abandon_step(self, before: tuple) -> None:
+        """A stop signal came during the forward or backward pass of step N + 1: put back what the step changed (the
+        weights, optimizer and EMA change only in the update, which it did not reach) and write checkpoint-N at once
+        (unless it exists), the checkpoint an uninterrupted run writes after step N; then stop."""
+        python_rng, numpy_rng, torch_rng, cuda_rng, accumulation_step, lr_schedule, objective_state = before
+        random.setstate(python_rng)
+        np.random.set_state(numpy_rng)
+        torch.set_rng_state(torch_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        self.accelerator.step = accumulation_step
+        self.lr_scheduler.load_state_dict(lr_schedule)
+        if objective_state:
+            self.objective.load_state_dict(objective_state)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._stop_if_nonfinite()
+        step, signum = self.global_step, self.signals.received
+        if not (self.output_dir / f"checkpoint-{step}").is_dir():
+            save_checkpoint(self.accelerator, self.output_dir, step, self.args.checkpoints_total_limit, config=self.run_config,
+                            kept_steps=self._kept_checkpoint_steps)
+        raise TrainingStopped(
+            f"{signal.Signals(signum).name} received during step {step + 1}: gave that step up; checkpoint-{step} holds "
+            f"the run after step {step}; to go on, {RESUME_HINT}.",
+            exit_code=128 + signum,
+        )
 
     def _report_compile_time(self, loss: torch.Tensor, start: float) -> float:
         """Log the first step's time, torch.compile's compilation included, as compile_seconds; returns when it ended."""

@@ -24,6 +24,25 @@ def earlier_output(output_dir: Path) -> list[str]:
     return sorted(path.name for path in output_dir.iterdir() if not path.name.startswith(LOCK_NAME))
 
 
+def check_output_apart_from_inputs(output_dir: str | None, inputs: dict[str, str | None]) -> None:
+    """Refuse an --output_dir that is, is inside, or contains an input of the run (`inputs`: flag -> path; values
+    that name no existing path, Hub ids, are skipped): the run would write among its inputs, and
+    --overwrite_output_dir would move them aside."""
+    if output_dir is None:
+        return
+    output = Path(output_dir).resolve()
+    for flag, value in inputs.items():
+        if value is None or not Path(value).exists():
+            continue
+        given = Path(value).resolve()
+        relation = "is" if output == given else "is inside" if given in output.parents else "contains" if output in given.parents else None
+        if relation:
+            raise ValueError(
+                f"--output_dir {output_dir} {relation} the {flag} {value}: the run would write among (and "
+                "--overwrite_output_dir move aside) what it reads; choose an --output_dir apart from it."
+            )
+
+
 def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
     """Refuse a folder the run cannot use, writing nothing: a file, a folder holding another run (unless resuming or
     told to overwrite), a folder that cannot be created or written."""
@@ -143,18 +162,24 @@ class RunLock:
         self.held = False
 
 
+def _free_name_beside(folder: Path, label: str) -> Path:
+    """`<folder>.<label>-<UTC time>` beside `folder`, numbered if that exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    aside = folder.with_name(f"{folder.name}.{label}-{stamp}")
+    count = 1
+    while aside.exists():
+        count += 1
+        aside = folder.with_name(f"{folder.name}.{label}-{stamp}-{count}")
+    return aside
+
+
 def move_aside(output_dir: Path, lock: RunLock) -> Path | None:
     """--overwrite_output_dir: the whole earlier run goes, in one rename, to `<name>.replaced-<UTC time>` beside the
     folder (nothing is deleted); the lock is taken again in the emptied folder. Returns where it went."""
     if not earlier_output(output_dir):
         return None
     output_dir = output_dir.resolve()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    aside = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}")
-    count = 1
-    while aside.exists():
-        count += 1
-        aside = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}-{count}")
+    aside = _free_name_beside(output_dir, "replaced")
     try:
         os.rename(output_dir, aside)
     except OSError as error:
@@ -166,4 +191,24 @@ def move_aside(output_dir: Path, lock: RunLock) -> Path | None:
     lock.held = False
     lock.acquire()
     (aside / LOCK_NAME).unlink(missing_ok=True)
+    return aside
+
+
+def move_abandoned_future_aside(output_dir: Path, resumed: Path, later: list[Path]) -> Path:
+    """Resuming from `resumed`, an earlier checkpoint than the run's latest, starts a branch: the `later` checkpoints
+    (the abandoned future of the run) move into `<name>.abandoned-after-<checkpoint>-<UTC time>` beside the folder
+    (nothing is deleted), or a later `--resume_from_checkpoint latest` would continue the abandoned run. Returns where
+    they went."""
+    output_dir = output_dir.resolve()
+    aside = _free_name_beside(output_dir, f"abandoned-after-{resumed.name}")
+    try:
+        aside.mkdir()
+        for checkpoint in later:
+            os.rename(checkpoint, aside / checkpoint.name)
+    except OSError as error:
+        names = ", ".join(checkpoint.name for checkpoint in later)
+        raise PermissionError(
+            f"cannot move {names}, the run's future after {resumed.name}, aside ({error.strerror}): move or delete them "
+            "yourself, or resume from the latest checkpoint (--resume_from_checkpoint latest)."
+        ) from None
     return aside
