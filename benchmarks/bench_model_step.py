@@ -11,6 +11,7 @@ Variants (each a fresh copy of the same model, seed 0, batch of random tensors i
   fused          Adam(fused=True)
   threads2       torch.set_num_threads(2) around the step (the others use --threads)
   compile        torch.compile(model) (inductor); compile time is the first step, reported apart
+Options combine with '+': bf16+channels_last is the trainer's CPU default (bf16) with channels-last weights.
 Rounds run the variants in turn (v1, v2, ..., v1, v2, ...) so that load from other processes hits all alike.
 """
 
@@ -29,10 +30,17 @@ import torch.nn.functional as F
 VARIANTS = ("eager", "channels_last", "bf16", "foreach", "fused", "threads2", "compile")
 
 
+def variant(text: str) -> str:
+    """A variant: eager, or options joined by '+' (e.g. bf16+channels_last)."""
+    if text != "eager" and not set(text.split("+")) <= set(VARIANTS[1:]):
+        raise argparse.ArgumentTypeError(f"{text}: use eager or options from {', '.join(VARIANTS[1:])} joined by '+'")
+    return text
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cnn"])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["eager", "channels_last", "bf16", "foreach", "fused"])
+    parser.add_argument("--variants", nargs="+", type=variant, default=["eager", "channels_last", "bf16", "foreach", "fused"])
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps per variant after the first.")
@@ -44,23 +52,24 @@ def parse_args(argv=None):
 def make_step(model_name: str, variant: str, batch_size: int, threads: int):
     from diffusion_lab.models import build_model
 
+    options = set(variant.split("+"))
     torch.manual_seed(0)
     model = build_model(model_name, 28, 1, 1000)
-    memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+    memory_format = torch.channels_last if "channels_last" in options else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    optimizer_options = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(variant, {})
+    optimizer_options = {"foreach": True} if "foreach" in options else {"fused": True} if "fused" in options else {}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, **optimizer_options)
-    if variant == "compile":
+    if "compile" in options:
         model = torch.compile(model)
     generator = torch.Generator().manual_seed(0)
     noisy = torch.randn(batch_size, 1, 28, 28, generator=generator).contiguous(memory_format=memory_format)
     noise = torch.randn(noisy.shape, generator=generator)
     timesteps = torch.randint(0, 1000, (batch_size,), generator=generator)
-    step_threads = 2 if variant == "threads2" else threads
+    step_threads = 2 if "threads2" in options else threads
 
     def step() -> float:
         torch.set_num_threads(step_threads)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16" else contextlib.nullcontext()
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in options else contextlib.nullcontext()
         start = time.perf_counter()
         with autocast:
             prediction = model(noisy, timesteps).sample
