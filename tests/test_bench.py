@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, record_host_reads, run_script
+from helpers import ROOT, record_host_reads
 from PIL import Image
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -108,28 +108,3 @@ def test_train_step_never_waits_for_the_device(tmp_path, digit_folder, monkeypat
         trainer.step(step)
     assert reads == []
     assert not isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)  # no compile left over
-
-
-def test_bench_train_runs_all_three_setups(digit_folder):
-    result = run_script("benchmarks/bench_train.py", "--dataset", digit_folder, "--models", "cnn", "--batch_size", "8",
-                        "--rounds", "2", "--steps", "1", "--warmup", "1", "--threads", "1", "--json")
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    cnn = report["models"]["cnn"]
-    assert set(cnn["setups"]) == {"a", "b", "c"}
-    for setup in cnn["setups"].values():
-        assert setup["ms_per_step"] > 0 and len(setup["ms_per_step_rounds"]) == 2
-    assert cnn["setups"]["b"]["data_ms_per_batch"] == 0
-    assert cnn["setups"]["c"]["data_ms_per_batch"] > 0
-    assert cnn["a/b"] > 0 and cnn["a/c"] > 0
-
-
-def test_bench_sample_reports_speed_and_memory():
-    result = run_script("benchmarks/bench_sample.py", "--models", "cnn", "--samplers", "cold-28",
-                        "--batch_size", "4", "--threads", "1", "--json")
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["gaps"] == []
-    (row,) = report["results"]
-    assert row["sampler"] == "cold-28" and row["batch_size"] == 4
-    assert row["images_per_s"] > 0 and row["peak_memory_mb"] >= 0

@@ -41,10 +41,12 @@ def test_tiny_gpu_suite_writes_every_table_and_json(tmp_path):
     cnn = train["models"]["cnn"]
     assert set(cnn["setups"]) == {"a", "b", "c"} and cnn["a/b"] > 0 and cnn["a/c"] > 0
     assert all(setup["ms_per_step"] > 0 and setup["images_per_s"] > 0 for setup in cnn["setups"].values())
+    assert all(len(setup["ms_per_step_rounds"]) == 1 for setup in cnn["setups"].values())
+    assert cnn["setups"]["b"]["data_ms_per_batch"] == 0 and cnn["setups"]["c"]["data_ms_per_batch"] > 0  # (b) fetches no data
 
     sample = json.loads((bench / "bench_sample.json").read_text())
     assert [(r["sampler"], r["compile"]) for r in sample["results"]] == [("dpmsolver-20", "off"), ("cold-28", "off")]
-    assert all(r["images_per_s"] > 0 for r in sample["results"]) and not sample["gaps"]
+    assert all(r["images_per_s"] > 0 and r["peak_memory_mb"] >= 0 and r["batch_size"] == 2 for r in sample["results"]) and not sample["gaps"]
 
     curve = json.loads((bench / "time_to_quality" / "curve.json").read_text())
     assert curve["finished"] and curve["points"] and "digit_fd" in curve["points"][0]

@@ -9,8 +9,9 @@ from accelerate import Accelerator
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from helpers import record_host_reads, run_script
+from helpers import record_host_reads
 
+from diffusion_lab.commands import run_command, train_ddpm
 from diffusion_lab.data import ImageCache, ShardedBatches
 from diffusion_lab.models import build_model
 from diffusion_lab.training.arguments import ArgumentError
@@ -100,8 +101,10 @@ def test_cuda_graph_is_refused_in_one_line_where_it_cannot_run():
     check_graphed_step(argparse.Namespace(cuda_graph=False), 2, torch.device("cpu"), "fp16", data_on_device=False)  # not asked: no check
 
 
-def test_train_ddpm_with_cuda_graph_on_a_cpu_exits_2_with_one_line(tmp_path):
-    result = run_script("train_ddpm.py", "--cuda_graph", "--max_train_steps", "1", "--output_dir", tmp_path / "run")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --cuda_graph needs a CUDA device")
+def test_train_ddpm_with_cuda_graph_on_a_cpu_exits_2_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_command(train_ddpm.main, ["--cuda_graph", "--max_train_steps", "1", "--output_dir", str(tmp_path / "run")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --cuda_graph needs a CUDA device: drop --cuda_graph or change the flags."]
     assert not (tmp_path / "run").exists()

@@ -35,9 +35,9 @@ from ..run_files import append_metrics, public_args, write_run_info
 from ..sampling import autocast_with_fp32_outputs, check_sampling_fits, draw, image_grid
 from ..stopping import (
     RESUME_HINT,
+    RunFolderWatch,
     SamplingStopped,
     StepAbandoned,
-    RunFolderWatch,
     StopSignals,
     TrainingStopped,
     quiet_tensorboard_writer,
