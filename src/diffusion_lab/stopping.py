@@ -116,8 +116,8 @@ def stop_with_launcher() -> bool:
 
     A launcher that dies at once (`kill -9 <launcher pid>`; `kill <launcher pid>` before accelerate 1.16, which
     passes SIGTERM on) would leave the training process running unattended; with this, it stops as for any SIGTERM,
-    with a checkpoint. Only
-    under a launcher: a run started with `nohup python train_ddpm.py` must outlive its shell. Linux only.
+    with a checkpoint. Only under a launcher: a run started with `nohup python train_ddpm.py` must outlive its shell.
+    Linux only.
     """
     if not sys.platform.startswith("linux"):
         return False
