@@ -3,7 +3,7 @@
 import pytest
 
 from diffusion_lab.commands.train_ddpm import parse_args
-from diffusion_lab.training.recipes import CPU_RECIPE, CUDA_RECIPE, apply_recipe
+from diffusion_lab.training.recipes import CPU_RECIPE, CUDA_RECIPE, apply_recipe, describe_recipe
 
 
 @pytest.mark.parametrize("cuda, recipe", [(False, CPU_RECIPE), (True, CUDA_RECIPE)])
@@ -21,3 +21,9 @@ def test_flags_given_win_over_the_recipe():
     assert (args.train_batch_size, args.learning_rate) == (64, 5e-4)
     assert args.num_epochs in (CPU_RECIPE.num_epochs, CUDA_RECIPE.num_epochs)
 
+
+
+def test_the_first_line_names_the_recipe_and_leaves_out_epochs_that_max_train_steps_overrides(monkeypatch):
+    monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: False)
+    assert describe_recipe(parse_args([])) == "the cpu recipe's learning rate 0.001 and 8 epochs (flags given win)"
+    assert describe_recipe(parse_args(["--max_train_steps", "50"])) == "the cpu recipe's learning rate 0.001 (flags given win)"

@@ -47,4 +47,5 @@ def apply_recipe(args: argparse.Namespace, cuda: bool) -> None:
 
 def describe_recipe(args: argparse.Namespace) -> str:
     """The recipe's part of the run's first line."""
-    return f"the {args.recipe} recipe's learning rate {args.learning_rate:g} and {args.num_epochs} epochs (flags given win)"
+    length = "" if args.max_train_steps else f" and {args.num_epochs} epochs"  # --max_train_steps sets the length
+    return f"the {args.recipe} recipe's learning rate {args.learning_rate:g}{length} (flags given win)"
