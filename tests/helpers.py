@@ -1,6 +1,7 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,17 @@ def record_host_reads(monkeypatch) -> list[str]:
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     return reads
+
+
+PROGRESS_BAR = re.compile(r"\[\d\d:\d\d[<,]")  # tqdm's "[00:01<00:02, ...]"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def shown_lines(stderr: str) -> list[str]:
+    """The lines of `stderr` that are not progress bars (datasets' first read of a dataset draws some); a bar cut off
+    by an error clears itself (spaces, cursor up), which shows nothing on a terminal."""
+    shown = [ANSI_ESCAPE.sub("", line) for line in stderr.splitlines()]
+    return [line for line in shown if line.strip() and not PROGRESS_BAR.search(line)]
 
 
 TINY_RUN = ["--model", "cnn", "--max_train_samples", "256", "--train_batch_size", "32", "--eval_batch_size", "8",

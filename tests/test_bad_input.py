@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
-from helpers import TINY_RUN, make_folder
+from helpers import TINY_RUN, make_folder, shown_lines
 from safetensors.torch import load_file, save_file
 
 from diffusion_lab.argument_types import Number
@@ -34,8 +34,6 @@ SMALL_RUN = [*TINY_RUN, "--max_train_samples", "32", "--train_batch_size", "8"]
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 LONG_NAME = "x" * 300  # more than the 255 bytes a file name may have on common file systems
 TOO_MUCH = 10**7  # images per batch: terabytes of activations
-PROGRESS_BAR = re.compile(r"\[\d\d:\d\d[<,]")  # tqdm's "[00:01<00:02, ...]"
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +65,6 @@ def run_and_read_error(main, argv, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return exit_info.value.code, shown_lines(err)
-
-
-def shown_lines(stderr):
-    """The lines of `stderr` that are not progress bars; a bar cut off by an error clears itself (spaces, cursor
-    up), which shows nothing on a terminal."""
-    shown = [ANSI_ESCAPE.sub("", line) for line in stderr.splitlines()]
-    return [line for line in shown if line.strip() and not PROGRESS_BAR.search(line)]
 
 
 def fresh(c, name):

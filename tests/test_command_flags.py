@@ -8,6 +8,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from helpers import shown_lines
 
 from diffusion_lab.argument_types import PATH_TYPES, CommandParser, Number
 from diffusion_lab.commands import COMMANDS, run_command
@@ -69,7 +70,7 @@ def run_and_read(main, argv, capsys):
         status = exit_info.code
     err = capsys.readouterr().err
     assert "Traceback" not in err, (argv, err)
-    return status, [line for line in err.splitlines() if line.strip()]
+    return status, shown_lines(err)
 
 
 def test_every_command_builds_its_parser_from_the_shared_types():
