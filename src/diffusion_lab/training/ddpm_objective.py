@@ -6,8 +6,9 @@ import argparse
 
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
+from diffusers.training_utils import compute_snr
 
-from ..argument_types import at_least_two, open_unit_interval
+from ..argument_types import at_least_two, open_unit_interval, positive_float
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
@@ -28,6 +29,11 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--beta_start", type=open_unit_interval, default=1e-4)
     group.add_argument("--beta_end", type=open_unit_interval, default=0.02)
     group.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon")
+    group.add_argument(
+        "--snr_gamma", type=positive_float, default=None,
+        help="Min-SNR-gamma loss weighting (Hang et al. 2023), e.g. 5: each timestep's loss is weighted as an x0 loss "
+             "clipped at SNR gamma, so the easy low-noise steps stop dominating. Default: unweighted.",
+    )
     group.add_argument(
         "--variance_type", choices=VARIANCE_TYPES, default="fixed_small",
         help="Reverse variance: posterior variance (fixed_small) or beta_t (fixed_large, the seeds' Algorithm 18.2).",
@@ -89,14 +95,19 @@ class DDPMObjective(Objective):
 
     default_loss = "mse"
 
-    def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str = DEFAULT_SAMPLER):
+    def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str = DEFAULT_SAMPLER,
+                 snr_gamma: float | None = None):
+        if snr_gamma is not None and isinstance(scheduler, EntropyScaledDDPMScheduler):
+            # Its noise level depends on each image's entropy, so alphas_cumprod does not give the SNR.
+            raise ArgumentError("--snr_gamma needs a fixed schedule's SNR; entropy_scaled has none: drop one of the two.")
         self.scheduler = scheduler
         self.loss_fn = LOSSES[loss]
         self.sampler = sampler
+        self.snr_gamma = snr_gamma
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DDPMObjective":
-        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss, args.sampler)
+        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss, args.sampler, args.snr_gamma)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -123,7 +134,23 @@ class DDPMObjective(Objective):
             prediction = model(noisy, timesteps).sample
         else:
             prediction = model(noisy, timesteps, class_labels=self.drop_labels(class_labels, generator)).sample
-        return self.loss_fn(prediction.float(), self.target(clean, noise, timesteps).float())
+        target = self.target(clean, noise, timesteps).float()
+        if self.snr_gamma is None:
+            return self.loss_fn(prediction.float(), target)
+        per_image = self.loss_fn(prediction.float(), target, reduction="none").mean(dim=tuple(range(1, clean.ndim)))
+        return (per_image * self.min_snr_weights(timesteps)).mean()
+
+    def min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """min(SNR, gamma) as a weight on the x0 error, written for the network's target: / SNR for epsilon,
+        / (SNR + 1) for v, as is for x0 (Hang et al. 2023, eq. 8 and its appendix)."""
+        snr = compute_snr(self.scheduler, timesteps)
+        clipped = snr.clamp(max=self.snr_gamma)
+        prediction_type = self.scheduler.config.prediction_type
+        if prediction_type == "epsilon":
+            return clipped / snr
+        if prediction_type == "v_prediction":
+            return clipped / (snr + 1)
+        return clipped
 
     def pipeline(self, model) -> DDPMPipeline | EntropyScaledDDPMPipeline:
         """DES needs its own pipeline and scheduler (remote code); every other schedule saves as stock diffusers."""
