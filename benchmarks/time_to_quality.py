@@ -10,8 +10,9 @@ test split, next to the real-vs-real floor at the same N. The time spent samplin
 training time; the run's own per-epoch work (validation, sample grid, pipeline save) is, as for a user.
 
 Writes to <output_dir>/time_to_quality/: curve.json, curve.png (digit FD against minutes, floor and 4x floor
-drawn), both rewritten after every mark ("finished" once the last is scored), and mark_<minutes>.png (the first 64
-samples of each mark). --json prints the curve as one JSON object.
+drawn), both rewritten after every mark ("finished" once the last is scored), mark_<minutes>.png (the first 64
+samples of each mark) and mark_<minutes>/, the pipeline scored there (for `diffusion-lab evaluate` with other samplers).
+--json prints the curve as one JSON object.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class QualityCurve:
         sampling_seconds = time.perf_counter() - began
         result = evaluate_images(images, psnr_ssim=False, seed=0)
         image_grid(images[:64]).save(self.folder / f"mark_{mark:g}.png")
+        trainer.save_pipeline(self.folder / f"mark_{mark:g}")  # to compare samplers on it later (`evaluate`)
         point = {
             "mark_minutes": mark,
             "minutes": round(minutes, 3),
@@ -110,16 +112,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def plot_curve(points: list[dict], title: str, path: Path) -> None:
+def plot_curves(curves: dict[str, list[dict]], title: str, path: Path) -> None:
+    """Digit FD against training minutes, one line per labelled list of points, with the first curve's floor and
+    4x floor (the floor depends only on N)."""
     import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    minutes = [point["minutes"] for point in points]
     figure, axes = plt.subplots(figsize=(6, 4))
-    axes.plot(minutes, [point["digit_fd"] for point in points], "o-", label="generated vs real")
-    floor = [point["floor"] for point in points]
+    for label, points in curves.items():
+        axes.plot([point["minutes"] for point in points], [point["digit_fd"] for point in points], "o-", label=label)
+    points = next(iter(curves.values()))
+    minutes, floor = [point["minutes"] for point in points], [point["floor"] for point in points]
     axes.plot(minutes, floor, "k--", label="real vs real (floor)")
     axes.plot(minutes, [4 * value for value in floor], ":", color="grey", label="4x floor")
     axes.set_yscale("log")
@@ -127,7 +131,7 @@ def plot_curve(points: list[dict], title: str, path: Path) -> None:
     axes.set_ylabel("digit FD")
     axes.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=7)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -137,7 +141,8 @@ def write_curve(report: dict, folder: Path) -> None:
     """curve.json, and curve.png once there is a point."""
     write_json_atomically(folder / "curve.json", report)
     if report["points"]:
-        plot_curve(report["points"], f"{report['command']} | {report['hardware']}, N = {report['num_samples']}", folder / "curve.png")
+        plot_curves({"generated vs real": report["points"]}, f"{report['command']} | {report['hardware']}, N = {report['num_samples']}",
+                    folder / "curve.png")
 
 
 def main(argv=None):

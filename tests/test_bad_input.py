@@ -183,6 +183,8 @@ SCRIPT_NUMERIC_CASES = {
         ("beta_start", 0, "must be in (0, 1)"),
         ("beta_end", 1.5, "must be in (0, 1)"),
         ("beta_end", "nan", "must be a finite number"),
+        ("snr_gamma", -1, "must not be negative"),
+        ("snr_gamma", "nan", "must be a finite number"),
     ],
     "train_cold.py": [
         ("group_size", 0, "--group_size 0 must be a positive integer"),

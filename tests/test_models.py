@@ -75,6 +75,14 @@ def test_fgvc_aircraft_preset_is_64x64_rgb():
     assert model.config.dropout == 0.01 and tuple(model.config.block_out_channels) == (64, 128, 256, 256)
 
 
+def test_the_small_unet_halves_the_fast_unets_two_large_levels():
+    small, fast = build_model("unet_small", 28, 1, 1000), build_model("unet_fast", 28, 1, 1000)
+    assert tuple(small.config.block_out_channels) == (16, 32, 64) and tuple(fast.config.block_out_channels) == (32, 64, 64)
+    assert small.config.layers_per_block == fast.config.layers_per_block == 1
+    assert sum(p.numel() for p in small.parameters()) == 636_465
+    assert not any("Attn" in name for name in (*small.config.down_block_types, *small.config.up_block_types))
+
+
 def test_coursework_cnn_layers_and_time_features():
     model = CourseworkCNN()
     assert [b.conv.kernel_size for b in model.blocks] == [(7, 7)] * 4 and model.conv_out.kernel_size == (3, 3)

@@ -3,6 +3,7 @@
 import pytest
 
 from diffusion_lab.commands.train_ddpm import parse_args
+from diffusion_lab.training.ddpm_objective import DDPMObjective
 from diffusion_lab.training.recipes import CPU_RECIPE, CUDA_RECIPE, apply_recipe, describe_recipe
 
 
@@ -10,9 +11,18 @@ from diffusion_lab.training.recipes import CPU_RECIPE, CUDA_RECIPE, apply_recipe
 def test_the_default_command_takes_the_recipe_of_its_device(monkeypatch, cuda, recipe):
     monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: cuda)
     args = parse_args([])
-    assert (args.train_batch_size, args.learning_rate, args.num_epochs, args.save_images_epochs, args.save_model_epochs) == (
-        recipe.train_batch_size, recipe.learning_rate, recipe.num_epochs, recipe.save_images_epochs, recipe.save_model_epochs)
+    assert (args.train_batch_size, args.learning_rate, args.num_epochs, args.save_images_epochs, args.save_model_epochs, args.snr_gamma, args.checkpointing_steps) == (
+        recipe.train_batch_size, recipe.learning_rate, recipe.num_epochs, recipe.save_images_epochs, recipe.save_model_epochs, recipe.snr_gamma,
+        recipe.checkpointing_steps)
     assert args.recipe == ("cuda" if cuda else "cpu")
+
+
+def test_the_cpu_recipe_weights_the_loss_by_min_snr_except_where_the_schedule_has_no_snr(monkeypatch):
+    monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: False)
+    assert DDPMObjective.from_args(parse_args([])).snr_gamma == CPU_RECIPE.snr_gamma == 5
+    assert DDPMObjective.from_args(parse_args(["--snr_gamma", "0"])).snr_gamma is None  # 0: the plain loss
+    des = parse_args(["--noise_schedule", "entropy_scaled"])  # its noise depends on the image: the recipe leaves it plain
+    assert des.snr_gamma == 0 and DDPMObjective.from_args(des).snr_gamma is None
 
 
 def test_flags_given_win_over_the_recipe():
@@ -25,5 +35,5 @@ def test_flags_given_win_over_the_recipe():
 
 def test_the_first_line_names_the_recipe_and_leaves_out_epochs_that_max_train_steps_overrides(monkeypatch):
     monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: False)
-    assert describe_recipe(parse_args([])) == "the cpu recipe's learning rate 0.001 and 8 epochs (flags given win)"
-    assert describe_recipe(parse_args(["--max_train_steps", "50"])) == "the cpu recipe's learning rate 0.001 (flags given win)"
+    assert describe_recipe(parse_args([])) == "the cpu recipe's learning rate 0.001, min-SNR-5 loss weighting and 12 epochs (flags given win)"
+    assert describe_recipe(parse_args(["--max_train_steps", "50", "--snr_gamma", "0"])) == "the cpu recipe's learning rate 0.001 (flags given win)"

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from helpers import ROOT, TINY_RUN, run_script
+from safetensors.torch import load_file
 
 from diffusion_lab.commands import train_ddpm
 from diffusion_lab.models import CourseworkCNN
@@ -30,9 +31,24 @@ def test_the_benchmark_prints_a_complete_curve_with_two_points(tmp_path):
     assert json.loads((folder / "curve.json").read_text())["points"] == points
     for name in ("curve.png", "mark_0.02.png", "mark_0.04.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # The last mark ends the run, and the pipeline holds the weights it ended with.
+    # The last mark ends the run, and the pipeline holds the weights it ended with: those of the last mark's snapshot.
     assert (output / "model_index.json").exists()
+    final = load_file(output / "unet" / "diffusion_pytorch_model.safetensors")
+    snapshots = [load_file(folder / f"mark_{mark}" / "unet" / "diffusion_pytorch_model.safetensors") for mark in ("0.02", "0.04")]
+    assert final.keys() == snapshots[1].keys() and all(torch.equal(final[name], snapshots[1][name]) for name in final)
+    assert any(not torch.equal(final[name], snapshots[0][name]) for name in final)
     assert "[time to quality]" in result.stdout
+
+    # Two curves in one plot; curves scored at different N are refused.
+    result = run_script(ROOT / "benchmarks" / "compare_curves.py", f"first={folder / 'curve.json'}", folder / "curve.json",
+                        "--output", tmp_path / "both.png")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "both.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**curve, "points": [{**point, "num_samples": 32} for point in points]}))
+    result = run_script(ROOT / "benchmarks" / "compare_curves.py", folder / "curve.json", other, "--output", tmp_path / "mixed.png")
+    assert result.returncode == 2 and "scored at different N ([16, 32])" in result.stderr
+    assert not (tmp_path / "mixed.png").exists()
 
     # The sampler comparison on the pipeline the run left: the last sampler is the reference.
     result = run_script(ROOT / "benchmarks" / "sampler_quality.py", output, "--num_samples", "8", "--batch_size", "4",

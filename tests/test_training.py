@@ -128,11 +128,13 @@ def test_cli_exit_status_and_single_line_in_a_real_process(tmp_path):
     assert result.stderr.strip().splitlines() == ["error: --train_batch_size -1 must be a positive integer."]
 
 
-def test_train_ddpm_defaults_to_the_time_to_quality_recipe():
+def test_train_ddpm_defaults_to_the_time_to_quality_recipe(monkeypatch):
     # The README's "Time to quality" curve is the evidence; the seeds' recipe stays one set of flags away.
+    monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: False)
     defaults = train_ddpm.parse_args([])
-    assert (defaults.model, defaults.optimizer, defaults.learning_rate, defaults.lr_scheduler, defaults.lr_warmup_steps,
-            defaults.use_ema, defaults.num_epochs, defaults.sampler) == ("unet_fast", "adamw", 1e-3, "constant_with_warmup", 250, True, 8, "dpmsolver-sde")
+    assert (defaults.model, defaults.train_batch_size, defaults.snr_gamma, defaults.optimizer, defaults.learning_rate, defaults.lr_scheduler,
+            defaults.lr_warmup_steps, defaults.use_ema, defaults.num_epochs, defaults.sampler) == (
+        "unet_small", 32, 5, "adamw", 1e-3, "constant_with_warmup", 250, True, 12, "dpmsolver-sde")
     seeds = train_ddpm.parse_args(["--model", "cnn", "--optimizer", "adam", "--learning_rate", "2e-4", "--lr_scheduler", "constant",
-                                   "--lr_warmup_steps", "0", "--no-use_ema"])
-    assert (seeds.model, seeds.optimizer, seeds.learning_rate, seeds.lr_scheduler, seeds.use_ema) == ("cnn", "adam", 2e-4, "constant", False)
+                                   "--lr_warmup_steps", "0", "--no-use_ema", "--snr_gamma", "0"])
+    assert (seeds.model, seeds.optimizer, seeds.learning_rate, seeds.lr_scheduler, seeds.use_ema, seeds.snr_gamma) == ("cnn", "adam", 2e-4, "constant", False, 0)

@@ -92,7 +92,7 @@ class ExperimentRunner:
         if done.is_file():
             return json.loads(done.read_text())
         budget = self.budget
-        command = [*self.launcher, "-m", "diffusion_lab", TRAINING_COMMANDS[variant.script], *SEEDS_RECIPE, *variant.flags,
+        command = [*self.launcher, "-m", "diffusion_lab", TRAINING_COMMANDS[variant.script], *SEEDS_RECIPE[variant.script], *variant.flags,
                    "--output_dir", str(run_dir), "--seed", str(SEED), "--logger", "none",
                    "--max_train_steps", str(self.train_steps(variant)), "--train_batch_size", str(budget.train_batch_size),
                    "--checkpointing_steps", str(budget.checkpointing_steps), "--checkpoints_total_limit", "1"]

@@ -31,6 +31,10 @@ _PRESET_NUMBERS = {
     # "Time to quality").
     "unet_fast": dict(sample_size=28, channels=1, block_out_channels=(32, 64, 64), attention_level=None, layers_per_block=1,
                       norm_num_groups=8),
+    # Half unet_fast's width at 28x28 and 14x14, where a CPU step spends most of its time: 1.6x the steps per minute,
+    # and on a 2-core CPU better digits at 5 and 10 minutes (benchmarks/RESULTS.md, section 8).
+    "unet_small": dict(sample_size=28, channels=1, block_out_channels=(16, 32, 64), attention_level=None, layers_per_block=1,
+                       norm_num_groups=8),
     # Ho et al. 2020, CIFAR-10: 128 base channels, multipliers (1, 2, 2, 2), attention at 16x16,
     # two residual blocks per level, dropout 0.1 (35.7 M parameters).
     "unet_cifar10": dict(sample_size=32, channels=3, block_out_channels=(128, 256, 256, 256), attention_level=1, dropout=0.1),

@@ -55,7 +55,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="cnn", help="cnn | cnn_large | cnn_report | unet | unet_mnist | unet_fast | unet_cifar10 | unet_fgvc_aircraft.")
+    model.add_argument("--model", default="cnn", help="cnn | cnn_large | cnn_report | unet | unet_mnist | unet_fast | unet_small | unet_cifar10 | unet_fgvc_aircraft.")
     model.add_argument("--model_config_name_or_path", type=path_name, default=None, help="A UNet2DModel config (folder or json) instead of a preset.")
     model.add_argument("--dropout", type=fraction, default=None, help="UNet dropout probability, e.g. 0.01 (the U-Net report's). Default: the preset's (0 for MNIST, 0.1 for CIFAR-10).")
 

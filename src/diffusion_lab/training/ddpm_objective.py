@@ -8,7 +8,7 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 from diffusers.training_utils import compute_snr
 
-from ..argument_types import at_least_two, open_unit_interval, positive_float
+from ..argument_types import at_least_two, non_negative_float, open_unit_interval
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
@@ -30,9 +30,10 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--beta_end", type=open_unit_interval, default=0.02)
     group.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon")
     group.add_argument(
-        "--snr_gamma", type=positive_float, default=None,
-        help="Min-SNR-gamma loss weighting (Hang et al. 2023), e.g. 5: each timestep's loss is weighted as an x0 loss "
-             "clipped at SNR gamma, so the easy low-noise steps stop dominating. Default: unweighted.",
+        "--snr_gamma", type=non_negative_float, default=None,
+        help="Min-SNR-gamma loss weighting (Hang et al. 2023): each timestep's loss is weighted as an x0 loss clipped "
+             "at SNR gamma, so the easy low-noise steps stop dominating; 0 turns it off. Default: the recipe's "
+             "(5 on a CPU, off on a GPU).",
     )
     group.add_argument(
         "--variance_type", choices=VARIANCE_TYPES, default="fixed_small",
@@ -97,6 +98,7 @@ class DDPMObjective(Objective):
 
     def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str = DEFAULT_SAMPLER,
                  snr_gamma: float | None = None):
+        snr_gamma = snr_gamma or None  # 0: off
         if snr_gamma is not None and isinstance(scheduler, EntropyScaledDDPMScheduler):
             # Its noise level depends on each image's entropy, so alphas_cumprod does not give the SNR.
             raise ArgumentError("--snr_gamma needs a fixed schedule's SNR; entropy_scaled has none: drop one of the two.")

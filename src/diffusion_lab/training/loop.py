@@ -423,9 +423,11 @@ class Trainer:
         for note in result["notes"]:
             self.accelerator.print(f"  note: {note}")
 
-    def save_pipeline(self) -> None:
-        self._with_ema_weights(lambda model: save_pipeline(self.objective.pipeline(model), self.output_dir))
-        self.pipeline_step = self.global_step
+    def save_pipeline(self, folder: Path | None = None) -> None:
+        """The (EMA) pipeline into the run folder, or a snapshot of it into `folder` (not the run's pipeline)."""
+        self._with_ema_weights(lambda model: save_pipeline(self.objective.pipeline(model), folder or self.output_dir))
+        if folder is None:
+            self.pipeline_step = self.global_step
 
     # -- the loop ----------------------------------------------------------------------------------------------
 

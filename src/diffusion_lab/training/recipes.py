@@ -1,9 +1,11 @@
 """The default recipe of `train_ddpm.py` for the device it runs on.
 
-A 2-core CPU learns most per minute from batches of 128 (README, "Time to quality"). A GPU takes 8x that batch for
-1.2x the step time (an H200: 43 ms per step of 1,024 images against 36 ms for 128, issue 22), so its recipe trains
-on batches of 1,024 at a higher learning rate, for about 3 minutes of an H100/H200, and writes grids and pipelines
-less often. Any of these flags given on the command line wins over the recipe.
+A 2-core CPU learns most per minute from many small steps: batches of 32, the small UNet (1.6x the steps per minute
+of unet_fast) and min-SNR-5 loss weighting each lowered the digit FD at 5 and 10 minutes of training, measured one
+at a time (benchmarks/RESULTS.md, section 8). A GPU takes 8x a batch of 128 for 1.2x the step time (an H200: 43 ms
+per step of 1,024 images against 36 ms for 128, issue 22), so its recipe trains unet_fast on batches of 1,024 at a
+higher learning rate, for about 3 minutes of an H100/H200, and writes grids and pipelines less often; the CPU's
+changes are unmeasured there, so it keeps the plain loss. Any of these flags given on the command line wins.
 """
 
 from __future__ import annotations
@@ -17,17 +19,23 @@ import torch
 
 @dataclass(frozen=True)
 class Recipe:
+    model: str
     train_batch_size: int
     learning_rate: float
     num_epochs: int
     save_images_epochs: int
     save_model_epochs: int
+    snr_gamma: float  # min-SNR-gamma loss weighting; 0: off
+    checkpointing_steps: int
 
 
-CPU_RECIPE = Recipe(train_batch_size=128, learning_rate=1e-3, num_epochs=8, save_images_epochs=1, save_model_epochs=1)
+# 500 steps of 32 take a minute on 2 cores: a checkpoint (10 MB) every 2,000 steps, about 4 minutes, instead.
+CPU_RECIPE = Recipe(model="unet_small", train_batch_size=32, learning_rate=1e-3, num_epochs=12, save_images_epochs=1,
+                    save_model_epochs=1, snr_gamma=5.0, checkpointing_steps=2000)
 # 64 epochs of 58 steps: 3,712 steps, 2.7 minutes at the H200's eager 43 ms per step. Not yet measured for quality:
-# the GPU time-to-quality run (benchmarks/gpu_suite.sh bench) is what checks it.
-CUDA_RECIPE = Recipe(train_batch_size=1024, learning_rate=2e-3, num_epochs=64, save_images_epochs=8, save_model_epochs=8)
+# the GPU time-to-quality run (benchmarks/gpu_suite.sh bench) is what checks it; until then it keeps the plain loss.
+CUDA_RECIPE = Recipe(model="unet_fast", train_batch_size=1024, learning_rate=2e-3, num_epochs=64, save_images_epochs=8,
+                     save_model_epochs=8, snr_gamma=0.0, checkpointing_steps=500)
 RECIPE_FLAGS = tuple(asdict(CPU_RECIPE))
 
 
@@ -38,8 +46,10 @@ def training_device_is_cuda() -> bool:
 
 def apply_recipe(args: argparse.Namespace, cuda: bool) -> None:
     """Fill the recipe's flags that are still None (not given) from the device's recipe; `args.recipe` names it."""
-    recipe = CUDA_RECIPE if cuda else CPU_RECIPE
-    for name, value in asdict(recipe).items():
+    values = asdict(CUDA_RECIPE if cuda else CPU_RECIPE)
+    if getattr(args, "noise_schedule", None) == "entropy_scaled":
+        values["snr_gamma"] = 0.0  # its noise level depends on each image: no SNR per timestep to weight by
+    for name, value in values.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.recipe = "cuda" if cuda else "cpu"
@@ -47,5 +57,6 @@ def apply_recipe(args: argparse.Namespace, cuda: bool) -> None:
 
 def describe_recipe(args: argparse.Namespace) -> str:
     """The recipe's part of the run's first line."""
-    length = "" if args.max_train_steps else f" and {args.num_epochs} epochs"  # --max_train_steps sets the length
-    return f"the {args.recipe} recipe's learning rate {args.learning_rate:g}{length} (flags given win)"
+    weighting = f", min-SNR-{args.snr_gamma:g} loss weighting" if args.snr_gamma else ""
+    length = f" and {args.num_epochs} epochs" if not args.max_train_steps else ""  # --max_train_steps sets the length
+    return f"the {args.recipe} recipe's learning rate {args.learning_rate:g}{weighting}{length} (flags given win)"
