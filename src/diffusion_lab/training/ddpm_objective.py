@@ -136,10 +136,10 @@ class DDPMObjective(Objective):
             prediction = model(noisy, timesteps).sample
         else:
             prediction = model(noisy, timesteps, class_labels=self.drop_labels(class_labels, generator)).sample
-        target = self.target(clean, noise, timesteps).float()
+        prediction, target = prediction.float(), self.target(clean, noise, timesteps).float()
         if self.snr_gamma is None:
-            return self.loss_fn(prediction.float(), target)
-        per_image = self.loss_fn(prediction.float(), target, reduction="none").mean(dim=tuple(range(1, clean.ndim)))
+            return self.loss_fn(prediction, target)
+        per_image = self.loss_fn(prediction, target, reduction="none").mean(dim=tuple(range(1, clean.ndim)))
         return (per_image * self.min_snr_weights(timesteps)).mean()
 
     def min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ def training_device_is_cuda() -> bool:
 def apply_recipe(args: argparse.Namespace, cuda: bool) -> None:
     """Fill the recipe's flags that are still None (not given) from the device's recipe; `args.recipe` names it."""
     values = asdict(CUDA_RECIPE if cuda else CPU_RECIPE)
-    if getattr(args, "noise_schedule", None) == "entropy_scaled":
+    if args.noise_schedule == "entropy_scaled":
         values["snr_gamma"] = 0.0  # its noise level depends on each image: no SNR per timestep to weight by
     for name, value in values.items():
         if getattr(args, name) is None:
