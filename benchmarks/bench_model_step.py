@@ -11,6 +11,7 @@ Variants (each a fresh copy of the same model, seed 0, batch of random tensors i
   fused          Adam(fused=True)
   threads2       torch.set_num_threads(2) around the step (the others use --threads)
   compile        torch.compile(model) (inductor); compile time is the first step, reported apart
+  no_mid_attention  a UNet without the self-attention of its middle block (as unet_small is built)
 Options combine with '+': bf16+channels_last is the trainer's CPU default (bf16) with channels-last weights.
 Rounds run the variants in turn (v1, v2, ..., v1, v2, ...) so that load from other processes hits all alike.
 """
@@ -27,7 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ("eager", "channels_last", "bf16", "foreach", "fused", "threads2", "compile")
+VARIANTS = ("eager", "channels_last", "bf16", "foreach", "fused", "threads2", "compile", "no_mid_attention")
 
 
 def variant(text: str) -> str:
@@ -55,6 +56,9 @@ def make_step(model_name: str, variant: str, batch_size: int, threads: int):
     options = set(variant.split("+"))
     torch.manual_seed(0)
     model = build_model(model_name, 28, 1, 1000)
+    if "no_mid_attention" in options:
+        # Without the config's private keys: `_use_default_values` would make from_config drop add_attention again.
+        model = type(model).from_config({**{k: v for k, v in model.config.items() if not k.startswith("_")}, "add_attention": False})
     memory_format = torch.channels_last if "channels_last" in options else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer_options = {"foreach": True} if "foreach" in options else {"fused": True} if "fused" in options else {}

@@ -1,6 +1,7 @@
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers.models.attention_processor import Attention
 
 from diffusion_lab.models import (
     CIFAR10_UNET,
@@ -79,8 +80,12 @@ def test_the_small_unet_halves_the_fast_unets_two_large_levels():
     small, fast = build_model("unet_small", 28, 1, 1000), build_model("unet_fast", 28, 1, 1000)
     assert tuple(small.config.block_out_channels) == (16, 32, 64) and tuple(fast.config.block_out_channels) == (32, 64, 64)
     assert small.config.layers_per_block == fast.config.layers_per_block == 1
-    assert sum(p.numel() for p in small.parameters()) == 636_465
+    assert sum(p.numel() for p in small.parameters()) == 619_697
     assert not any("Attn" in name for name in (*small.config.down_block_types, *small.config.up_block_types))
+    # No attention in the middle block either (unet_fast keeps its one there).
+    assert not small.config.add_attention and fast.config.add_attention
+    assert not any(isinstance(module, Attention) for module in small.modules())
+    assert any(isinstance(module, Attention) for module in fast.modules())
 
 
 def test_coursework_cnn_layers_and_time_features():

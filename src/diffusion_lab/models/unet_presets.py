@@ -2,9 +2,10 @@
 
 
 def unet_config(sample_size: int, channels: int, block_out_channels: tuple, attention_level: int | None,
-                layers_per_block: int = 2, norm_num_groups: int = 32, dropout: float | None = None) -> dict:
+                layers_per_block: int = 2, norm_num_groups: int = 32, dropout: float | None = None, mid_attention: bool = True) -> dict:
     """A `UNet2DModel` config: one down block per width in `block_out_channels` (each halving the resolution but the
-    last), self-attention at down level `attention_level` (None: nowhere) and at the up level that mirrors it.
+    last), self-attention at down level `attention_level` (None: none there) and at the up level that mirrors it, and
+    in the middle block at the lowest resolution unless `mid_attention` is False.
     `dropout` None leaves UNet2DModel's default (0) unwritten, as a config that never set it."""
     levels = range(len(block_out_channels))
     config = dict(
@@ -19,6 +20,8 @@ def unet_config(sample_size: int, channels: int, block_out_channels: tuple, atte
     )
     if dropout is not None:
         config["dropout"] = dropout
+    if not mid_attention:
+        config["add_attention"] = False
     return config
 
 
@@ -26,15 +29,16 @@ def unet_config(sample_size: int, channels: int, block_out_channels: tuple, atte
 _PRESET_NUMBERS = {
     # 28x28 allows two downsamplings (28 -> 14 -> 7); norm_num_groups=8 divides every width. Attention at 14x14.
     "unet_mnist": dict(sample_size=28, channels=1, block_out_channels=(32, 64, 64), attention_level=1, norm_num_groups=8),
-    # The fast MNIST UNet: one residual block per level and no attention. Attention at 14x14 (196 tokens) made the
+    # The fast MNIST UNet: one residual block per level and no attention but the middle block's (7x7). Attention at 14x14 (196 tokens) made the
     # preset above cost 5x more per step on a CPU; at equal training time this one draws better digits (README,
     # "Time to quality").
     "unet_fast": dict(sample_size=28, channels=1, block_out_channels=(32, 64, 64), attention_level=None, layers_per_block=1,
                       norm_num_groups=8),
     # Half unet_fast's width at 28x28 and 14x14, where a CPU step spends most of its time: 1.6x the steps per minute,
-    # and on a 2-core CPU better digits at 5 and 10 minutes (benchmarks/RESULTS.md, section 8).
+    # and on a 2-core CPU better digits at 5 and 10 minutes. No attention at all: the middle block's (49 tokens) took
+    # a sixth of a CPU training step, its backward pass most (benchmarks/RESULTS.md, section 8).
     "unet_small": dict(sample_size=28, channels=1, block_out_channels=(16, 32, 64), attention_level=None, layers_per_block=1,
-                       norm_num_groups=8),
+                       norm_num_groups=8, mid_attention=False),
     # Ho et al. 2020, CIFAR-10: 128 base channels, multipliers (1, 2, 2, 2), attention at 16x16,
     # two residual blocks per level, dropout 0.1 (35.7 M parameters).
     "unet_cifar10": dict(sample_size=32, channels=3, block_out_channels=(128, 256, 256, 256), attention_level=1, dropout=0.1),

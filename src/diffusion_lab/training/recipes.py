@@ -1,8 +1,8 @@
 """The default recipe of `train_ddpm.py` for the device it runs on.
 
 A 2-core CPU learns most per minute from many small steps: batches of 32, the small UNet (1.6x the steps per minute
-of unet_fast) and min-SNR-5 loss weighting each lowered the digit FD at 5 and 10 minutes of training, measured one
-at a time (benchmarks/RESULTS.md, section 8). A GPU takes 8x a batch of 128 for 1.2x the step time (an H200: 43 ms
+of unet_fast, 1.2x again without attention) and min-SNR-5 loss weighting each lowered the digit FD at 5 and 10
+minutes of training, measured one at a time (benchmarks/RESULTS.md, sections 8 and 9). A GPU takes 8x a batch of 128 for 1.2x the step time (an H200: 43 ms
 per step of 1,024 images against 36 ms for 128, issue 22), so its recipe trains unet_fast on batches of 1,024 at a
 higher learning rate, for about 3 minutes of an H100/H200, and writes grids and pipelines less often; the CPU's
 changes are unmeasured there, so it keeps the plain loss. Any of these flags given on the command line wins.
