@@ -202,6 +202,23 @@ def test_the_ema_in_a_checkpoint_is_read_from_safetensors_only(two_steps, tmp_pa
     assert status == 2 and len(lines) == 1 and "model_ema" in lines[0] and "pickled weights are never read" in lines[0], lines
 
 
+def test_a_checkpoint_of_a_model_built_otherwise_is_refused_naming_the_difference(two_steps, tmp_path, capsys):
+    """As a run of the previous unet_small (with its middle-block attention) resumed by this version would be."""
+    from diffusion_lab.training.checkpoints import write_manifest
+
+    folder = copy_of(two_steps, tmp_path)
+    config_path = folder / "checkpoint-2" / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "hidden_channels": [16, 32, 32, 8]}))
+    write_manifest(folder / "checkpoint-2")
+    before = snapshot(folder)
+    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
+    assert status == 2 and lines == [
+        "error: checkpoint-2's model is not the one this run builds: hidden_channels 16 32 32 8 (this run: 16 32 32 16): "
+        "resume it with the diffusion-lab version that wrote it, or start a new run in another --output_dir."]
+    assert snapshot(folder) == before
+
+
 def test_train_cold_refuses_to_resume_a_ddpm_checkpoint(two_steps, tmp_path, capsys):
     from diffusion_lab.commands import train_cold
 

@@ -166,6 +166,26 @@ def check_resumable(checkpoint: Path, config: dict, allow_unchecked: bool) -> st
     return f"warning: {checkpoint.name} has no {what}: resuming it unchecked (--allow_unchecked_resume)."
 
 
+def check_same_model(checkpoint: Path, model) -> None:
+    """Refuse, naming each difference, to resume `checkpoint` into a model built otherwise than the one it saved: a
+    preset that changed between versions (unet_small lost its middle-block attention on 2026-12-05) would otherwise
+    fail in load_state_dict, or load part of the weights."""
+    path = checkpoint / "model" / "config.json"
+    if not path.is_file():
+        return  # the manifest check names missing files
+    saved = json.loads(path.read_text())
+    differing = [
+        f"{name} {_shown(saved[name])} (this run: {_shown(value)})"
+        for name, value in model.config.items()
+        if not name.startswith("_") and name in saved and _comparable(saved[name]) != _comparable(value)
+    ]
+    if differing:
+        raise ValueError(
+            f"{checkpoint.name}'s model is not the one this run builds: {', '.join(differing)}: resume it with the "
+            "diffusion-lab version that wrote it, or start a new run in another --output_dir."
+        )
+
+
 def _comparable(value):
     return list(value) if isinstance(value, tuple) else value
 

@@ -47,6 +47,7 @@ from ..stopping import (
 from .arguments import ArgumentError, training_warnings, validate_training_args
 from .checkpoints import (
     check_resumable,
+    check_same_model,
     complete_checkpoints,
     last_checkpoint_name,
     register_checkpoint_hooks,
@@ -213,6 +214,8 @@ class Trainer:
         if checkpoint is not None and (warning := check_resumable(checkpoint, self.run_config, args.allow_unchecked_resume)):
             if accelerator.is_main_process:
                 print(warning, file=sys.stderr, flush=True)
+        if checkpoint is not None:
+            check_same_model(checkpoint, model)
         if checkpoint is not None and step_of(checkpoint) > self.max_train_steps:
             raise ArgumentError(
                 f"{checkpoint.name} is past the {self.max_train_steps} steps asked for: raise --max_train_steps / "
