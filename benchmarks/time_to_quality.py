@@ -3,7 +3,9 @@
     python benchmarks/time_to_quality.py --marks 10 20 30 45 60 --output_dir runs/ttq-default
     python benchmarks/time_to_quality.py --marks 5 10 --num_samples 500 --json --output_dir runs/ttq-lr -- --learning_rate 2e-3
 
-Everything after `--` is a train_ddpm.py flag; without any, the run is train_ddpm.py's default recipe. At each mark
+Everything after `--` is a train_ddpm.py flag; without any, the run is train_ddpm.py's default recipe. The run
+trains until its last mark (a constant learning rate is what that measures), or with --own_length for its own
+length, over which a decaying --lr_scheduler runs; its end is then scored too, and marks past it are dropped. At each mark
 (minutes of training time), the run's own sampler (the EMA weights, `--sampler`, `--num_inference_steps`) draws
 `--num_samples` images from the same noise, and they are scored with the project's digit metrics against the MNIST
 test split, next to the real-vs-real floor at the same N. The time spent sampling and scoring is not counted as
@@ -40,6 +42,11 @@ def parse_args(argv):
     parser.add_argument("--output_dir", required=True, help="The run folder (a new one).")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     parser.add_argument("--json", action="store_true", help="Print the curve as one JSON object.")
+    parser.add_argument(
+        "--own_length", action="store_true",
+        help="Train for the run's own length (its --num_epochs or --max_train_steps, over which a decaying "
+             "--lr_scheduler runs) instead of until the last mark; the run's end is scored too, and marks past it are dropped.",
+    )
     parser.add_argument("train_args", nargs="*", help="train_ddpm.py flags, after --.")
     args = parser.parse_args(argv)
     if any(mark <= 0 for mark in args.marks) or sorted(args.marks) != args.marks:
@@ -67,13 +74,17 @@ class QualityCurve:
         return time.perf_counter() - self.start - self.scoring_seconds
 
     def __call__(self, trainer) -> None:
-        if not self.marks or self.training_seconds() < self.marks[0] * 60:
+        run_ends = trainer.global_step >= trainer.max_train_steps
+        if not self.marks or (self.training_seconds() < self.marks[0] * 60 and not run_ends):
             return
         from diffusion_lab.evaluation import evaluate_images
         from diffusion_lab.sampling import image_grid
 
         minutes = self.training_seconds() / 60
-        mark = self.marks.pop(0)
+        # A run with its own length (--own_length) that ends before a mark is scored at its end, labelled by its minutes.
+        mark = self.marks.pop(0) if minutes >= self.marks[0] else round(minutes, 1)
+        if run_ends:
+            self.marks.clear()
         began = time.perf_counter()
         images = trainer.generate(self.num_samples, f"samples at {mark:g} min")
         sampling_seconds = time.perf_counter() - began
@@ -92,6 +103,7 @@ class QualityCurve:
             "class_fractions": [round(result[f"digit_class_{k}_fraction"], 4) for k in range(10)],
             "sampling_seconds": round(sampling_seconds, 1),
             "num_samples": self.num_samples,
+            "run_end": run_ends,
         }
         self.points.append(point)
         self.report["finished"] = not self.marks
@@ -155,7 +167,7 @@ def main(argv=None):
     from diffusion_lab.training.loop import Trainer
 
     train_argv = list(args.train_args)
-    if "--max_train_steps" not in train_argv:
+    if not args.own_length and "--max_train_steps" not in train_argv:
         train_argv += ["--max_train_steps", str(UNBOUNDED_STEPS)]
     train_args = parse_train_args([*train_argv, "--output_dir", args.output_dir])
     validate_training_args(train_args)

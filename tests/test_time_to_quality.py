@@ -156,3 +156,16 @@ def test_the_ancestral_sampler_takes_every_training_step_of_the_model_by_default
     assert use_sampler(pipeline, "ddpm", 4) == 4 and use_sampler(pipeline, "dpmsolver-sde") == 10
     images = pipeline(batch_size=1, num_inference_steps=use_sampler(pipeline, "ddim"), output_type="np").images
     assert images.shape == (1, 28, 28, 1)
+
+
+def test_own_length_scores_the_end_of_a_run_that_stops_before_its_marks(tmp_path):
+    output = tmp_path / "run"
+    result = run_script(ROOT / "benchmarks" / "time_to_quality.py", "--marks", "50", "100", "--num_samples", "8", "--json",
+                        "--own_length", "--output_dir", output, "--", *TINY_RUN, "--max_train_samples", "128",
+                        "--max_train_steps", "6", "--lr_scheduler", "cosine")
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = json.loads(result.stdout.strip().splitlines()[-1])
+    [point] = curve["points"]
+    assert point["run_end"] and point["steps"] == 6 and curve["finished"]
+    assert point["mark_minutes"] == round(point["minutes"], 1) < 50
+    assert (output / "time_to_quality" / f"mark_{point['mark_minutes']:g}.png").is_file()
