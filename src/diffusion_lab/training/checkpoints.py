@@ -133,12 +133,7 @@ def check_same_run(checkpoint: Path, config: dict) -> bool:
             f"{'cold' if 'Cold' in recorded['objective'] else 'ddpm'}.py), this is a {config.get('objective')} run: "
             "resume it with the script that wrote it, or start a new run in another --output_dir."
         )
-    differing = [
-        f"--{name} {_shown(recorded.get(name))} (this run: {_shown(value)})"
-        for name, value in config.items()
-        # A setting the checkpoint does not record (a flag added since) is not compared.
-        if name not in CHANGEABLE_ON_RESUME and name in recorded and _comparable(recorded[name]) != _comparable(value)
-    ]
+    differing = _differences(recorded, ((name, value) for name, value in config.items() if name not in CHANGEABLE_ON_RESUME), "--")
     if differing:
         raise ValueError(
             f"{checkpoint.name} was trained with other settings: {', '.join(differing)}: resume with the checkpoint's "
@@ -174,16 +169,19 @@ def check_same_model(checkpoint: Path, model) -> None:
     if not path.is_file():
         return  # the manifest check names missing files
     saved = json.loads(path.read_text())
-    differing = [
-        f"{name} {_shown(saved[name])} (this run: {_shown(value)})"
-        for name, value in model.config.items()
-        if not name.startswith("_") and name in saved and _comparable(saved[name]) != _comparable(value)
-    ]
+    differing = _differences(saved, ((name, value) for name, value in model.config.items() if not name.startswith("_")))
     if differing:
         raise ValueError(
             f"{checkpoint.name}'s model is not the one this run builds: {', '.join(differing)}: resume it with the "
             "diffusion-lab version that wrote it, or start a new run in another --output_dir."
         )
+
+
+def _differences(recorded: dict, current, prefix: str = "") -> list[str]:
+    """'<prefix>name recorded (this run: current)' for each (name, value) of `current` that `recorded` holds otherwise;
+    a name it does not record (a setting added since) is not compared."""
+    return [f"{prefix}{name} {_shown(recorded[name])} (this run: {_shown(value)})"
+            for name, value in current if name in recorded and _comparable(recorded[name]) != _comparable(value)]
 
 
 def _comparable(value):
