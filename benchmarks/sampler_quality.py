@@ -6,13 +6,15 @@ Each sampler (a scheduler swap that keeps the trained betas, `diffusion_lab.samp
 seeds; each set is scored with the digit metrics against the MNIST test split, beside the real-vs-real floor at the
 same N. The table gives each sampler's digit FD as a ratio to the last sampler's (the reference, by default DDPM
 ancestral with every training step), and its images/s. --mixed_precision bf16 (the default on CPUs and GPUs with
-native bf16) samples under bf16 autocast, as the trainer's grids do.
+native bf16) samples under bf16 autocast, as the trainer's grids do. `--seed 0 1000 2000` draws N images per seed
+and reports the mean FD and its standard deviation: one draw of 1,000 is noisy (benchmarks/RESULTS.md, section 11).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -28,7 +30,9 @@ def parse_args(argv):
                         help=f"name:steps, the last one the reference (names: {', '.join(SAMPLERS)}).")
     parser.add_argument("--num_samples", type=int, default=1000)
     parser.add_argument("--batch_size", type=int, default=250)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="Sampling seed; several (e.g. 0 1000 2000): one draw of N images each, the FD their mean "
+                             "(one draw of 1,000 moves it by 6-20 %%).")
     parser.add_argument("--mixed_precision", choices=("auto", "no", "bf16"), default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
@@ -64,25 +68,32 @@ def main(argv=None):
         use_sampler(pipeline, name, steps)
         pipeline.set_progress_bar_config(disable=True)
         autocast = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        began = time.perf_counter()
-        with autocast_with_fp32_outputs(pipeline.unet, autocast):
-            images = generate(pipeline, args.num_samples, args.batch_size, args.seed, steps)
-        seconds = time.perf_counter() - began
-        result = evaluate_images(torch.from_numpy(images).permute(0, 3, 1, 2), images_range="uint8", psnr_ssim=False, seed=0)
-        rows.append({"sampler": name, "steps": steps, "digit_fd": result["digit_fd"], "floor": result["digit_fd_real"],
-                     "digit_is": result["digit_is"], "seconds": round(seconds, 1), "images_per_second": args.num_samples / seconds})
-        print(f"{name}:{steps} done in {seconds:.0f} s: digit FD {result['digit_fd']:.1f}", file=sys.stderr, flush=True)
+        seconds, draws = 0.0, []
+        for seed in args.seed:
+            began = time.perf_counter()
+            with autocast_with_fp32_outputs(pipeline.unet, autocast):
+                images = generate(pipeline, args.num_samples, args.batch_size, seed, steps)
+            seconds += time.perf_counter() - began
+            draws.append(evaluate_images(torch.from_numpy(images).permute(0, 3, 1, 2), images_range="uint8", psnr_ssim=False, seed=0))
+        fd_draws = [draw["digit_fd"] for draw in draws]
+        rows.append({"sampler": name, "steps": steps, "digit_fd": statistics.fmean(fd_draws), "digit_fd_draws": fd_draws,
+                     "digit_fd_sd": statistics.stdev(fd_draws) if len(fd_draws) > 1 else None, "floor": draws[0]["digit_fd_real"],
+                     "digit_is": statistics.fmean(draw["digit_is"] for draw in draws), "seconds": round(seconds, 1),
+                     "images_per_second": args.num_samples * len(args.seed) / seconds})
+        print(f"{name}:{steps} done in {seconds:.0f} s: digit FD {' '.join(f'{fd:.1f}' for fd in fd_draws)}", file=sys.stderr, flush=True)
     reference = rows[-1]["digit_fd"]
     for row in rows:
         row["fd_vs_reference"] = row["digit_fd"] / reference
-    report = {"pipeline": args.pipeline, "num_samples": args.num_samples, "mixed_precision": precision, "rows": rows}
+    report = {"pipeline": args.pipeline, "num_samples": args.num_samples, "seeds": args.seed, "mixed_precision": precision, "rows": rows}
     if args.json:
         print(json.dumps(report))
         return
-    print(f"N = {args.num_samples}, {precision}, reference {rows[-1]['sampler']}:{rows[-1]['steps']}")
-    print(f"{'sampler':>14} {'digit FD':>9} {'floor':>7} {'vs ref':>7} {'IS':>6} {'img/s':>7}")
+    print(f"N = {args.num_samples}, {precision}, reference {rows[-1]['sampler']}:{rows[-1]['steps']}, "
+          f"{len(args.seed)} draw(s) per sampler (seeds {', '.join(map(str, args.seed))})")
+    print(f"{'sampler':>14} {'digit FD':>9} {'SD':>5} {'floor':>7} {'vs ref':>7} {'IS':>6} {'img/s':>7}")
     for row in rows:
-        print(f"{row['sampler'] + ':' + str(row['steps']):>14} {row['digit_fd']:9.1f} {row['floor']:7.1f} "
+        spread = f"{row['digit_fd_sd']:5.1f}" if row["digit_fd_sd"] is not None else f"{'-':>5}"
+        print(f"{row['sampler'] + ':' + str(row['steps']):>14} {row['digit_fd']:9.1f} {spread} {row['floor']:7.1f} "
               f"{row['fd_vs_reference']:7.3f} {row['digit_is']:6.2f} {row['images_per_second']:7.1f}")
 
 

@@ -8,7 +8,9 @@ trains until its last mark (a constant learning rate is what that measures), or 
 length, over which a decaying --lr_scheduler runs; its end is then scored too, and marks past it are dropped. At each mark
 (minutes of training time), the run's own sampler (the EMA weights, `--sampler`, `--num_inference_steps`) draws
 `--num_samples` images from the same noise, and they are scored with the project's digit metrics against the MNIST
-test split, next to the real-vs-real floor at the same N. The time spent sampling and scoring is not counted as
+test split, next to the real-vs-real floor at the same N. One draw of 1,000 images moves the digit FD by 6-20 %
+(benchmarks/RESULTS.md, section 11): `--draws K` scores K draws from different noise at each mark and reports
+their mean and standard deviation, which is what a comparison of two runs needs. The time spent sampling and scoring is not counted as
 training time; the run's own per-epoch work (validation, sample grid, pipeline save) is, as for a user.
 
 Writes to <output_dir>/time_to_quality/: curve.json, curve.png (digit FD against minutes, floor and 4x floor
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import textwrap
 import time
@@ -33,6 +36,8 @@ from diffusion_lab.run_files import write_json_atomically
 
 # A horizon far beyond any mark: the run ends at the last mark, not at a step count.
 UNBOUNDED_STEPS = 10**7
+# Draw k of a mark samples from the noise of seed --seed + k * DRAW_SEED_STRIDE (sampler_quality.py's seeds 0, 1000, 2000).
+DRAW_SEED_STRIDE = 1000
 
 
 def parse_args(argv):
@@ -40,6 +45,8 @@ def parse_args(argv):
     parser.add_argument("--marks", type=float, nargs="+", default=[10, 20, 30, 45, 60], help="Minutes of training time at which to score.")
     parser.add_argument("--num_samples", type=int, default=1000, help="N, images scored at each mark.")
     parser.add_argument("--output_dir", required=True, help="The run folder (a new one).")
+    parser.add_argument("--draws", type=int, default=1,
+                        help="Draws of N images per mark, from the noise of seeds --seed, --seed + 1000, ...; the mark's FD is their mean.")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     parser.add_argument("--json", action="store_true", help="Print the curve as one JSON object.")
     parser.add_argument(
@@ -53,6 +60,8 @@ def parse_args(argv):
         parser.error("--marks must be positive and increasing, e.g. --marks 10 20 30")
     if args.num_samples < 4:
         parser.error("--num_samples must be at least 4")
+    if args.draws < 1:
+        parser.error("--draws must be at least 1")
     return args
 
 
@@ -61,9 +70,10 @@ class QualityCurve:
     rewrites curve.json and curve.png (`report`, its points included) after each, so that a run stopped at a time
     budget keeps every mark it scored."""
 
-    def __init__(self, marks_minutes: list[float], num_samples: int, folder: Path, report: dict):
+    def __init__(self, marks_minutes: list[float], num_samples: int, draws: int, folder: Path, report: dict):
         self.marks = list(marks_minutes)
         self.num_samples = num_samples
+        self.draws = draws
         self.folder = folder
         self.report = report
         self.points: list[dict] = report["points"]
@@ -86,17 +96,26 @@ class QualityCurve:
         if run_ends:
             self.marks.clear()
         began = time.perf_counter()
-        images = trainer.generate(self.num_samples, f"samples at {mark:g} min")
-        sampling_seconds = time.perf_counter() - began
-        result = evaluate_images(images, psnr_ssim=False, seed=0)
-        image_grid(images[:64]).save(self.folder / f"mark_{mark:g}.png")
+        sampling_seconds, results = 0.0, []
+        for draw in range(self.draws):
+            label = f"samples at {mark:g} min" + (f", draw {draw + 1} of {self.draws}" if self.draws > 1 else "")
+            sampling_began = time.perf_counter()
+            images = trainer.generate(self.num_samples, label, seed=trainer.args.seed + DRAW_SEED_STRIDE * draw)
+            sampling_seconds += time.perf_counter() - sampling_began
+            results.append(evaluate_images(images, psnr_ssim=False, seed=0))
+            if draw == 0:
+                image_grid(images[:64]).save(self.folder / f"mark_{mark:g}.png")
         trainer.save_pipeline(self.folder / f"mark_{mark:g}")  # to compare samplers on it later (`evaluate`)
+        result = {name: statistics.fmean(draw[name] for draw in results) for name in results[0] if name.startswith("digit_")}
+        fd_draws = [draw["digit_fd"] for draw in results]
         point = {
             "mark_minutes": mark,
             "minutes": round(minutes, 3),
             "steps": trainer.global_step,
             "images_seen": trainer.global_step * trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps,
-            "digit_fd": result["digit_fd"],
+            "digit_fd": result["digit_fd"],  # the mean over the draws
+            "digit_fd_draws": fd_draws,
+            "digit_fd_sd": statistics.stdev(fd_draws) if len(fd_draws) > 1 else None,
             "floor": result["digit_fd_real"],
             "ratio": result["digit_fd"] / result["digit_fd_real"],
             "digit_is": result["digit_is"],
@@ -109,7 +128,8 @@ class QualityCurve:
         self.report["finished"] = not self.marks
         write_curve(self.report, self.folder)
         self.scoring_seconds += time.perf_counter() - began
-        print(f"[time to quality] {minutes:.1f} min, step {point['steps']}: digit FD {point['digit_fd']:.1f} "
+        spread = f" +- {point['digit_fd_sd']:.1f} over {self.draws} draws" if self.draws > 1 else ""
+        print(f"[time to quality] {minutes:.1f} min, step {point['steps']}: digit FD {point['digit_fd']:.1f}{spread} "
               f"(floor {point['floor']:.1f}, {point['ratio']:.1f}x), IS {point['digit_is']:.2f}; "
               f"sampled in {sampling_seconds:.0f} s", flush=True)
         if not self.marks:
@@ -125,15 +145,18 @@ def cpu_name() -> str:
 
 
 def plot_curves(curves: dict[str, list[dict]], title: str, path: Path) -> None:
-    """Digit FD against training minutes, one line per labelled list of points, with the first curve's floor and
-    4x floor (the floor depends only on N)."""
+    """Digit FD against training minutes, one line per labelled list of points (with their draws' spread where
+    there were several), with the first curve's floor and 4x floor (the floor depends only on N)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
     for label, points in curves.items():
-        axes.plot([point["minutes"] for point in points], [point["digit_fd"] for point in points], "o-", label=label)
+        # Curves scored over several draws (--draws) carry their spread: one standard deviation either side.
+        spread = [point.get("digit_fd_sd") or 0 for point in points]
+        axes.errorbar([point["minutes"] for point in points], [point["digit_fd"] for point in points], yerr=spread, fmt="o-",
+                      capsize=3, label=label)
     points = next(iter(curves.values()))
     minutes, floor = [point["minutes"] for point in points], [point["floor"] for point in points]
     axes.plot(minutes, floor, "k--", label="real vs real (floor)")
@@ -177,6 +200,7 @@ def main(argv=None):
     report = {
         "command": "train_ddpm.py " + " ".join(args.train_args),
         "num_samples": args.num_samples,
+        "draws": args.draws,
         "sampler": f"{train_args.sampler}, {train_args.num_inference_steps or 'default'} steps",
         "mixed_precision": train_args.mixed_precision,
         "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
@@ -186,7 +210,7 @@ def main(argv=None):
         "points": [],
     }
     write_curve(report, folder)
-    trainer.train(after_step=QualityCurve(args.marks, args.num_samples, folder, report))
+    trainer.train(after_step=QualityCurve(args.marks, args.num_samples, args.draws, folder, report))
     if args.json:
         print(json.dumps(report))
 

@@ -27,6 +27,7 @@ def test_the_benchmark_prints_a_complete_curve_with_two_points(tmp_path):
         assert point["floor"] > 0 and point["ratio"] == pytest.approx(point["digit_fd"] / point["floor"])
         assert sum(point["class_fractions"]) == pytest.approx(1, abs=1e-3)
         assert point["images_seen"] == point["steps"] * 32
+        assert point["digit_fd_draws"] == [point["digit_fd"]] and point["digit_fd_sd"] is None  # one draw by default
     folder = output / "time_to_quality"
     assert json.loads((folder / "curve.json").read_text())["points"] == points
     for name in ("curve.png", "mark_0.02.png", "mark_0.04.png"):
@@ -51,12 +52,19 @@ def test_the_benchmark_prints_a_complete_curve_with_two_points(tmp_path):
     assert not (tmp_path / "mixed.png").exists()
 
     # The sampler comparison on the pipeline the run left: the last sampler is the reference.
+    # Two seeds: two draws from different noise per sampler, the FD their mean.
     result = run_script(ROOT / "benchmarks" / "sampler_quality.py", output, "--num_samples", "8", "--batch_size", "4",
-                        "--samplers", "dpmsolver-sde:2", "ddpm:3", "--json")
+                        "--samplers", "dpmsolver-sde:2", "ddpm:3", "--seed", "0", "1000", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads(result.stdout.strip().splitlines()[-1])["rows"]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = report["rows"]
+    assert report["seeds"] == [0, 1000]
     assert [(row["sampler"], row["steps"]) for row in rows] == [("dpmsolver-sde", 2), ("ddpm", 3)]
     assert rows[1]["fd_vs_reference"] == 1 and rows[0]["fd_vs_reference"] == pytest.approx(rows[0]["digit_fd"] / rows[1]["digit_fd"])
+    for row in rows:
+        first, second = row["digit_fd_draws"]
+        assert first != second and row["digit_fd"] == pytest.approx((first + second) / 2)
+        assert row["digit_fd_sd"] == pytest.approx(abs(first - second) / 2 ** 0.5)
 
 
 def model_calls_of_one_sample(*flags) -> int:
@@ -160,12 +168,28 @@ def test_the_ancestral_sampler_takes_every_training_step_of_the_model_by_default
 
 def test_own_length_scores_the_end_of_a_run_that_stops_before_its_marks(tmp_path):
     output = tmp_path / "run"
-    result = run_script(ROOT / "benchmarks" / "time_to_quality.py", "--marks", "50", "100", "--num_samples", "8", "--json",
+    result = run_script(ROOT / "benchmarks" / "time_to_quality.py", "--marks", "50", "100", "--num_samples", "8", "--json", "--draws", "3",
                         "--own_length", "--output_dir", output, "--", *TINY_RUN, "--max_train_samples", "128",
                         "--max_train_steps", "6", "--lr_scheduler", "cosine")
     assert result.returncode == 0, result.stderr[-3000:]
     curve = json.loads(result.stdout.strip().splitlines()[-1])
     [point] = curve["points"]
     assert point["run_end"] and point["steps"] == 6 and curve["finished"]
+    # Three draws from different noise, the point's FD their mean and ratio that mean over the floor.
+    draws = point["digit_fd_draws"]
+    assert curve["draws"] == 3 and len(set(draws)) == 3
+    assert point["digit_fd"] == pytest.approx(sum(draws) / 3) and point["ratio"] == pytest.approx(point["digit_fd"] / point["floor"])
+    mean = sum(draws) / 3
+    assert point["digit_fd_sd"] == pytest.approx((sum((fd - mean) ** 2 for fd in draws) / 2) ** 0.5)
     assert point["mark_minutes"] == round(point["minutes"], 1) < 50
     assert (output / "time_to_quality" / f"mark_{point['mark_minutes']:g}.png").is_file()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--marks", "10", "5"), "--marks must be positive and increasing"),
+    (("--draws", "0"), "--draws must be at least 1"),
+])
+def test_the_benchmark_refuses_bad_marks_and_draws_before_training(tmp_path, flags, message):
+    result = run_script(ROOT / "benchmarks" / "time_to_quality.py", "--output_dir", tmp_path / "run", *flags)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "run").exists()

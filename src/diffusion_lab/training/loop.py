@@ -374,12 +374,12 @@ class Trainer:
         finally:
             self.ema.restore(model.parameters())
 
-    def generate(self, num_images: int, description: str) -> torch.Tensor:
+    def generate(self, num_images: int, description: str, seed: int | None = None) -> torch.Tensor:
         """`num_images` images in [-1, 1] from the saved (EMA) weights with the run's sampler, in batches of
-        --eval_batch_size, from the same noise at every call. A stop signal ends it at the next model call
-        (SamplingStopped)."""
+        --eval_batch_size, from the same noise at every call (that of `seed`, by default --seed). A stop signal ends
+        it at the next model call (SamplingStopped)."""
         args = self.args
-        generator = torch.Generator().manual_seed(args.seed)
+        generator = torch.Generator().manual_seed(args.seed if seed is None else seed)
         sizes = [min(args.eval_batch_size, num_images - start) for start in range(0, num_images, args.eval_batch_size)]
         # One batch (a grid): the sampler's own bar over its steps; several: a bar over the batches.
         per_step = description if len(sizes) == 1 else None
