@@ -44,6 +44,8 @@ def parse_args(argv):
             parser.error(f"--samplers {item!r}: write name:steps, e.g. dpmsolver:20")
         samplers.append((name, int(steps)))
     args.samplers = samplers
+    if len(set(args.seed)) < len(args.seed):
+        parser.error(f"--seed {' '.join(map(str, args.seed))}: give each seed once (each one is a draw), e.g. --seed 0 1000 2000")
     return args
 
 

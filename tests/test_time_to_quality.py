@@ -193,3 +193,8 @@ def test_the_benchmark_refuses_bad_marks_and_draws_before_training(tmp_path, fla
     result = run_script(ROOT / "benchmarks" / "time_to_quality.py", "--output_dir", tmp_path / "run", *flags)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_sampler_comparison_refuses_a_repeated_seed(tmp_path):
+    result = run_script(ROOT / "benchmarks" / "sampler_quality.py", tmp_path / "no-pipeline", "--seed", "0", "0")
+    assert result.returncode == 2 and "give each seed once" in result.stderr
