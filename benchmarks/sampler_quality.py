@@ -51,6 +51,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from time_to_quality import digit_fd_over_draws
+
     from diffusion_lab.evaluation import evaluate_images
     from diffusion_lab.pipelines.export import load_pipeline
     from diffusion_lab.sampling import (
@@ -77,12 +79,11 @@ def main(argv=None):
                 images = generate(pipeline, args.num_samples, args.batch_size, seed, steps)
             seconds += time.perf_counter() - began
             draws.append(evaluate_images(torch.from_numpy(images).permute(0, 3, 1, 2), images_range="uint8", psnr_ssim=False, seed=0))
-        fd_draws = [draw["digit_fd"] for draw in draws]
-        rows.append({"sampler": name, "steps": steps, "digit_fd": statistics.fmean(fd_draws), "digit_fd_draws": fd_draws,
-                     "digit_fd_sd": statistics.stdev(fd_draws) if len(fd_draws) > 1 else None, "floor": draws[0]["digit_fd_real"],
+        fd = digit_fd_over_draws(draws)
+        rows.append({"sampler": name, "steps": steps, **fd, "floor": draws[0]["digit_fd_real"],
                      "digit_is": statistics.fmean(draw["digit_is"] for draw in draws), "seconds": round(seconds, 1),
                      "images_per_second": args.num_samples * len(args.seed) / seconds})
-        print(f"{name}:{steps} done in {seconds:.0f} s: digit FD {' '.join(f'{fd:.1f}' for fd in fd_draws)}", file=sys.stderr, flush=True)
+        print(f"{name}:{steps} done in {seconds:.0f} s: digit FD {' '.join(f'{value:.1f}' for value in fd['digit_fd_draws'])}", file=sys.stderr, flush=True)
     reference = rows[-1]["digit_fd"]
     for row in rows:
         row["fd_vs_reference"] = row["digit_fd"] / reference

@@ -40,6 +40,13 @@ UNBOUNDED_STEPS = 10**7
 DRAW_SEED_STRIDE = 1000
 
 
+def digit_fd_over_draws(results: list[dict]) -> dict:
+    """Each draw's digit FD (`evaluate_images` results), their mean and, with several draws, standard deviation."""
+    fd_draws = [result["digit_fd"] for result in results]
+    return {"digit_fd": statistics.fmean(fd_draws), "digit_fd_draws": fd_draws,
+            "digit_fd_sd": statistics.stdev(fd_draws) if len(fd_draws) > 1 else None}
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--marks", type=float, nargs="+", default=[10, 20, 30, 45, 60], help="Minutes of training time at which to score.")
@@ -107,15 +114,12 @@ class QualityCurve:
                 image_grid(images[:64]).save(self.folder / f"mark_{mark:g}.png")
         trainer.save_pipeline(self.folder / f"mark_{mark:g}")  # to compare samplers on it later (`evaluate`)
         result = {name: statistics.fmean(draw[name] for draw in results) for name in results[0] if name.startswith("digit_")}
-        fd_draws = [draw["digit_fd"] for draw in results]
         point = {
             "mark_minutes": mark,
             "minutes": round(minutes, 3),
             "steps": trainer.global_step,
             "images_seen": trainer.global_step * trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps,
-            "digit_fd": result["digit_fd"],  # the mean over the draws
-            "digit_fd_draws": fd_draws,
-            "digit_fd_sd": statistics.stdev(fd_draws) if len(fd_draws) > 1 else None,
+            **digit_fd_over_draws(results),
             "floor": result["digit_fd_real"],
             "ratio": result["digit_fd"] / result["digit_fd_real"],
             "digit_is": result["digit_is"],
