@@ -8,6 +8,8 @@ same N. The table gives each sampler's digit FD as a ratio to the last sampler's
 ancestral with every training step), and its images/s. --mixed_precision bf16 (the default on CPUs and GPUs with
 native bf16) samples under bf16 autocast, as the trainer's grids do. `--seed 0 1000 2000` draws N images per seed
 and reports the mean FD and its standard deviation: one draw of 1,000 is noisy (benchmarks/RESULTS.md, section 11).
+A class-conditional pipeline draws N / K images of each of its K classes, with --guidance_scale (default 1, the plain
+conditional model), as `diffusion-lab evaluate` does.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, nargs="+", default=[0],
                         help="Sampling seed; several (e.g. 0 1000 2000): one draw of N images each, the FD their mean "
                              "(one draw of 1,000 moves it by 6-20 %%).")
+    parser.add_argument("--guidance_scale", type=float, default=None,
+                        help="Class-conditional pipelines: the guidance scale w (default 1: the plain conditional model).")
     parser.add_argument("--mixed_precision", choices=("auto", "no", "bf16"), default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
@@ -47,6 +51,21 @@ def parse_args(argv):
     if len(set(args.seed)) < len(args.seed):
         parser.error(f"--seed {' '.join(map(str, args.seed))}: give each seed once (each one is a draw), e.g. --seed 0 1000 2000")
     return args
+
+
+def class_labels_and_guidance(pipeline, args):
+    """A class-conditional pipeline's labels (N / K of each class) and guidance scale; None and no options otherwise."""
+    from diffusion_lab.sampling import is_class_conditional, labels_for_samples
+
+    if not is_class_conditional(pipeline):
+        if args.guidance_scale is not None:
+            raise SystemExit("error: --guidance_scale applies to class-conditional pipelines only: drop it.")
+        return None, {}
+    guidance_scale = 1.0 if args.guidance_scale is None else args.guidance_scale
+    try:
+        return labels_for_samples(pipeline, None, args.num_samples), {"guidance_scale": guidance_scale}
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def main(argv=None):
@@ -71,12 +90,13 @@ def main(argv=None):
             raise SystemExit("error: this pipeline keeps its own sampler (cold diffusion, DES): nothing to compare.")
         use_sampler(pipeline, name, steps)
         pipeline.set_progress_bar_config(disable=True)
+        labels, options = class_labels_and_guidance(pipeline, args)
         autocast = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
         seconds, draws = 0.0, []
         for seed in args.seed:
             began = time.perf_counter()
             with autocast_with_fp32_outputs(pipeline.unet, autocast):
-                images = generate(pipeline, args.num_samples, args.batch_size, seed, steps)
+                images = generate(pipeline, len(labels) if labels else args.num_samples, args.batch_size, seed, steps, labels, **options)
             seconds += time.perf_counter() - began
             draws.append(evaluate_images(torch.from_numpy(images).permute(0, 3, 1, 2), images_range="uint8", psnr_ssim=False, seed=0))
         fd = digit_fd_over_draws(draws)
@@ -87,11 +107,13 @@ def main(argv=None):
     reference = rows[-1]["digit_fd"]
     for row in rows:
         row["fd_vs_reference"] = row["digit_fd"] / reference
-    report = {"pipeline": args.pipeline, "num_samples": args.num_samples, "seeds": args.seed, "mixed_precision": precision, "rows": rows}
+    report = {"pipeline": args.pipeline, "num_samples": args.num_samples, "seeds": args.seed, "mixed_precision": precision,
+              "guidance_scale": options.get("guidance_scale"), "rows": rows}
     if args.json:
         print(json.dumps(report))
         return
-    print(f"N = {args.num_samples}, {precision}, reference {rows[-1]['sampler']}:{rows[-1]['steps']}, "
+    guidance = "" if report["guidance_scale"] is None else f", class-conditional, guidance {report['guidance_scale']:g}"
+    print(f"N = {args.num_samples}{guidance}, {precision}, reference {rows[-1]['sampler']}:{rows[-1]['steps']}, "
           f"{len(args.seed)} draw(s) per sampler (seeds {', '.join(map(str, args.seed))})")
     print(f"{'sampler':>14} {'digit FD':>9} {'SD':>5} {'floor':>7} {'vs ref':>7} {'IS':>6} {'img/s':>7}")
     for row in rows:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import (
     DDIMScheduler,
+    DDPMPipeline,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     UNet2DModel,
@@ -32,7 +33,7 @@ def tiny_unet(num_classes=10, sample_size=8):
     return UNet2DModel(
         sample_size=sample_size, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
-        num_class_embeds=num_classes + 1,
+        num_class_embeds=None if num_classes is None else num_classes + 1,
     )
 
 
@@ -417,3 +418,58 @@ def test_a_short_real_run_draws_digits_the_classifier_reads_as_their_class(tmp_p
     per_class = [(predicted[labels == k] == k).float().mean().item() for k in range(10)]
     above_chance = sum(accuracy > 0.1 for accuracy in per_class)
     assert above_chance >= 6, per_class  # most classes read as themselves more often than chance (10 %)
+
+
+def test_the_sampler_comparison_draws_every_class_of_a_conditional_pipeline(tmp_path):
+    """sampler_quality draws N / K images of each class with the guidance asked for: w changes the images only
+    where labels are given (the null class alone would make every w the same), so the two FDs differ."""
+    folder = tmp_path / "conditional"
+    save_pipeline(ClassConditionalDDPMPipeline(tiny_unet(sample_size=28), DDPMScheduler(num_train_timesteps=20), class_names=DIGITS), folder)
+    reports = {}
+    for scale in ("0", "3"):
+        result = run_script("benchmarks/sampler_quality.py", folder, "--num_samples", "20", "--batch_size", "20",
+                            "--samplers", "ddpm:2", "--guidance_scale", scale, "--json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports[scale] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reports["0"]["guidance_scale"] == 0 and reports["3"]["guidance_scale"] == 3
+    assert reports["0"]["rows"][0]["digit_fd"] != reports["3"]["rows"][0]["digit_fd"]
+
+    result = run_script("benchmarks/sampler_quality.py", folder, "--num_samples", "5", "--samplers", "ddpm:2")
+    assert result.returncode == 1 and "--num_samples 5 is fewer than the 10 classes drawn" in result.stderr
+
+    unconditional = tmp_path / "unconditional"
+    save_pipeline(DDPMPipeline(tiny_unet(num_classes=None, sample_size=28), DDPMScheduler(num_train_timesteps=20)), unconditional)
+    result = run_script("benchmarks/sampler_quality.py", unconditional, "--samplers", "ddpm:2", "--guidance_scale", "2")
+    assert result.returncode == 1 and "--guidance_scale applies to class-conditional pipelines only" in result.stderr
+
+
+def test_the_runs_evaluation_draws_an_equal_share_of_each_class_over_all_its_batches(tmp_path, monkeypatch):
+    """In-run scoring draws N images in batches of --eval_batch_size: the classes are shared out over all N (2 of each
+    of 10 classes in 20 images), not over each batch (a batch of 4 would then hold classes 0, 2, 5 and 7 only)."""
+    import argparse
+
+    from accelerate.state import AcceleratorState
+
+    from diffusion_lab.training import loop
+    from diffusion_lab.training.arguments import add_training_args, validate_training_args
+    from diffusion_lab.training.ddpm_objective import add_ddpm_args
+
+    parser = argparse.ArgumentParser()
+    add_training_args(parser)
+    add_ddpm_args(parser)
+    args = parser.parse_args(["--model", "cnn", "--class_conditional", "--max_train_samples", "64", "--train_batch_size", "16", "--eval_batch_size", "4",
+                              "--logger", "none", "--mixed_precision", "no", "--output_dir", str(tmp_path / "run")])
+    validate_training_args(args)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer = loop.Trainer(args, DDPMObjective.from_args(args), ["train_ddpm.py"])
+    drawn = []
+
+    def record(pipeline, num_images, generator, *rest, class_labels=None, **kwargs):
+        drawn.append(class_labels)
+        return torch.zeros(num_images, 1, 28, 28)
+
+    monkeypatch.setattr(loop, "draw", record)
+    assert trainer.generate(20, "scoring").shape == (20, 1, 28, 28)
+    trainer.release_run_folder()
+    assert [len(labels) for labels in drawn] == [4] * 5
+    assert torch.cat(drawn).tolist() == [label for label in range(10) for _ in range(2)]

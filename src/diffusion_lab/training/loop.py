@@ -376,11 +376,14 @@ class Trainer:
 
     def generate(self, num_images: int, description: str, seed: int | None = None) -> torch.Tensor:
         """`num_images` images in [-1, 1] from the saved (EMA) weights with the run's sampler, in batches of
-        --eval_batch_size, from the same noise at every call (that of `seed`, by default --seed). A stop signal ends
-        it at the next model call (SamplingStopped)."""
+        --eval_batch_size, from the same noise at every call (that of `seed`, by default --seed). Class-conditional
+        runs draw an equal share of each class over all `num_images` (the classes in order). A stop signal ends it at
+        the next model call (SamplingStopped)."""
         args = self.args
         generator = torch.Generator().manual_seed(args.seed if seed is None else seed)
-        sizes = [min(args.eval_batch_size, num_images - start) for start in range(0, num_images, args.eval_batch_size)]
+        starts = range(0, num_images, args.eval_batch_size)
+        sizes = [min(args.eval_batch_size, num_images - start) for start in starts]
+        labels = self.objective.grid_labels(num_images)
         # One batch (a grid): the sampler's own bar over its steps; several: a bar over the batches.
         per_step = description if len(sizes) == 1 else None
         batches = tqdm(sizes, desc=description, leave=False, disable=None if len(sizes) > 1 and self.accelerator.is_local_main_process else True)
@@ -389,8 +392,9 @@ class Trainer:
             with self.signals.interrupting(model), autocast_with_fp32_outputs(model, self.accelerator.autocast()):
                 pipeline = self.objective.pipeline(model)
                 return torch.cat([draw(pipeline, size, generator, args.num_inference_steps, progress=per_step,
-                                       class_labels=self.objective.grid_labels(size), **self.objective.sampling_options())
-                                  for size in batches]).float()
+                                       class_labels=None if labels is None else labels[start : start + size],
+                                       **self.objective.sampling_options())
+                                  for start, size in zip(starts, batches)]).float()
 
         return self._with_ema_weights(draw_batches)
 
