@@ -6,9 +6,9 @@ import argparse
 
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
-from diffusers.training_utils import compute_snr
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
-from ..argument_types import at_least_two, non_negative_float, open_unit_interval
+from ..argument_types import at_least_two, non_negative_float, open_unit_interval, positive_float, real
 from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
@@ -36,6 +36,13 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
              "(5 on a CPU, off on a GPU).",
     )
     group.add_argument(
+        "--timestep_sampling", choices=TIMESTEP_SAMPLING, default="uniform",
+        help="How training draws each image's timestep: uniform over 0..T-1, or logit_normal (Esser et al. 2024): "
+             "t/T = sigmoid(n), n ~ N(--logit_mean, --logit_std^2), most steps in the middle of the schedule.",
+    )
+    group.add_argument("--logit_mean", type=real, default=None, help="--timestep_sampling logit_normal: the mean of n (default 0: t = T/2).")
+    group.add_argument("--logit_std", type=positive_float, default=None, help="--timestep_sampling logit_normal: the spread of n (default 1).")
+    group.add_argument(
         "--variance_type", choices=VARIANCE_TYPES, default="fixed_small",
         help="Reverse variance: posterior variance (fixed_small) or beta_t (fixed_large, the seeds' Algorithm 18.2).",
     )
@@ -51,11 +58,25 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")
+
+
 # The flags that set the scheduler options, for messages in the user's terms.
 SCHEDULE_FLAGS = {
     "num_train_timesteps": "--ddpm_num_steps", "beta_start": "--beta_start", "beta_end": "--beta_end",
     "prediction_type": "--prediction_type", "variance_type": "--variance_type",
 }
+
+
+def logit_normal_of(args: argparse.Namespace) -> tuple[float, float] | None:
+    """(mean, std) of --timestep_sampling logit_normal; None for uniform, whose runs must not set either."""
+    if args.timestep_sampling != "logit_normal":
+        given = [flag for flag, value in (("--logit_mean", args.logit_mean), ("--logit_std", args.logit_std)) if value is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ArgumentError(f"{' and '.join(given)} {verb} to --timestep_sampling logit_normal only: add that or drop {given[0]}.")
+        return None
+    return (0.0 if args.logit_mean is None else args.logit_mean, 1.0 if args.logit_std is None else args.logit_std)
 
 
 def build_ddpm_scheduler(args: argparse.Namespace) -> DDPMScheduler:
@@ -97,7 +118,7 @@ class DDPMObjective(Objective):
     default_loss = "mse"
 
     def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str = DEFAULT_SAMPLER,
-                 snr_gamma: float | None = None):
+                 snr_gamma: float | None = None, logit_normal: tuple[float, float] | None = None):
         snr_gamma = snr_gamma or None  # 0: off
         if snr_gamma is not None and isinstance(scheduler, EntropyScaledDDPMScheduler):
             # Its noise level depends on each image's entropy, so alphas_cumprod does not give the SNR.
@@ -106,10 +127,11 @@ class DDPMObjective(Objective):
         self.loss_fn = LOSSES[loss]
         self.sampler = sampler
         self.snr_gamma = snr_gamma
+        self.logit_normal = logit_normal  # (mean, std) of logit(t / T); None: uniform timesteps
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DDPMObjective":
-        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss, args.sampler, args.snr_gamma)
+        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss, args.sampler, args.snr_gamma, logit_normal_of(args))
 
     @property
     def num_train_timesteps(self) -> int:
@@ -130,7 +152,7 @@ class DDPMObjective(Objective):
         # Drawn on the device in training (no host work or transfer in a step), on the generator's CPU otherwise.
         device = clean.device if generator is None else "cpu"
         noise = torch.randn(clean.shape, generator=generator, device=device).to(clean.device)
-        timesteps = torch.randint(0, self.num_train_timesteps, (clean.shape[0],), generator=generator, device=device).to(clean.device)
+        timesteps = self.draw_timesteps(clean.shape[0], generator, device).to(clean.device)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
         if class_labels is None:
             prediction = model(noisy, timesteps).sample
@@ -141,6 +163,14 @@ class DDPMObjective(Objective):
             return self.loss_fn(prediction, target)
         per_image = self.loss_fn(prediction, target, reduction="none").mean(dim=tuple(range(1, clean.ndim)))
         return (per_image * self.min_snr_weights(timesteps)).mean()
+
+    def draw_timesteps(self, batch_size: int, generator: torch.Generator | None, device) -> torch.Tensor:
+        """One training timestep per image: uniform, or t = floor(T u) with logit(u) normal (diffusers' SD3 density)."""
+        if self.logit_normal is None:
+            return torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator, device=device)
+        mean, std = self.logit_normal
+        u = compute_density_for_timestep_sampling("logit_normal", batch_size, mean, std, device=device, generator=generator)
+        return (u * self.num_train_timesteps).long().clamp(max=self.num_train_timesteps - 1)
 
     def min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """min(SNR, gamma) as a weight on the x0 error, written for the network's target: / SNR for epsilon,
