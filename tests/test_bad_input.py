@@ -185,6 +185,8 @@ SCRIPT_NUMERIC_CASES = {
         ("beta_end", "nan", "must be a finite number"),
         ("snr_gamma", -1, "must not be negative"),
         ("snr_gamma", "nan", "must be a finite number"),
+        ("logit_mean", "nan", "must be a finite number", "--timestep_sampling", "logit_normal"),
+        ("logit_std", 0, "must be a positive number", "--timestep_sampling", "logit_normal"),
     ],
     "train_cold.py": [
         ("group_size", 0, "--group_size 0 must be a positive integer"),
