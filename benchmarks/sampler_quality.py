@@ -91,18 +91,19 @@ def main(argv=None):
         use_sampler(pipeline, name, steps)
         pipeline.set_progress_bar_config(disable=True)
         labels, options = class_labels_and_guidance(pipeline, args)
+        num_images = args.num_samples if labels is None else len(labels)  # N // K of each of K classes
         autocast = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
         seconds, draws = 0.0, []
         for seed in args.seed:
             began = time.perf_counter()
             with autocast_with_fp32_outputs(pipeline.unet, autocast):
-                images = generate(pipeline, len(labels) if labels else args.num_samples, args.batch_size, seed, steps, labels, **options)
+                images = generate(pipeline, num_images, args.batch_size, seed, steps, labels, **options)
             seconds += time.perf_counter() - began
             draws.append(evaluate_images(torch.from_numpy(images).permute(0, 3, 1, 2), images_range="uint8", psnr_ssim=False, seed=0))
         fd = digit_fd_over_draws(draws)
         rows.append({"sampler": name, "steps": steps, **fd, "floor": draws[0]["digit_fd_real"],
                      "digit_is": statistics.fmean(draw["digit_is"] for draw in draws), "seconds": round(seconds, 1),
-                     "images_per_second": args.num_samples * len(args.seed) / seconds})
+                     "images_per_second": num_images * len(args.seed) / seconds})
         print(f"{name}:{steps} done in {seconds:.0f} s: digit FD {' '.join(f'{value:.1f}' for value in fd['digit_fd_draws'])}", file=sys.stderr, flush=True)
     reference = rows[-1]["digit_fd"]
     for row in rows:
