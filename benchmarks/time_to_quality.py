@@ -14,8 +14,8 @@ their mean and standard deviation, which is what a comparison of two runs needs.
 training time; the run's own per-epoch work (validation, sample grid, pipeline save) is, as for a user.
 
 Writes to <output_dir>/time_to_quality/: curve.json, curve.png (digit FD against minutes, floor and 4x floor
-drawn), both rewritten after every mark ("finished" once the last is scored), mark_<minutes>.png (the first 64
-samples of each mark) and mark_<minutes>/, the pipeline scored there (for `diffusion-lab evaluate` with other samplers).
+drawn), both rewritten after every mark ("finished" once the last is scored), mark_<minutes>.png (64 samples of
+each mark, every (N / 64)-th, so that a class-conditional run's grid shows every class) and mark_<minutes>/, the pipeline scored there (for `diffusion-lab evaluate` with other samplers).
 --json prints the curve as one JSON object.
 """
 
@@ -111,7 +111,7 @@ class QualityCurve:
             sampling_seconds += time.perf_counter() - sampling_began
             results.append(evaluate_images(images, psnr_ssim=False, seed=0))
             if draw == 0:
-                image_grid(images[:64]).save(self.folder / f"mark_{mark:g}.png")
+                image_grid(images[:: max(1, len(images) // 64)][:64]).save(self.folder / f"mark_{mark:g}.png")
         trainer.save_pipeline(self.folder / f"mark_{mark:g}")  # to compare samplers on it later (`evaluate`)
         result = {name: statistics.fmean(draw[name] for draw in results) for name in results[0] if name.startswith("digit_")}
         point = {
