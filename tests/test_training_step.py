@@ -63,8 +63,13 @@ def test_the_graphed_step_trains_as_the_eager_step_does(mixed_precision):
     graphed = _train(GraphedTrainingStep, graphed=True, mixed_precision=mixed_precision)
     np.testing.assert_allclose(graphed[0], eager[0], rtol=1e-4)
     assert eager[0][0] != eager[0][-1]  # it trained
+    # Where bf16 is emulated (CPUs without AVX512-BF16/AMX), the two autocast contexts round some gradients differently
+    # (bf16 keeps 8 bits), and Adam, which divides by the gradient's size, turns that into update differences of up to
+    # 7 % of one step (lr 2e-3) where a gradient is near zero (seen on a Zen 3 CPU). So under bf16 each weight must
+    # agree within a quarter of one step; a missing or wrong step moves every weight by about a whole one.
+    atol = 2e-3 / 4 if mixed_precision == "bf16" else 1e-6
     for graphed_weight, eager_weight in zip(graphed[1] + graphed[2], eager[1] + eager[2]):
-        torch.testing.assert_close(graphed_weight, eager_weight, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(graphed_weight, eager_weight, rtol=1e-4, atol=atol)
     assert graphed[3].optimization_step == eager[3].optimization_step == 6
     assert graphed[3].cur_decay_value == pytest.approx(eager[3].cur_decay_value)
     # The learning rate lives on the device and follows the warm-up: 3 warm-up steps, then 2e-3.
