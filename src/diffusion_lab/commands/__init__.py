@@ -21,6 +21,7 @@ COMMANDS = {
     "train-ddpm": ("train_ddpm", "train a DDPM and save it as a diffusers pipeline"),
     "train-cold": ("train_cold", "train a cold-diffusion restorer and save it as a diffusers pipeline"),
     "sample": ("sample", "generate images from a saved pipeline"),
+    "autoguide": ("autoguide", "guide an unconditional DDPM pipeline by an earlier checkpoint of itself (autoguidance)"),
     "evaluate": ("evaluate", "score generated images (digit FD/IS, PSNR/SSIM, FID/IS where weights are cached)"),
     "plot": ("plot", "figures of a training run: loss curves, metrics, sample grids"),
     "plot-schedules": ("plot_schedules", "beta_t and alpha-bar_t of every noise schedule"),
