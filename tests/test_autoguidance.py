@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from diffusion_lab.commands import autoguide, run_command
+from diffusion_lab.commands import autoguide, run_command, sample
 from diffusion_lab.pipelines import AutoguidedDDPMPipeline, ClassConditionalDDPMPipeline
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 from diffusion_lab.pipelines.pipeline_autoguided import autoguided_prediction
@@ -120,3 +120,13 @@ def test_the_command_refuses_bad_input_in_one_line_and_writes_nothing(case, tmp_
     else:
         assert not output_dir.exists()
     assert json.loads((main / "model_index.json").read_text())["_class_name"] == "DDPMPipeline"
+
+
+def test_sample_says_how_to_change_an_autoguided_pipelines_scale(tmp_path, capsys):
+    save_pipeline(AutoguidedDDPMPipeline(tiny_unet(0), tiny_unet(1), scheduler()), tmp_path / "guided")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(sample.main, [str(tmp_path / "guided"), "--guidance_scale", "3", "--output_dir", str(tmp_path / "samples")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and "rerun `diffusion-lab autoguide` with --guidance_scale" in lines[0]
+    assert not (tmp_path / "samples").exists()

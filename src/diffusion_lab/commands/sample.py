@@ -30,6 +30,7 @@ from ..sampling import (
     check_sampling_fits,
     class_labels_for,
     clear_earlier_samples,
+    guidance_scale_fix,
     is_class_conditional,
     is_cold,
     open_pipeline,
@@ -107,7 +108,7 @@ def write_requested_samples(args: argparse.Namespace) -> None:
     cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if cold else {}
     conditional = is_class_conditional(pipeline)
     if not conditional and args.guidance_scale != 1:
-        raise ValueError("--guidance_scale applies to class-conditional pipelines only (trained with --class_conditional): drop it.")
+        raise ValueError(f"--guidance_scale applies to class-conditional pipelines only (trained with --class_conditional): {guidance_scale_fix(pipeline)}.")
     if args.conditional:
         output_dir.mkdir(parents=True, exist_ok=True)
         clear_earlier_samples(output_dir)

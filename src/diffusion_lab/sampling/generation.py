@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..pipelines import AutoguidedDDPMPipeline
 from ..pipelines.class_guidance import class_index, num_classes_of
 from ..pipelines.export import load_pipeline
 from ..pipelines.validation import check_images
@@ -39,6 +40,14 @@ def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str =
 
 def is_class_conditional(pipeline) -> bool:
     return num_classes_of(pipeline.unet) is not None
+
+
+def guidance_scale_fix(pipeline) -> str:
+    """How to change the guidance of a pipeline that refuses --guidance_scale: drop it, or for an autoguided one
+    (whose w is part of the pipeline) make it again."""
+    if isinstance(pipeline, AutoguidedDDPMPipeline):
+        return "an autoguided pipeline keeps the w it was made with: rerun `diffusion-lab autoguide` with --guidance_scale"
+    return "drop it"
 
 
 def class_labels_for(pipeline, class_labels: list[str] | None, per_class: int) -> list[int] | None:
