@@ -11,7 +11,9 @@ length, over which a decaying --lr_scheduler runs; its end is then scored too, a
 test split, next to the real-vs-real floor at the same N. One draw of 1,000 images moves the digit FD by 6-20 %
 (benchmarks/RESULTS.md, section 11): `--draws K` scores K draws from different noise at each mark and reports
 their mean and standard deviation, which is what a comparison of two runs needs. The time spent sampling and scoring is not counted as
-training time; the run's own per-epoch work (validation, sample grid, pipeline save) is, as for a user.
+training time; the run's own per-epoch work (validation, sample grid, pipeline save) is, as for a user. A run that
+keeps an autoguidance guide (the CPU recipe) is scored autoguided; --compare_unguided scores the same model without
+its guide too, from the same noise (the point's "unguided"), which measures what the guide is worth at every mark.
 
 Writes to <output_dir>/time_to_quality/: curve.json, curve.png (digit FD against minutes, floor and 4x floor
 drawn), both rewritten after every mark ("finished" once the last is scored), mark_<minutes>.png (64 samples of
@@ -54,6 +56,8 @@ def parse_args(argv):
     parser.add_argument("--output_dir", required=True, help="The run folder (a new one).")
     parser.add_argument("--draws", type=int, default=1,
                         help="Draws of N images per mark, from the noise of seeds --seed, --seed + 1000, ...; the mark's FD is their mean.")
+    parser.add_argument("--compare_unguided", action="store_true",
+                        help="An autoguided run: also score each mark's model without its guide, from the same noise.")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     parser.add_argument("--json", action="store_true", help="Print the curve as one JSON object.")
     parser.add_argument(
@@ -77,8 +81,10 @@ class QualityCurve:
     rewrites curve.json and curve.png (`report`, its points included) after each, so that a run stopped at a time
     budget keeps every mark it scored."""
 
-    def __init__(self, marks_minutes: list[float], num_samples: int, draws: int, folder: Path, report: dict):
+    def __init__(self, marks_minutes: list[float], num_samples: int, draws: int, folder: Path, report: dict,
+                 compare_unguided: bool = False):
         self.marks = list(marks_minutes)
+        self.compare_unguided = compare_unguided
         self.num_samples = num_samples
         self.draws = draws
         self.folder = folder
@@ -103,7 +109,7 @@ class QualityCurve:
         if run_ends:
             self.marks.clear()
         began = time.perf_counter()
-        sampling_seconds, results = 0.0, []
+        sampling_seconds, results, unguided = 0.0, [], []
         for draw in range(self.draws):
             label = f"samples at {mark:g} min" + (f", draw {draw + 1} of {self.draws}" if self.draws > 1 else "")
             sampling_began = time.perf_counter()
@@ -112,6 +118,9 @@ class QualityCurve:
             results.append(evaluate_images(images, psnr_ssim=False, seed=0))
             if draw == 0:
                 image_grid(images[:: max(1, len(images) // 64)][:64]).save(self.folder / f"mark_{mark:g}.png")
+            if self.compare_unguided and trainer.guides is not None:
+                images = trainer.generate(self.num_samples, label + ", unguided", seed=trainer.args.seed + DRAW_SEED_STRIDE * draw, guided=False)
+                unguided.append(evaluate_images(images, psnr_ssim=False, seed=0))
         trainer.save_pipeline(self.folder / f"mark_{mark:g}")  # to compare samplers on it later (`evaluate`)
         result = {name: statistics.fmean(draw[name] for draw in results) for name in results[0] if name.startswith("digit_")}
         point = {
@@ -128,13 +137,16 @@ class QualityCurve:
             "num_samples": self.num_samples,
             "run_end": run_ends,
         }
+        if unguided:
+            point["unguided"] = digit_fd_over_draws(unguided)
         self.points.append(point)
         self.report["finished"] = not self.marks
         write_curve(self.report, self.folder)
         self.scoring_seconds += time.perf_counter() - began
         spread = f" +- {point['digit_fd_sd']:.1f} over {self.draws} draws" if self.draws > 1 else ""
+        alone = f"; unguided {point['unguided']['digit_fd']:.1f}" if unguided else ""
         print(f"[time to quality] {minutes:.1f} min, step {point['steps']}: digit FD {point['digit_fd']:.1f}{spread} "
-              f"(floor {point['floor']:.1f}, {point['ratio']:.1f}x), IS {point['digit_is']:.2f}; "
+              f"(floor {point['floor']:.1f}, {point['ratio']:.1f}x), IS {point['digit_is']:.2f}{alone}; "
               f"sampled in {sampling_seconds:.0f} s", flush=True)
         if not self.marks:
             trainer.max_train_steps = trainer.global_step  # the last mark ends the run
@@ -180,8 +192,11 @@ def write_curve(report: dict, folder: Path) -> None:
     """curve.json, and curve.png once there is a point."""
     write_json_atomically(folder / "curve.json", report)
     if report["points"]:
-        plot_curves({"generated vs real": report["points"]}, f"{report['command']} | {report['hardware']}, N = {report['num_samples']}",
-                    folder / "curve.png")
+        curves = {"generated vs real": report["points"]}
+        unguided = [{**point, **point["unguided"]} for point in report["points"] if "unguided" in point]
+        if unguided:
+            curves = {"autoguided": report["points"], "the same models unguided": unguided}
+        plot_curves(curves, f"{report['command']} | {report['hardware']}, N = {report['num_samples']}", folder / "curve.png")
 
 
 def main(argv=None):
@@ -207,6 +222,7 @@ def main(argv=None):
         "draws": args.draws,
         "sampler": f"{train_args.sampler}, {train_args.num_inference_steps or 'default'} steps",
         "mixed_precision": train_args.mixed_precision,
+        "autoguidance": list(trainer.objective.autoguidance) if trainer.objective.autoguidance else None,
         "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                     + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "marks": args.marks,
@@ -214,7 +230,7 @@ def main(argv=None):
         "points": [],
     }
     write_curve(report, folder)
-    trainer.train(after_step=QualityCurve(args.marks, args.num_samples, args.draws, folder, report))
+    trainer.train(after_step=QualityCurve(args.marks, args.num_samples, args.draws, folder, report, args.compare_unguided))
     if args.json:
         print(json.dumps(report))
 

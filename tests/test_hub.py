@@ -86,3 +86,8 @@ def test_the_card_of_a_class_conditional_pipeline_shows_labels_and_guidance(tmp_
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
     card = hub.model_card(folder, "me/plain")
     assert "An unconditional image diffusion pipeline" in card and "pipeline(batch_size=16)" in card
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": ["pipeline_autoguided", "AutoguidedDDPMPipeline"], "guidance_scale": 2.0, "guide_unet": ["diffusers", "UNet2DModel"]}))
+    card = hub.model_card(folder, "me/guided")
+    assert "autoguided (Karras et al. 2024): `guide_unet`, the same run's EMA weights from earlier in training, guides `unet` at w = 2" in card
+    assert "autoguidance" in card.split("---")[1] and "trust_remote_code=True" in card

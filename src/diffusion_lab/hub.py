@@ -82,6 +82,7 @@ def model_card(folder: Path, repo_id: str) -> str:
     index = json.loads((folder / "model_index.json").read_text())
     remote = _needs_remote_code(index)
     classes = index.get("class_names")  # a class-conditional pipeline's classes; None for unconditional ones
+    autoguided = "guide_unet" in index
     dataset = args.get("dataset_name") or "ylecun/mnist"
     dataset = Path(dataset).name if Path(dataset).is_absolute() else dataset
     # The last value of every metric (evaluation metrics included, when present), not the bookkeeping.
@@ -90,7 +91,7 @@ def model_card(folder: Path, repo_id: str) -> str:
     card_data = ModelCardData(
         library_name="diffusers", license="apache-2.0", datasets=[dataset], pipeline_tag="unconditional-image-generation",
         tags=["diffusers", "unconditional-image-generation", "diffusion-lab", "cold-diffusion" if args.get("degradation") else "ddpm",
-              *(["class-conditional", "classifier-free-guidance"] if classes else [])],
+              *(["class-conditional", "classifier-free-guidance"] if classes else []), *(["autoguidance"] if autoguided else [])],
         model_name=repo_id.split("/")[-1] if numbers else None,
         eval_results=[
             EvalResult(task_type="unconditional-image-generation", dataset_type=dataset, dataset_name=dataset,
@@ -107,7 +108,9 @@ def model_card(folder: Path, repo_id: str) -> str:
         description=(
             f"A class-conditional image diffusion pipeline (classes {', '.join(classes)}; classifier-free guidance: "
             "`guidance_scale` 1 is the plain conditional model, 0 the unconditional one) trained with diffusion-lab."
-            if classes else "An unconditional image diffusion pipeline trained with diffusion-lab."
+            if classes else "An unconditional image diffusion pipeline trained with diffusion-lab"
+            + (f", autoguided (Karras et al. 2024): `guide_unet`, the same run's EMA weights from earlier in training, "
+               f"guides `unet` at w = {index['guidance_scale']:g} (`guidance_scale` 1 is `unet` alone)." if autoguided else ".")
         ),
         repo_id=repo_id,
         call_arguments=f"class_labels={len(classes) - 1}, batch_size=16, guidance_scale=3" if classes else "batch_size=16",

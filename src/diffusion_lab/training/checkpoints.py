@@ -20,6 +20,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 from ..staging import staging_folder
+from .autoguidance import GuideSnapshots
 from .objective import Objective
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -240,11 +241,12 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
     return final
 
 
-def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, objective: Objective) -> None:
+def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, objective: Objective,
+                              guides: GuideSnapshots | None = None) -> None:
     """Store the model (and EMA) in checkpoints as safetensors instead of accelerate's pickled default.
 
     What an objective learns besides the model (its `state_dict`, e.g. cold diffusion's start statistics) goes into
-    the checkpoint too, as `objective.safetensors`.
+    the checkpoint too, as `objective.safetensors`, and so do the autoguidance snapshots (`guides`).
     """
     keeps_state = bool(objective.state_dict())
 
@@ -252,6 +254,8 @@ def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, ob
         if accelerator.is_main_process:
             if keeps_state:
                 save_file(objective.state_dict(), Path(output_dir) / "objective.safetensors")
+            if guides is not None:
+                guides.save(output_dir)
             if ema is not None:
                 # EMAModel.save_pretrained builds a model, whose random init would draw from the training RNG and
                 # make the weights depend on when checkpoints are written.
@@ -264,6 +268,8 @@ def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, ob
     def load_hook(models, input_dir):
         if keeps_state:
             objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
+        if guides is not None:
+            guides.load(input_dir, accelerator.device)
         if ema is not None:
             # EMAModel.from_pretrained would pass the EMA's settings, stored in the same config.json, to the model class
             # (a warning naming each), take the config's path for a config (a FutureWarning) and fall back to a pickled

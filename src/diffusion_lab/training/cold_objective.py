@@ -132,7 +132,8 @@ class ColdObjective(Objective):
             self._start_distribution = GaussianMixture.fit(statistics, self.start_components, generator=torch.Generator().manual_seed(0))
         return self._start_distribution
 
-    def pipeline(self, model) -> ColdDiffusionPipeline:
+    def pipeline(self, model, guide=None) -> ColdDiffusionPipeline:
+        # No autoguidance for cold diffusion (`autoguidance` stays None): the trainer never passes a guide.
         start_distribution = self.start_distribution().to(model.device)
         return ColdDiffusionPipeline(unet=model, degradation=self.degradation, start_distribution=start_distribution,
                                      class_names=self.class_names)

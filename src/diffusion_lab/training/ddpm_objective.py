@@ -9,7 +9,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
 from ..argument_types import at_least_two, non_negative_float, open_unit_interval, positive_float, real
-from ..pipelines import ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
+from ..pipelines import AutoguidedDDPMPipeline, ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
 from ..schedulers.schedule_options import PREDICTION_TYPES, VARIANCE_TYPES
@@ -51,6 +51,17 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
         help="Sampler of the sample grids and in-training evaluation, on the trained betas (default: dpmsolver-sde, 20 steps; "
              "dpmsolver: 20; ddim: 50; ddpm: all T ancestral steps). entropy_scaled keeps its own ancestral sampler (100 strided steps).",
     )
+    group.add_argument(
+        "--autoguidance_scale", type=non_negative_float, default=None,
+        help="Autoguidance (Karras et al. 2024): sample grids and the saved pipeline guide the model by its own EMA from "
+             "--autoguidance_guide_fraction of the steps, out = guide + w (model - guide), at two model calls per "
+             "sampling step; 1 turns it off (a stock DDPMPipeline). Default: the recipe's (2 on a CPU, off on a GPU; "
+             "off for --class_conditional, which has classifier-free guidance, and entropy_scaled).",
+    )
+    group.add_argument(
+        "--autoguidance_guide_fraction", type=open_unit_interval, default=1 / 3,
+        help="--autoguidance_scale: how far through the steps the guiding EMA is taken, between 0.8 and 1 times this (default a third).",
+    )
     group.add_argument("--des_entropy_mode", choices=ENTROPY_MODES, default="batch", help="entropy_scaled: one noise scale per batch (the seeds') or per image.")
     group.add_argument(
         "--des_base_schedule", choices=[name for name in NOISE_SCHEDULES if name != "entropy_scaled"], default="linear",
@@ -77,6 +88,17 @@ def logit_normal_of(args: argparse.Namespace) -> tuple[float, float] | None:
             raise ArgumentError(f"{' and '.join(given)} {verb} to --timestep_sampling logit_normal only: add that or drop {given[0]}.")
         return None
     return (0.0 if args.logit_mean is None else args.logit_mean, 1.0 if args.logit_std is None else args.logit_std)
+
+
+def autoguidance_of(args: argparse.Namespace) -> tuple[float, float] | None:
+    """(w, guide fraction) of --autoguidance_scale; None when it is 1 (off)."""
+    if args.autoguidance_scale is None or args.autoguidance_scale == 1:
+        return None
+    for flag, conflicts in (("--class_conditional", args.class_conditional), ("--noise_schedule entropy_scaled", args.noise_schedule == "entropy_scaled")):
+        if conflicts:
+            raise ArgumentError(f"--autoguidance_scale guides unconditional models on a fixed schedule, not {flag}: drop one of the two"
+                                + (" (class-conditional pipelines take --guidance_scale when sampling)." if "class" in flag else "."))
+    return args.autoguidance_scale, args.autoguidance_guide_fraction
 
 
 def build_ddpm_scheduler(args: argparse.Namespace) -> DDPMScheduler:
@@ -113,12 +135,14 @@ class DDPMObjective(Objective):
     """Noise a clean batch at random timesteps and regress the network's output on the target.
 
     Class-conditional runs (`use_classes`) pass each image's label, dropped to the null class with probability
-    --label_dropout, and save a `ClassConditionalDDPMPipeline`."""
+    --label_dropout, and save a `ClassConditionalDDPMPipeline`; with `autoguidance` (w, guide fraction) the trainer
+    keeps the guide (`training.autoguidance`) and the pipeline is an `AutoguidedDDPMPipeline`."""
 
     default_loss = "mse"
 
     def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str = DEFAULT_SAMPLER,
-                 snr_gamma: float | None = None, logit_normal: tuple[float, float] | None = None):
+                 snr_gamma: float | None = None, logit_normal: tuple[float, float] | None = None,
+                 autoguidance: tuple[float, float] | None = None):
         snr_gamma = snr_gamma or None  # 0: off
         if snr_gamma is not None and isinstance(scheduler, EntropyScaledDDPMScheduler):
             # Its noise level depends on each image's entropy, so alphas_cumprod does not give the SNR.
@@ -128,10 +152,12 @@ class DDPMObjective(Objective):
         self.sampler = sampler
         self.snr_gamma = snr_gamma
         self.logit_normal = logit_normal  # (mean, std) of logit(t / T); None: uniform timesteps
+        self.autoguidance = autoguidance
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DDPMObjective":
-        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss, args.sampler, args.snr_gamma, logit_normal_of(args))
+        return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss, args.sampler, args.snr_gamma, logit_normal_of(args),
+                   autoguidance_of(args))
 
     @property
     def num_train_timesteps(self) -> int:
@@ -184,8 +210,12 @@ class DDPMObjective(Objective):
             return clipped / (snr + 1)
         return clipped
 
-    def pipeline(self, model) -> DDPMPipeline | EntropyScaledDDPMPipeline:
-        """DES needs its own pipeline and scheduler (remote code); every other schedule saves as stock diffusers."""
+    def pipeline(self, model, guide=None) -> DDPMPipeline | EntropyScaledDDPMPipeline | AutoguidedDDPMPipeline:
+        """DES needs its own pipeline and scheduler (remote code), and so does autoguidance (`guide`, the guiding
+        model); every other schedule saves as stock diffusers."""
+        if guide is not None:
+            return AutoguidedDDPMPipeline(unet=model, guide_unet=guide, scheduler=portable_scheduler(self.scheduler),
+                                          guidance_scale=self.autoguidance[0])
         if self.class_names is not None:  # every schedule, DES included: it starts from init_noise_sigma
             scheduler = self.scheduler if isinstance(self.scheduler, EntropyScaledDDPMScheduler) else portable_scheduler(self.scheduler)
             return ClassConditionalDDPMPipeline(unet=model, scheduler=scheduler, class_names=self.class_names)

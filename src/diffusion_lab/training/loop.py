@@ -45,6 +45,7 @@ from ..stopping import (
     stop_with_launcher,
 )
 from .arguments import ArgumentError, training_warnings, validate_training_args
+from .autoguidance import GuideSnapshots, guide_model
 from .checkpoints import (
     check_resumable,
     check_same_model,
@@ -238,7 +239,8 @@ class Trainer:
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
         if self.ema is not None:
             self.ema.to(accelerator.device)
-        register_checkpoint_hooks(accelerator, self.ema, objective)
+        self.guides = GuideSnapshots(objective.autoguidance[1]) if objective.autoguidance else None
+        register_checkpoint_hooks(accelerator, self.ema, objective, self.guides)
         # Stop requests are agreed over a CPU group each step, which costs no device sync.
         self.stop_group = torch.distributed.new_group(backend="gloo") if accelerator.num_processes > 1 else None
         self.signals = StopSignals()
@@ -363,6 +365,17 @@ class Trainer:
         """The model without wrappers: evaluation, sampling and saving run it uncompiled (no recompiles per shape)."""
         return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
+    def _guide_weights(self):
+        """(name, tensor) of the weights the pipeline is saved with: the EMA's where the run keeps one."""
+        names = [name for name, _ in self.eager_model.named_parameters()]
+        return zip(names, self.ema.shadow_params) if self.ema is not None else self.eager_model.named_parameters()
+
+    def _pipeline(self, model, guided: bool = True):
+        """The objective's pipeline around `model`, autoguided by the run's guide for this step where it keeps one
+        (and `guided`)."""
+        weights = self.guides.guide_for(self.global_step) if self.guides is not None and guided else None
+        return self.objective.pipeline(model) if weights is None else self.objective.pipeline(model, guide_model(model, weights))
+
     def _with_ema_weights(self, action):
         model = self.eager_model
         if self.ema is None:
@@ -374,11 +387,11 @@ class Trainer:
         finally:
             self.ema.restore(model.parameters())
 
-    def generate(self, num_images: int, description: str, seed: int | None = None) -> torch.Tensor:
+    def generate(self, num_images: int, description: str, seed: int | None = None, guided: bool = True) -> torch.Tensor:
         """`num_images` images in [-1, 1] from the saved (EMA) weights with the run's sampler, in batches of
-        --eval_batch_size, from the same noise at every call (that of `seed`, by default --seed). Class-conditional
-        runs draw an equal share of each class over all `num_images` (the classes in order). A stop signal ends it at
-        the next model call (SamplingStopped)."""
+        --eval_batch_size, from the same noise at every call (that of `seed`, by default --seed), autoguided where the
+        run keeps a guide (unless not `guided`). Class-conditional runs draw an equal share of each class over all
+        `num_images` (the classes in order). A stop signal ends it at the next model call (SamplingStopped)."""
         args = self.args
         generator = torch.Generator().manual_seed(args.seed if seed is None else seed)
         starts = range(0, num_images, args.eval_batch_size)
@@ -389,8 +402,8 @@ class Trainer:
         batches = tqdm(sizes, desc=description, leave=False, disable=None if len(sizes) > 1 and self.accelerator.is_local_main_process else True)
 
         def draw_batches(model):
+            pipeline = self._pipeline(model, guided)
             with self.signals.interrupting(model), autocast_with_fp32_outputs(model, self.accelerator.autocast()):
-                pipeline = self.objective.pipeline(model)
                 return torch.cat([draw(pipeline, size, generator, args.num_inference_steps, progress=per_step,
                                        class_labels=None if labels is None else labels[start : start + size],
                                        **self.objective.sampling_options())
@@ -432,7 +445,7 @@ class Trainer:
 
     def save_pipeline(self, folder: Path | None = None) -> None:
         """The (EMA) pipeline into the run folder, or a snapshot of it into `folder` (not the run's pipeline)."""
-        self._with_ema_weights(lambda model: save_pipeline(self.objective.pipeline(model), folder or self.output_dir))
+        self._with_ema_weights(lambda model: save_pipeline(self._pipeline(model), folder or self.output_dir))
         if folder is None:
             self.pipeline_step = self.global_step
 
@@ -512,6 +525,8 @@ class Trainer:
             except StepAbandoned:
                 self._abandon_step(before)
             self.global_step += 1
+            if self.guides is not None:
+                self.guides.take(self.global_step, self._guide_weights())
             steps_in_window += 1
             if compiling:
                 compiling, steps_in_window = False, 0

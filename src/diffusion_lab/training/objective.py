@@ -22,6 +22,8 @@ class Objective(ClassConditioning, ABC):
     """The interface `training.loop.Trainer` is written against (class conditioning comes with it)."""
 
     default_loss: str  # the --loss when none is given
+    # (w, guide fraction) where the run keeps an autoguidance guide (training.autoguidance); DDPM only.
+    autoguidance: tuple[float, float] | None = None
 
     @property
     @abstractmethod
@@ -35,8 +37,8 @@ class Objective(ClassConditioning, ABC):
         `class_labels` for class-conditional runs."""
 
     @abstractmethod
-    def pipeline(self, model) -> DiffusionPipeline:
-        """The pipeline that is saved, around `model`."""
+    def pipeline(self, model, guide=None) -> DiffusionPipeline:
+        """The pipeline that is saved, around `model` (and `guide`, the autoguidance guide, where `autoguidance` is set)."""
 
     def sampling_options(self) -> dict:
         """How the trainer draws sample grids from `pipeline` (keyword arguments of `sampling.draw`)."""

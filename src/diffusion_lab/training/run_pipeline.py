@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from ..pipelines.export import load_model, load_pipeline
 from ..run_files import TRAINING_ARGS_FILE
 from .arguments import add_training_args
-from .checkpoints import CHECKPOINT_PATTERN, CONFIG_NAME, complete_checkpoints
+from .autoguidance import GuideSnapshots, guide_model
+from .checkpoints import CHECKPOINT_PATTERN, CONFIG_NAME, complete_checkpoints, step_of
 from .cold_objective import ColdObjective, add_cold_args
 from .ddpm_objective import DDPMObjective, add_ddpm_args
 
@@ -32,7 +33,7 @@ def recorded_args(config: dict, add_objective_args) -> argparse.Namespace:
 def pipeline_from_checkpoint(checkpoint: Path):
     """The pipeline of `checkpoint` (a `checkpoint-<step>` folder): the objective and its settings from the
     checkpoint's run_config.json, the model (its EMA copy where there is one) from safetensors, checked as a saved
-    pipeline's are. Returns (pipeline, whether the EMA weights were used)."""
+    pipeline's are, and the autoguidance guide the run had at that step. Returns (pipeline, whether the EMA weights were used)."""
     try:
         config = json.loads((checkpoint / CONFIG_NAME).read_text())
         objective_class, add_objective_args = OBJECTIVES[config["objective"]]
@@ -50,6 +51,12 @@ def pipeline_from_checkpoint(checkpoint: Path):
         objective.use_classes([str(index) for index in range(model.config.num_class_embeds - 1)], args.label_dropout)
     if (checkpoint / "objective.safetensors").is_file():
         objective.load_state_dict(load_file(checkpoint / "objective.safetensors"))
+    if objective.autoguidance:
+        guides = GuideSnapshots(objective.autoguidance[1])
+        guides.load(checkpoint)
+        weights = guides.guide_for(step_of(checkpoint))
+        if weights is not None:
+            return objective.pipeline(model, guide_model(model, weights)), ema
     return objective.pipeline(model), ema
 
 
