@@ -9,7 +9,7 @@ ancestral with every training step), and its images/s. --mixed_precision bf16 (t
 native bf16) samples under bf16 autocast, as the trainer's grids do. `--seed 0 1000 2000` draws N images per seed
 and reports the mean FD and its standard deviation: one draw of 1,000 is noisy (benchmarks/RESULTS.md, section 11).
 A class-conditional pipeline draws N / K images of each of its K classes, with --guidance_scale (default 1, the plain
-conditional model), as `diffusion-lab evaluate` does.
+conditional model), as `diffusion-lab evaluate` does; an autoguided one samples at its own w unless --guidance_scale.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def parse_args(argv):
                         help="Sampling seed; several (e.g. 0 1000 2000): one draw of N images each, the FD their mean "
                              "(one draw of 1,000 moves it by 6-20 %%).")
     parser.add_argument("--guidance_scale", type=float, default=None,
-                        help="Class-conditional pipelines: the guidance scale w (default 1: the plain conditional model).")
+                        help="Class-conditional pipelines: the guidance scale w (default 1: the plain conditional model); "
+                             "autoguided ones: their w (default their own, 1: the main model alone).")
     parser.add_argument("--mixed_precision", choices=("auto", "no", "bf16"), default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
@@ -54,16 +55,13 @@ def parse_args(argv):
 
 
 def class_labels_and_guidance(pipeline, args):
-    """A class-conditional pipeline's labels (N / K of each class) and guidance scale; None and no options otherwise."""
-    from diffusion_lab.sampling import is_class_conditional, labels_for_samples
+    """A class-conditional pipeline's labels (N / K of each class), and the guidance scale to pass (class-conditional
+    pipelines: default 1; autoguided ones: default their own); None and no options otherwise."""
+    from diffusion_lab.sampling import guidance_kwargs, is_class_conditional, labels_for_samples
 
-    if not is_class_conditional(pipeline):
-        if args.guidance_scale is not None:
-            raise SystemExit("error: --guidance_scale applies to class-conditional pipelines only: drop it.")
-        return None, {}
-    guidance_scale = 1.0 if args.guidance_scale is None else args.guidance_scale
     try:
-        return labels_for_samples(pipeline, None, args.num_samples), {"guidance_scale": guidance_scale}
+        options = guidance_kwargs(pipeline, args.guidance_scale)
+        return (labels_for_samples(pipeline, None, args.num_samples) if is_class_conditional(pipeline) else None), options
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
 
@@ -113,7 +111,7 @@ def main(argv=None):
     if args.json:
         print(json.dumps(report))
         return
-    guidance = "" if report["guidance_scale"] is None else f", class-conditional, guidance {report['guidance_scale']:g}"
+    guidance = "" if report["guidance_scale"] is None else f", guidance {report['guidance_scale']:g}"
     print(f"N = {args.num_samples}{guidance}, {precision}, reference {rows[-1]['sampler']}:{rows[-1]['steps']}, "
           f"{len(args.seed)} draw(s) per sampler (seeds {', '.join(map(str, args.seed))})")
     print(f"{'sampler':>14} {'digit FD':>9} {'SD':>5} {'floor':>7} {'vs ref':>7} {'IS':>6} {'img/s':>7}")

@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from diffusion_lab.commands import autoguide, run_command, sample
+from diffusion_lab.commands import autoguide, evaluate, run_command, sample
 from diffusion_lab.pipelines import AutoguidedDDPMPipeline, ClassConditionalDDPMPipeline
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 from diffusion_lab.pipelines.pipeline_autoguided import autoguided_prediction
@@ -94,6 +95,11 @@ def test_the_command_writes_a_pipeline_of_the_two_models(tmp_path, capsys):
     assert type(loaded) is AutoguidedDDPMPipeline and loaded.config.guidance_scale == 1.5
     assert torch.equal(loaded.guide_unet.conv_in.weight, tiny_unet(1).conv_in.weight)
     assert torch.equal(loaded.unet.conv_in.weight, tiny_unet(0).conv_in.weight)
+    # An autoguided MAIN (the CPU default run's pipeline) stands for its main model: re-paired, not guided twice.
+    run_command(autoguide.main, [str(tmp_path / "out"), str(save_ddpm(tmp_path / "guide2", tiny_unet(2))), "--output_dir", str(tmp_path / "re")])
+    repaired = load_pipeline(tmp_path / "re")
+    assert type(repaired.unet) is UNet2DModel and torch.equal(repaired.unet.conv_in.weight, tiny_unet(0).conv_in.weight)
+    assert torch.equal(repaired.guide_unet.conv_in.weight, tiny_unet(2).conv_in.weight) and repaired.config.guidance_scale == 2
 
 
 @pytest.mark.parametrize("case", ["not empty", "same folder", "class-conditional", "other size", "other betas"])
@@ -122,11 +128,24 @@ def test_the_command_refuses_bad_input_in_one_line_and_writes_nothing(case, tmp_
     assert json.loads((main / "model_index.json").read_text())["_class_name"] == "DDPMPipeline"
 
 
-def test_sample_says_how_to_change_an_autoguided_pipelines_scale(tmp_path, capsys):
-    save_pipeline(AutoguidedDDPMPipeline(tiny_unet(0), tiny_unet(1), scheduler()), tmp_path / "guided")
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_command(sample.main, [str(tmp_path / "guided"), "--guidance_scale", "3", "--output_dir", str(tmp_path / "samples")])
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and len(lines) == 1 and "rerun `diffusion-lab autoguide` with --guidance_scale" in lines[0]
-    assert not (tmp_path / "samples").exists()
+def test_sample_and_evaluate_take_another_w_for_an_autoguided_pipeline(tmp_path):
+    main, guide = tiny_unet(0, sample_size=28), tiny_unet(1, sample_size=28)
+    save_pipeline(AutoguidedDDPMPipeline(main, guide, scheduler()), tmp_path / "guided")
+    save_pipeline(DDPMPipeline(unet=main, scheduler=scheduler()), tmp_path / "alone")
+
+    def samples(name, *flags):
+        out = tmp_path / f"{name}-samples-{'-'.join(flags)}"
+        run_command(sample.main, [str(tmp_path / name), "--num_images", "4", "--num_inference_steps", "3", "--output_dir", str(out), *flags])
+        return np.load(out / "samples.npz")["images"]
+
+    # w = 1 is the main model alone, the pipeline's own w (2) is what it draws by default, and 3 differs from both.
+    alone, guided = samples("alone"), samples("guided")
+    assert np.array_equal(samples("guided", "--guidance_scale", "1"), alone)
+    assert not np.array_equal(guided, alone)
+    assert not np.array_equal(samples("guided", "--guidance_scale", "3"), guided)
+    output = tmp_path / "sweep.json"
+    result = evaluate.main([str(tmp_path / "guided"), "--num_samples", "8", "--num_inference_steps", "3", "--guidance_scale",
+                            "1", "2", "--dinov2_model", "none", "--output", str(output)])
+    assert [row["guidance_scale"] for row in result["guidance_sweep"]] == [1, 2]
+    table = output.with_suffix(".md").read_text()
+    assert table.startswith("| w | digit FD | digit IS |\n") and "class accuracy" not in table and output.with_suffix(".png").is_file()

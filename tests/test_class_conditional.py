@@ -440,7 +440,7 @@ def test_the_sampler_comparison_draws_every_class_of_a_conditional_pipeline(tmp_
     unconditional = tmp_path / "unconditional"
     save_pipeline(DDPMPipeline(tiny_unet(num_classes=None, sample_size=28), DDPMScheduler(num_train_timesteps=20)), unconditional)
     result = run_script("benchmarks/sampler_quality.py", unconditional, "--samplers", "ddpm:2", "--guidance_scale", "2")
-    assert result.returncode == 1 and "--guidance_scale applies to class-conditional pipelines only" in result.stderr
+    assert result.returncode == 1 and "--guidance_scale applies to class-conditional pipelines (trained with --class_conditional) and autoguided ones only" in result.stderr
 
 
 def test_the_runs_evaluation_draws_an_equal_share_of_each_class_over_all_its_batches(tmp_path, monkeypatch):

@@ -46,7 +46,7 @@ def test_the_guide_is_always_between_0_8_and_1_times_the_fraction_from_step_100_
 def test_snapshots_hold_the_weights_of_their_step_and_only_those_still_needed_are_kept():
     guides = GuideSnapshots(1 / 3)
     for step in range(1, 101):
-        guides.take(step, [("w", torch.tensor([float(step)]))])
+        guides.take(step, lambda: [("w", torch.tensor([float(step)]))])
         if step == 14:
             assert guides.guide_for(14)["w"].item() == 4  # 14 / 3 = 4.67: the snapshot of step 4
     # At step 100 the guide is step 29's (100 / 3 = 33.3); earlier snapshots can never guide again.
@@ -60,7 +60,7 @@ def test_snapshots_are_copies_and_survive_a_save_and_load(tmp_path):
     guides = GuideSnapshots(1 / 3)
     for step in range(1, 13):
         weight += 1
-        guides.take(step, [("a.weight", weight), ("b", weight * 2)])
+        guides.take(step, lambda: [("a.weight", weight), ("b", weight * 2)])
     assert guides.guide_for(12)["a.weight"].tolist() == [4.0] * 3  # taken at step 4, not the tensor as it is now
     guides.save(tmp_path)
     loaded = GuideSnapshots(1 / 3)

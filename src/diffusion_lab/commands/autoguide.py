@@ -8,7 +8,9 @@ shape (a checkpoint gives its EMA weights): typically a run and its checkpoint f
 `AutoguidedDDPMPipeline` (safetensors) to --output_dir; `sample`, `evaluate` and `DiffusionPipeline.from_pretrained(...,
 trust_remote_code=True)` use it like any pipeline, at two model calls per sampling step. On MNIST, the default recipe's
 15-minute model guided by its 5-minute EMA at w = 2 scored 0.63x the digit FD of the model alone (one run, three
-draws; benchmarks/RESULTS.md, section 15).
+draws; benchmarks/RESULTS.md, section 15). The CPU default run saves an autoguided pipeline itself (its EMA from a
+third of the steps guides it); given as MAIN or GUIDE, an autoguided pipeline stands for its main model, so this
+command re-pairs it with another guide.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ def check_output_folder(output_dir: Path) -> None:
         raise FileExistsError(f"--output_dir {output_dir} is not empty: pass a new folder, nothing is overwritten.")
 
 
+def main_model_pipeline(pipeline):
+    """An autoguided pipeline's main model as a stock DDPM pipeline (it is re-paired, not guided twice); others as they are."""
+    if isinstance(pipeline, AutoguidedDDPMPipeline):
+        return DDPMPipeline(unet=pipeline.unet, scheduler=pipeline.scheduler)
+    return pipeline
+
+
 def check_compatible(main, guide, main_name: str, guide_name: str) -> None:
     """Both unconditional stock DDPM pipelines with the same image shape and the same noise process."""
     for pipeline, name in ((main, main_name), (guide, guide_name)):
@@ -77,7 +86,7 @@ def main(argv):
     check_output_folder(output_dir)
     if Path(args.main).resolve() == Path(args.guide).resolve():
         raise ValueError("MAIN and GUIDE are the same folder, so guidance would change nothing: pass an earlier checkpoint as GUIDE.")
-    main_pipeline, guide_pipeline = load_run_pipeline(args.main), load_run_pipeline(args.guide)
+    main_pipeline, guide_pipeline = (main_model_pipeline(load_run_pipeline(name)) for name in (args.main, args.guide))
     check_compatible(main_pipeline, guide_pipeline, args.main, args.guide)
     pipeline = AutoguidedDDPMPipeline(unet=model_alone(main_pipeline.unet), guide_unet=model_alone(guide_pipeline.unet),
                                       scheduler=main_pipeline.scheduler, guidance_scale=args.guidance_scale)

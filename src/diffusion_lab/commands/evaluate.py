@@ -6,8 +6,9 @@ Writes a JSON with every metric and its real-vs-real value, and prints a one-lin
 
 Class-conditional pipelines draw N/K images of each class (or of --class_labels) and add the digit classifier's
 accuracy on the intended classes, per class; an .npz with a `labels` array (written by `sample`) gets it too.
-Several --guidance_scale values sweep classifier-free guidance: one row each (FD, IS, accuracy) in a table
-(`<output>.md`) and a plot (`<output>.png`) beside the JSON.
+Several --guidance_scale values sweep classifier-free guidance (class-conditional pipelines) or autoguidance
+(autoguided ones): one row each (FD, IS, and accuracy where there are classes) in a table (`<output>.md`) and a plot
+(`<output>.png`) beside the JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..sampling import (
     DEFAULT_SAMPLER,
     SAMPLERS,
     generate,
+    guidance_kwargs,
     is_class_conditional,
     is_cold,
     labels_for_samples,
@@ -47,13 +49,14 @@ from ..training.run_pipeline import is_run_without_pipeline, load_run_pipeline
 from . import check_device
 
 
-def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline, guidance_scale: float = 1.0):
+def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline, guidance_scale: float | None = None):
     """uint8 images from the pipeline INPUT, the originals they restore (--conditional) or None, and the intended
     class of each image (class-conditional pipelines) or None."""
     cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if is_cold(pipeline) else {}
     conditional = is_class_conditional(pipeline)
-    if not conditional and (args.class_labels is not None or args.guidance_scale != [1.0]):
-        raise ValueError("--class_labels and --guidance_scale apply to class-conditional pipelines only: drop them.")
+    if not conditional and args.class_labels is not None:
+        raise ValueError("--class_labels applies to class-conditional pipelines only: drop it.")
+    guidance = guidance_kwargs(pipeline, guidance_scale)
     if not cold_kwargs and (args.conditional or args.noise or args.algorithm != 2):
         raise ValueError("--conditional, --noise and --algorithm apply to cold-diffusion pipelines only: drop them.")
     if args.conditional:
@@ -65,8 +68,8 @@ def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline,
     labels = None
     if conditional:
         labels = labels_for_samples(pipeline, args.class_labels, args.num_samples)
-        cold_kwargs["guidance_scale"] = guidance_scale
-    images = generate(pipeline, len(labels) if labels else args.num_samples, args.batch_size, args.seed, steps, class_labels=labels, **cold_kwargs)
+    images = generate(pipeline, len(labels) if labels else args.num_samples, args.batch_size, args.seed, steps, class_labels=labels,
+                      **cold_kwargs, **guidance)
     return to_nchw(torch.from_numpy(images), source="pipeline output"), None, None if labels is None else torch.tensor(labels)
 
 
@@ -109,10 +112,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     cold.add_argument("--noise", type=non_negative_float, default=0.0, help="std of noise added to the fully degraded start")
     cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="cold sampler: 1 or 2 (improved)")
-    conditional = parser.add_argument_group("class-conditional pipelines")
+    conditional = parser.add_argument_group("class-conditional and autoguided pipelines")
     conditional.add_argument("--class_labels", nargs="+", default=None, help="classes to draw, N/K each (default: all)")
-    conditional.add_argument("--guidance_scale", type=non_negative_float, nargs="+", default=[1.0],
-                             help="classifier-free guidance w (1: plain conditional, 0: unconditional); several values: a sweep")
+    conditional.add_argument("--guidance_scale", type=non_negative_float, nargs="+", default=None,
+                             help="classifier-free guidance w (1, the default: plain conditional, 0: unconditional), or an "
+                                  "autoguided pipeline's w (default its own, 1: the main model alone); several values: a sweep")
     parser.add_argument("--dinov2_model", type=path_name, default=DEFAULT_DINOV2,
                         help="DINOv2 weights for FD-DINOv2: a local folder or a Hub id in the cache ('none': skip)")
     parser.add_argument("--inception_weights", type=path_name, default=None, help="FID Inception-v3 weights (torch-fidelity's "
@@ -125,7 +129,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.output is None:
         args.output = default_output(args.input)
         check_path_name(args.output, "the default --output (INPUT-evaluation.json)")
-    if len(args.guidance_scale) > 1:
+    if args.guidance_scale and len(args.guidance_scale) > 1:
         for derived in (args.output.with_suffix(".md"), args.output.with_suffix(".png")):
             if derived.exists() and not args.overwrite:
                 raise ValueError(f"{derived} already exists: pass --overwrite to replace it, or another --output.")
@@ -165,7 +169,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     score = dict(batch_size=args.batch_size, device=args.device, reference_range="uint8",
                  inception_weights=args.inception_weights, seed=args.seed, dinov2=dinov2)
     if is_image_file_input:
-        if args.class_labels is not None or args.guidance_scale != [1.0]:
+        if args.class_labels is not None or args.guidance_scale is not None:
             raise ValueError("--class_labels and --guidance_scale apply to pipeline INPUT: an .npz from `sample` carries its labels.")
         images = load_images(args.input, args.npz_key)
         originals = None if args.originals is None else load_images(args.originals, args.npz_key)
@@ -179,15 +183,15 @@ def evaluate(args: argparse.Namespace) -> dict:
     else:
         pipeline = open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code, load=load_run_pipeline)
         results = []
-        for guidance_scale in args.guidance_scale:
+        for guidance_scale in args.guidance_scale or [None]:
             images, originals, labels = pipeline_images(args, reference, pipeline, guidance_scale)
             # The restored originals are left out of the reference, so the distribution metrics see new images.
             compared = reference if originals is None else reference[len(originals) :]
             result = evaluate_images(images, compared, images_range="uint8", originals=originals, originals_range="uint8",
                                      labels=labels, **score)
-            if labels is not None:
-                result["guidance_scale"] = guidance_scale
-                print(f"guidance {guidance_scale:g}: {summary_line(result)}")
+            if labels is not None or guidance_scale is not None:
+                result["guidance_scale"] = 1.0 if guidance_scale is None else guidance_scale
+                print(f"guidance {result['guidance_scale']:g}: {summary_line(result)}")
             results.append(result)
         if len(results) > 1:
             result = {"guidance_sweep": results}

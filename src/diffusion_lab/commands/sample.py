@@ -5,6 +5,7 @@
     diffusion-lab sample cold-rows-mnist --noise 0.01          # cold diffusion, from the fitted start
     diffusion-lab sample cold-rows-mnist --conditional --num_images 8   # restore real test images
     diffusion-lab sample ddpm-cond --class_labels 7 --guidance_scale 3  # class-conditional runs
+    diffusion-lab sample ddpm-mnist --guidance_scale 1.5                # an autoguided run (the CPU default) at another w
     diffusion-lab sample ddpm-cond --class_labels all --num_images 8    # 8 per class, a row per class
 
 Writes `<output_dir>/images/00000.png ...`, `grid.png` and `samples.npz` (uint8, N x H x W x C; for class-conditional
@@ -30,7 +31,7 @@ from ..sampling import (
     check_sampling_fits,
     class_labels_for,
     clear_earlier_samples,
-    guidance_scale_fix,
+    guidance_kwargs,
     is_class_conditional,
     is_cold,
     open_pipeline,
@@ -56,11 +57,13 @@ def parse_args(argv):
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--trust_remote_code", action="store_true", help="Load classes diffusion_lab lacks from the pipeline's own code (runs that code).")
-    conditional = parser.add_argument_group("class-conditional pipelines")
+    conditional = parser.add_argument_group("class-conditional and autoguided pipelines")
     conditional.add_argument("--class_labels", nargs="+", default=None,
                              help="Classes to draw, as indices or names, --num_images of each (default: all, a grid row per class).")
-    conditional.add_argument("--guidance_scale", type=non_negative_float, default=1.0,
-                             help="Classifier-free guidance w: 1 plain conditional (default), 0 unconditional, e.g. 3 for sharper classes.")
+    conditional.add_argument("--guidance_scale", type=non_negative_float, default=None,
+                             help="Class-conditional pipelines: classifier-free guidance w, 1 plain conditional (default), 0 "
+                                  "unconditional, e.g. 3 for sharper classes. Autoguided ones (the CPU default run's): "
+                                  "autoguidance w, default the pipeline's own, 1 the main model alone.")
     cold = parser.add_argument_group("cold diffusion")
     cold.add_argument("--noise", type=non_negative_float, default=0.0, help="Std of noise added to the fully degraded start.")
     cold.add_argument("--algorithm", type=int, choices=(1, 2), default=2, help="1: x_{s-1} = D(x0, s-1); 2: the paper's improved sampler.")
@@ -88,7 +91,7 @@ def restoration_figure(pipeline, args: argparse.Namespace, cold_kwargs: dict):
     if conditional:
         chosen = test_images.labels[:count].tolist() if label_column else class_labels_for(pipeline, args.class_labels, 1)
         labels = [chosen[i % len(chosen)] for i in range(len(originals))]
-        cold_kwargs = {**cold_kwargs, "guidance_scale": args.guidance_scale}
+        cold_kwargs = {**cold_kwargs, **guidance_kwargs(pipeline, args.guidance_scale)}
     return restore(pipeline, originals, len(originals), args.seed, args.num_inference_steps, labels, figure_rows=len(originals), **cold_kwargs).figure
 
 
@@ -106,9 +109,7 @@ def write_requested_samples(args: argparse.Namespace) -> None:
     if not cold and (args.noise or args.algorithm != 2 or args.conditional):
         raise ValueError("--noise, --algorithm and --conditional apply to cold-diffusion pipelines only: drop them.")
     cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if cold else {}
-    conditional = is_class_conditional(pipeline)
-    if not conditional and args.guidance_scale != 1:
-        raise ValueError(f"--guidance_scale applies to class-conditional pipelines only (trained with --class_conditional): {guidance_scale_fix(pipeline)}.")
+    guidance = guidance_kwargs(pipeline, args.guidance_scale)
     if args.conditional:
         output_dir.mkdir(parents=True, exist_ok=True)
         clear_earlier_samples(output_dir)
@@ -119,7 +120,6 @@ def write_requested_samples(args: argparse.Namespace) -> None:
     labels = class_labels_for(pipeline, args.class_labels, per_class)
     num_images = len(labels) if labels is not None else (args.num_images or 64)
     check_sampling_fits(pipeline.unet, num_images, args.batch_size, args.device, value_bytes=1, output_dir=output_dir)
-    guidance = {"guidance_scale": args.guidance_scale} if conditional else {}
     steps = use_sampler(pipeline, args.scheduler or DEFAULT_SAMPLER, args.num_inference_steps)
     write_samples(pipeline, output_dir, num_images, args.batch_size, args.seed, steps, labels, per_class, **guidance, **cold_kwargs)
     print(f"wrote {num_images} images, grid.png and samples.npz to {output_dir}")

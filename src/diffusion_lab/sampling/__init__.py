@@ -13,7 +13,7 @@ from .generation import (
                          draw,
                          generate,
                          generate_batches,
-                         guidance_scale_fix,
+                         guidance_kwargs,
                          is_class_conditional,
                          labels_for_samples,
                          open_pipeline,
@@ -40,6 +40,6 @@ from .samplers import (
 __all__ = [
     "DEFAULT_SAMPLER", "DEFAULT_STEPS", "SAMPLERS", "Restorations", "SampleWriter", "autocast_with_fp32_outputs",
     "check_samples_folder", "check_sampling_fits", "class_grid", "class_labels_for", "draw", "clear_earlier_samples", "four_columns",
-    "generate", "generate_batches", "guidance_scale_fix", "image_grid", "is_class_conditional", "is_cold", "keeps_own_scheduler", "labels_for_samples",
+    "generate", "generate_batches", "guidance_kwargs", "image_grid", "is_class_conditional", "is_cold", "keeps_own_scheduler", "labels_for_samples",
     "open_pipeline", "restore", "swap_scheduler", "uint8_grid", "use_sampler", "write_samples",
 ]

@@ -42,12 +42,18 @@ def is_class_conditional(pipeline) -> bool:
     return num_classes_of(pipeline.unet) is not None
 
 
-def guidance_scale_fix(pipeline) -> str:
-    """How to change the guidance of a pipeline that refuses --guidance_scale: drop it, or for an autoguided one
-    (whose w is part of the pipeline) make it again."""
+def guidance_kwargs(pipeline, guidance_scale: float | None) -> dict:
+    """The pipeline's `guidance_scale` for a --guidance_scale given (or None): classifier-free guidance's w for
+    class-conditional pipelines (default 1, the plain conditional model), autoguidance's for autoguided ones (default
+    the w they were saved with; 1 is the main model alone). Refused for any other pipeline."""
     if isinstance(pipeline, AutoguidedDDPMPipeline):
-        return "an autoguided pipeline keeps the w it was made with: rerun `diffusion-lab autoguide` with --guidance_scale"
-    return "drop it"
+        return {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+    if is_class_conditional(pipeline):
+        return {"guidance_scale": 1.0 if guidance_scale is None else guidance_scale}
+    if guidance_scale is not None:
+        raise ValueError("--guidance_scale applies to class-conditional pipelines (trained with --class_conditional) and "
+                         "autoguided ones only: drop it.")
+    return {}
 
 
 def class_labels_for(pipeline, class_labels: list[str] | None, per_class: int) -> list[int] | None:

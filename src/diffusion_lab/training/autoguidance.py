@@ -48,10 +48,10 @@ class GuideSnapshots:
         return steps[-1] if steps else None
 
     def take(self, step: int, named_weights) -> None:
-        """After optimizer step `step`: keep a copy of `named_weights` ((name, tensor) pairs, the EMA's where the run
-        keeps one) if `step` is a snapshot step, and drop the snapshots no later step can use."""
+        """After optimizer step `step`: if it is a snapshot step, keep a copy of `named_weights()` ((name, tensor)
+        pairs, the EMA's where the run keeps one); drop the snapshots no later step can use."""
         if step in snapshot_steps(step):
-            self.snapshots[step] = {name: weight.detach().clone() for name, weight in named_weights}
+            self.snapshots[step] = {name: weight.detach().clone() for name, weight in named_weights()}
         oldest_needed = self.guide_step(step)
         if oldest_needed is not None:
             for old in [kept for kept in self.snapshots if kept < oldest_needed]:
@@ -75,9 +75,9 @@ class GuideSnapshots:
                 "written with the same --autoguidance_scale, or start a new run."
             )
         self.snapshots = {}
-        for key, weight in load_file(path, device=str(device)).items():
+        for key, weight in load_file(path).items():  # read on the CPU: safetensors refuses devices such as "cpu:0"
             step, name = key.split("/", 1)
-            self.snapshots.setdefault(int(step), {})[name] = weight
+            self.snapshots.setdefault(int(step), {})[name] = weight.to(device)
 
 
 def guide_model(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> torch.nn.Module:

@@ -526,7 +526,7 @@ class Trainer:
                 self._abandon_step(before)
             self.global_step += 1
             if self.guides is not None:
-                self.guides.take(self.global_step, self._guide_weights())
+                self.guides.take(self.global_step, self._guide_weights)
             steps_in_window += 1
             if compiling:
                 compiling, steps_in_window = False, 0
