@@ -6,7 +6,7 @@ EMA from a quarter to a third of the steps lowered the digit FD by 32-37 %, by a
 (benchmarks/RESULTS.md, section 15). So that the guide is that age at every step (a grid, a checkpoint, the end of a
 run of any length), weight snapshots are taken at geometrically spaced steps (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 19, ...:
 each about 1.25 times the last) and the guide at step n is the latest snapshot at or before `fraction` x n, so between
-0.8 and 1 times that. A snapshot is dropped once a later one is old enough to guide: about eight are kept (8 MB for
+0.8 and 1 times that. A snapshot is dropped once a later one is old enough to guide: six or seven are kept (15 MB for
 `unet_small`), and checkpoints keep them too, so that a resumed run has the guide an uninterrupted one has.
 """
 
