@@ -207,4 +207,4 @@ def test_in_training_evaluation_logs_fid_and_is_with_inception_weights(weights_f
     evaluation = next(record for record in records if "eval/fid" in record)
     for key in ("eval/fid", "eval/fid_real", "eval/inception_score", "eval/inception_score_std", "eval/digit_fd"):
         assert np.isfinite(evaluation[key]), key
-    assert evaluation["eval/inception_score"] >= 1.0
+    assert evaluation["eval/inception_score"] >= 1.0 - 1e-9  # exp of a mean KL divergence, up to float rounding

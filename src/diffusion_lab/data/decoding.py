@@ -155,9 +155,9 @@ def decode_split(column, image_column: str, mode: str, resolution: int, center_c
 
     channels = 1 if mode == "L" else 3
     tmp_path = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    array = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(column), channels, resolution, resolution))
     try:
-        with stop_cleanly_on_sigterm("decoding images"):
+        with stop_cleanly_on_sigterm("decoding images"):  # from before the file exists, so a SIGTERM never leaves it
+            array = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(column), channels, resolution, resolution))
             for index, row in enumerate(tqdm(column, desc=desc, leave=False)):
                 array[index] = _decode(_open_or_explain(row[image_column], _source_row(column, index)), mode, resolution, center_crop)
             array.flush()
