@@ -147,5 +147,9 @@ def test_sample_and_evaluate_take_another_w_for_an_autoguided_pipeline(tmp_path)
     result = evaluate.main([str(tmp_path / "guided"), "--num_samples", "8", "--num_inference_steps", "3", "--guidance_scale",
                             "1", "2", "--dinov2_model", "none", "--output", str(output)])
     assert [row["guidance_scale"] for row in result["guidance_sweep"]] == [1, 2]
+    # Without --guidance_scale the result records the w the pipeline was saved with.
+    single = evaluate.main([str(tmp_path / "guided"), "--num_samples", "8", "--num_inference_steps", "3", "--dinov2_model", "none",
+                            "--output", str(tmp_path / "own.json")])
+    assert single["guidance_scale"] == 2.0 and json.loads((tmp_path / "own.json").read_text())["guidance_scale"] == 2.0
     table = output.with_suffix(".md").read_text()
     assert table.startswith("| w | digit FD | digit IS |\n") and "class accuracy" not in table and output.with_suffix(".png").is_file()

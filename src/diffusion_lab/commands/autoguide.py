@@ -71,15 +71,6 @@ def check_compatible(main, guide, main_name: str, guide_name: str) -> None:
                          "pass a guide from the same recipe (e.g. an earlier checkpoint of the run).")
 
 
-def model_alone(model):
-    """`model` without the EMA's settings that a checkpoint's `model_ema/config.json` adds (decay, power ...), which
-    would be saved into the pipeline and warned about on every load."""
-    init_dict, _, _ = type(model).extract_init_dict(dict(model.config))
-    clean = type(model).from_config(init_dict)
-    clean.load_state_dict(model.state_dict())
-    return clean
-
-
 def main(argv):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
@@ -88,7 +79,7 @@ def main(argv):
         raise ValueError("MAIN and GUIDE are the same folder, so guidance would change nothing: pass an earlier checkpoint as GUIDE.")
     main_pipeline, guide_pipeline = (main_model_pipeline(load_run_pipeline(name)) for name in (args.main, args.guide))
     check_compatible(main_pipeline, guide_pipeline, args.main, args.guide)
-    pipeline = AutoguidedDDPMPipeline(unet=model_alone(main_pipeline.unet), guide_unet=model_alone(guide_pipeline.unet),
+    pipeline = AutoguidedDDPMPipeline(unet=main_pipeline.unet, guide_unet=guide_pipeline.unet,
                                       scheduler=main_pipeline.scheduler, guidance_scale=args.guidance_scale)
     save_pipeline(pipeline, output_dir)
     print(f"wrote the autoguided pipeline (w = {args.guidance_scale:g}) to {output_dir}. Sample from it with\n"

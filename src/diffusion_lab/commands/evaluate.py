@@ -189,8 +189,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             compared = reference if originals is None else reference[len(originals) :]
             result = evaluate_images(images, compared, images_range="uint8", originals=originals, originals_range="uint8",
                                      labels=labels, **score)
-            if labels is not None or guidance_scale is not None:
-                result["guidance_scale"] = 1.0 if guidance_scale is None else guidance_scale
+            used = guidance_kwargs(pipeline, guidance_scale).get("guidance_scale")  # also an autoguided pipeline's own w
+            if used is not None:
+                result["guidance_scale"] = used
                 print(f"guidance {result['guidance_scale']:g}: {summary_line(result)}")
             results.append(result)
         if len(results) > 1:

@@ -47,7 +47,7 @@ def guidance_kwargs(pipeline, guidance_scale: float | None) -> dict:
     class-conditional pipelines (default 1, the plain conditional model), autoguidance's for autoguided ones (default
     the w they were saved with; 1 is the main model alone). Refused for any other pipeline."""
     if isinstance(pipeline, AutoguidedDDPMPipeline):
-        return {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+        return {"guidance_scale": pipeline.config.guidance_scale if guidance_scale is None else guidance_scale}
     if is_class_conditional(pipeline):
         return {"guidance_scale": 1.0 if guidance_scale is None else guidance_scale}
     if guidance_scale is not None:

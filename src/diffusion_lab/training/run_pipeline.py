@@ -30,6 +30,19 @@ def recorded_args(config: dict, add_objective_args) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(parser.parse_args([])), **config})
 
 
+def without_ema_settings(model):
+    """`model` without the settings EMAModel.save_pretrained writes into a checkpoint's `model_ema/config.json` (decay,
+    power ...), which diffusers keeps in the loaded model's config: they would go into every pipeline saved from it
+    and be warned about on each load. The same tensors; built on the meta device, so nothing is initialised."""
+    from accelerate import init_empty_weights
+
+    init_dict, _, _ = type(model).extract_init_dict(dict(model.config))
+    with init_empty_weights():
+        clean = type(model).from_config(init_dict)
+    clean.load_state_dict(model.state_dict(), assign=True)
+    return clean.eval()
+
+
 def pipeline_from_checkpoint(checkpoint: Path):
     """The pipeline of `checkpoint` (a `checkpoint-<step>` folder): the objective and its settings from the
     checkpoint's run_config.json, the model (its EMA copy where there is one) from safetensors, checked as a saved
@@ -45,7 +58,7 @@ def pipeline_from_checkpoint(checkpoint: Path):
     args = recorded_args(config, add_objective_args)
     objective = objective_class.from_args(args)
     ema = (checkpoint / "model_ema").is_dir()
-    model = load_model(checkpoint, "model_ema" if ema else "model")
+    model = without_ema_settings(load_model(checkpoint, "model_ema")) if ema else load_model(checkpoint, "model")
     if args.class_conditional:
         # Checkpoints do not record the class names: the classes are numbered, as --class_labels takes them.
         objective.use_classes([str(index) for index in range(model.config.num_class_embeds - 1)], args.label_dropout)
