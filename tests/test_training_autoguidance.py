@@ -32,7 +32,7 @@ def test_snapshots_are_taken_at_the_ceilings_of_powers_of_1_25():
     assert snapshot_steps(45) == [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 19, 23, 29, 36, 45]
 
 
-@pytest.mark.parametrize("step, guide_step", [(2, None), (3, 1), (30, 10), (44, 12), (45, 15), (4764, 1578), (22500, 6019)])
+@pytest.mark.parametrize("step, guide_step", [(2, None), (3, 1), (30, 10), (44, 12), (45, 15), (4764, 1578), (15000, 4815), (22500, 6019)])
 def test_the_guide_is_the_latest_snapshot_at_or_before_a_third_of_the_steps(step, guide_step):
     assert GuideSnapshots(1 / 3).guide_step(step) == guide_step
 
