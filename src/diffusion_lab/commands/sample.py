@@ -78,9 +78,9 @@ def parse_args(argv):
     return args
 
 
-def restoration_figure(pipeline, args: argparse.Namespace, cold_kwargs: dict):
+def restoration_figure(pipeline, args: argparse.Namespace, restore_kwargs: dict):
     """The seeds' four columns for the first --num_images (default 8) test images: original, degraded (level T),
-    one-step and iterative restoration."""
+    one-step and iterative restoration. `restore_kwargs`: the cold pipeline's options and its guidance."""
     # A class-conditional restorer is told each test image's own class, unless --class_labels says otherwise.
     conditional = is_class_conditional(pipeline)
     label_column = "label" if conditional and args.class_labels is None else None
@@ -91,8 +91,7 @@ def restoration_figure(pipeline, args: argparse.Namespace, cold_kwargs: dict):
     if conditional:
         chosen = test_images.labels[:count].tolist() if label_column else class_labels_for(pipeline, args.class_labels, 1)
         labels = [chosen[i % len(chosen)] for i in range(len(originals))]
-        cold_kwargs = {**cold_kwargs, **guidance_kwargs(pipeline, args.guidance_scale)}
-    return restore(pipeline, originals, len(originals), args.seed, args.num_inference_steps, labels, figure_rows=len(originals), **cold_kwargs).figure
+    return restore(pipeline, originals, len(originals), args.seed, args.num_inference_steps, labels, figure_rows=len(originals), **restore_kwargs).figure
 
 
 def main(argv):
@@ -113,7 +112,7 @@ def write_requested_samples(args: argparse.Namespace) -> None:
     if args.conditional:
         output_dir.mkdir(parents=True, exist_ok=True)
         clear_earlier_samples(output_dir)
-        restoration_figure(pipeline, args, cold_kwargs).save(output_dir / "four_columns.png")
+        restoration_figure(pipeline, args, {**cold_kwargs, **guidance}).save(output_dir / "four_columns.png")
         print(f"wrote four_columns.png to {output_dir}")
         return
     per_class = args.num_images or 8
