@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -346,10 +347,12 @@ def test_sampling_writes_each_batch_as_it_is_made_and_an_interrupted_run_keeps_i
     real_batches = sample_files.generate_batches
 
     def interrupted_after_two_batches(*args, **kwargs):
-        batches = real_batches(*args, **kwargs)
-        yield next(batches)
-        yield next(batches)
-        raise KeyboardInterrupt
+        # closing(): the real generator's progress bar ends here, not when the garbage collector frees this frame (an open
+        # bar moves the next test's bar down a line and puts a cursor-up code before the line printed after it)
+        with closing(real_batches(*args, **kwargs)) as batches:
+            yield next(batches)
+            yield next(batches)
+            raise KeyboardInterrupt
 
     monkeypatch.setattr(sample_files, "generate_batches", interrupted_after_two_batches)
     capsys.readouterr()
