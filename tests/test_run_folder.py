@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 from helpers import TINY_RUN, make_folder
@@ -180,8 +181,11 @@ def test_a_hostile_pickle_in_a_checkpoint_is_refused_in_one_line(two_steps, tmp_
     marker = tmp_path / "code-was-run"
     (folder / "checkpoint-2" / "optimizer.bin").write_bytes(pickle.dumps(Payload(marker)))
     write_manifest(folder / "checkpoint-2")  # an attacker who rewrote the manifest too
-    status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
+    with warnings.catch_warnings(record=True) as shown:  # what a console would print beside the line (pytest hides it)
+        warnings.simplefilter("default")
+        status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME)
     assert status == 2 and len(lines) == 1, lines
+    assert not [str(warning.message) for warning in shown if not issubclass(warning.category, DeprecationWarning)]
     assert lines[0].startswith(f"error: {folder / 'checkpoint-2'} holds optimizer/scheduler/RNG state that is not plain tensor data (")
     assert lines[0].endswith("): refused. Resume only from checkpoints your own runs wrote.")
     assert not marker.exists()

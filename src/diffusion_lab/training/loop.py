@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from contextlib import nullcontext, suppress
 from pathlib import Path
 
@@ -256,7 +257,10 @@ class Trainer:
         if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")
             try:
-                accelerator.load_state(str(checkpoint))
+                with warnings.catch_warnings():
+                    # torch warns of a pickle protocol it does not write before refusing it: the refusal says it all.
+                    warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                    accelerator.load_state(str(checkpoint))
             except pickle.UnpicklingError as error:
                 # accelerate reads optimizer/scheduler/RNG state with torch.load(weights_only=True): anything but plain
                 # tensors and numbers is refused there, not run.
