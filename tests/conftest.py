@@ -7,9 +7,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # One thread per pytest-xdist worker (`-n 2` in pyproject.toml: two workers on two cores); more threads than cores make
 # torch's thread pools wait on each other; the commands tests start in subprocesses get one too. Two without xdist.
-if os.environ.get("PYTEST_XDIST_WORKER"):
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+torch.set_num_threads(1 if XDIST_WORKER else 2)
 
 
 @pytest.fixture(scope="session", autouse=True)
