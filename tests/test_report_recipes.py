@@ -50,6 +50,20 @@ def test_recipes_state_the_reports_hyper_parameters():
         validate_training_args(train_ddpm.parse_args(flags))
 
 
+@pytest.mark.parametrize("name", ["fgvc_aircraft.sh", "unet_report_mnist.sh", "cifar10_ho.sh"])
+def test_a_recipe_trains_the_same_on_a_cpu_and_a_gpu(monkeypatch, name):
+    """A report's training does not change with the device: its plain loss and unguided samples do not become the CPU
+    recipe's min-SNR-5 weighting and autoguidance (they did before the scripts said --snr_gamma 0 --autoguidance_scale 1)."""
+    def training(cuda):
+        monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: cuda)
+        args = train_ddpm.parse_args(recipe_flags(name))
+        return {flag: getattr(args, flag) for flag in ("model", "train_batch_size", "learning_rate", "num_epochs", "snr_gamma",
+                                                       "autoguidance_scale")}
+
+    assert training(cuda=False) == training(cuda=True)
+    assert (training(cuda=False)["snr_gamma"], training(cuda=False)["autoguidance_scale"]) == (0, 1)
+
+
 @pytest.fixture(scope="module")
 def aircraft_folder(tmp_path_factory):
     """10 RGB photos-to-be of a size that needs the centre crop (96 x 80), in the imagefolder layout."""
