@@ -8,8 +8,9 @@ higher learning rate, for about 3 minutes of an H100/H200, and writes grids and 
 changes are unmeasured there, so it keeps the plain loss and no autoguidance. On the CPU the sample grids and the
 saved pipeline are autoguided (w = 2, by the run's EMA from a third of its steps: 37 % lower digit FD after 15
 minutes, two seeds, section 15). The CPU run is 8 epochs (15,000 steps): autoguided, two seeds reach their best
-digit FD at 13,000-15,000 steps and no lower at 17,000-20,000, where the guide stops paying (section 17). Any of these
-flags given on the command line wins.
+digit FD at 13,000-15,000 steps and no lower at 17,000-20,000, where the guide stops paying (section 17). Logit-normal
+training timesteps lower the FD of its first half hour but not at its end (section 19), so they stay a flag. Any of
+these flags given on the command line wins.
 """
 
 from __future__ import annotations
