@@ -143,13 +143,26 @@ def stop_cleanly_on_sigterm(what: str):
         return
 
     def stop(signum, frame):
-        raise TrainingStopped(f"{signal.Signals(signum).name} received while {what}: nothing was saved; rerun the command.", 128 + signum)
+        raise _StopSignal(signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+    except _StopSignal as received:
+        raise TrainingStopped(f"{signal.Signals(received.signum).name} received while {what}: nothing was saved; rerun the "
+                              "command.", 128 + received.signum) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _StopSignal(BaseException):
+    """Raised by stop_cleanly_on_sigterm's handler wherever the signal lands. Not an Exception, like KeyboardInterrupt:
+    a library's `except Exception` would swallow it (tqdm's does while it starts its monitor thread, just as a
+    decoding loop begins), and the work would go on."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class RunFolderWatch:
