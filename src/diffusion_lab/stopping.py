@@ -27,6 +27,16 @@ class SamplingStopped(Exception):
     """A stop signal came while the run was drawing images; they are abandoned."""
 
 
+class _StopSignal(BaseException):
+    """Raised by stop_cleanly_on_sigterm's handler wherever the signal lands. Not an Exception, like KeyboardInterrupt:
+    a library's `except Exception` would swallow it (tqdm's does while it starts its monitor thread, just as a
+    decoding loop begins), and the work would go on."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class StepAbandoned(Exception):
     """A stop signal came during the forward or backward pass of a training step; the step is given up."""
 
@@ -153,16 +163,6 @@ def stop_cleanly_on_sigterm(what: str):
                               "command.", 128 + received.signum) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-class _StopSignal(BaseException):
-    """Raised by stop_cleanly_on_sigterm's handler wherever the signal lands. Not an Exception, like KeyboardInterrupt:
-    a library's `except Exception` would swallow it (tqdm's does while it starts its monitor thread, just as a
-    decoding loop begins), and the work would go on."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 class RunFolderWatch:
