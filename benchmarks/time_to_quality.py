@@ -103,8 +103,9 @@ class QualityCurve:
         from diffusion_lab.evaluation import evaluate_images
         from diffusion_lab.sampling import image_grid
 
-        minutes = self.training_seconds() / 60
-        # A run with its own length (--own_length) that ends before a mark is scored at its end, labelled by its minutes.
+        minutes = round(self.training_seconds() / 60, 3)  # as the curve records them
+        # A run with its own length (--own_length) that ends before a mark is scored at its end, labelled by its minutes
+        # as recorded (rounding the unrounded minutes could differ: 0.0496 -> 0.0, where 0.050 -> 0.1).
         mark = self.marks.pop(0) if minutes >= self.marks[0] else round(minutes, 1)
         if run_ends:
             self.marks.clear()
@@ -125,7 +126,7 @@ class QualityCurve:
         result = {name: statistics.fmean(draw[name] for draw in results) for name in results[0] if name.startswith("digit_")}
         point = {
             "mark_minutes": mark,
-            "minutes": round(minutes, 3),
+            "minutes": minutes,
             "steps": trainer.global_step,
             "images_seen": trainer.global_step * trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps,
             **digit_fd_over_draws(results),
