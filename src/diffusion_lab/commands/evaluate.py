@@ -49,14 +49,14 @@ from ..training.run_pipeline import is_run_without_pipeline, load_run_pipeline
 from . import check_device
 
 
-def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline, guidance_scale: float | None = None):
+def pipeline_images(args: argparse.Namespace, reference: torch.Tensor, pipeline, guidance: dict):
     """uint8 images from the pipeline INPUT, the originals they restore (--conditional) or None, and the intended
-    class of each image (class-conditional pipelines) or None."""
+    class of each image (class-conditional pipelines) or None. `guidance`: the pipeline's guidance kwargs
+    (`guidance_kwargs`)."""
     cold_kwargs = {"noise": args.noise, "algorithm": args.algorithm} if is_cold(pipeline) else {}
     conditional = is_class_conditional(pipeline)
     if not conditional and args.class_labels is not None:
         raise ValueError("--class_labels applies to class-conditional pipelines only: drop it.")
-    guidance = guidance_kwargs(pipeline, guidance_scale)
     if not cold_kwargs and (args.conditional or args.noise or args.algorithm != 2):
         raise ValueError("--conditional, --noise and --algorithm apply to cold-diffusion pipelines only: drop them.")
     if args.conditional:
@@ -184,14 +184,14 @@ def evaluate(args: argparse.Namespace) -> dict:
         pipeline = open_pipeline(args.input, args.scheduler, args.device, args.trust_remote_code, load=load_run_pipeline)
         results = []
         for guidance_scale in args.guidance_scale or [None]:
-            images, originals, labels = pipeline_images(args, reference, pipeline, guidance_scale)
+            guidance = guidance_kwargs(pipeline, guidance_scale)
+            images, originals, labels = pipeline_images(args, reference, pipeline, guidance)
             # The restored originals are left out of the reference, so the distribution metrics see new images.
             compared = reference if originals is None else reference[len(originals) :]
             result = evaluate_images(images, compared, images_range="uint8", originals=originals, originals_range="uint8",
                                      labels=labels, **score)
-            used = guidance_kwargs(pipeline, guidance_scale).get("guidance_scale")  # also an autoguided pipeline's own w
-            if used is not None:
-                result["guidance_scale"] = used
+            if "guidance_scale" in guidance:  # also an autoguided pipeline's own w
+                result["guidance_scale"] = guidance["guidance_scale"]
                 print(f"guidance {result['guidance_scale']:g}: {summary_line(result)}")
             results.append(result)
         if len(results) > 1:
