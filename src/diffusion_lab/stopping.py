@@ -27,16 +27,6 @@ class SamplingStopped(Exception):
     """A stop signal came while the run was drawing images; they are abandoned."""
 
 
-class _StopSignal(BaseException):
-    """Raised by stop_cleanly_on_sigterm's handler wherever the signal lands. Not an Exception, like KeyboardInterrupt:
-    a library's `except Exception` would swallow it (tqdm's does while it starts its monitor thread, just as a
-    decoding loop begins), and the work would go on."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 class StepAbandoned(Exception):
     """A stop signal came during the forward or backward pass of a training step; the step is given up."""
 
@@ -147,22 +137,16 @@ def stop_with_launcher() -> bool:
 @contextmanager
 def stop_cleanly_on_sigterm(what: str):
     """Inside, SIGTERM raises TrainingStopped like Ctrl-C raises KeyboardInterrupt, so that `finally` blocks remove
-    what was half-written (e.g. a partly decoded image cache) instead of the process dying on the spot."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise _StopSignal(signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    what was half-written (e.g. a partly decoded image cache) instead of the process dying on the spot. The signal
+    arrives as `Terminated` (a KeyboardInterrupt, not an Exception: a library's `except Exception` would swallow it,
+    as tqdm's does while it starts its monitor thread, just as a decoding loop begins) and leaves the block as the
+    one-line TrainingStopped."""
     try:
-        yield
-    except _StopSignal as received:
-        raise TrainingStopped(f"{signal.Signals(received.signum).name} received while {what}: nothing was saved; rerun the "
-                              "command.", 128 + received.signum) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        with sigterm_as_interrupt():
+            yield
+    except Terminated as received:
+        name, exit_code = interruption(received)
+        raise TrainingStopped(f"{name} while {what}: nothing was saved; rerun the command.", exit_code) from None
 
 
 class RunFolderWatch:
