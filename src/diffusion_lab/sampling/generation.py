@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..pipelines import AutoguidedDDPMPipeline
+from ..pipelines import AutoguidedDDPMPipeline, ClusterConditionalDDPMPipeline
 from ..pipelines.class_guidance import class_index, num_classes_of
 from ..pipelines.export import load_pipeline
 from ..pipelines.validation import check_images
@@ -39,14 +39,15 @@ def open_pipeline(name_or_path: str, scheduler: str | None = None, device: str =
 
 
 def is_class_conditional(pipeline) -> bool:
-    return num_classes_of(pipeline.unet) is not None
+    """Whether the pipeline takes class labels (a cluster-conditional one draws its own)."""
+    return num_classes_of(pipeline.unet) is not None and not isinstance(pipeline, ClusterConditionalDDPMPipeline)
 
 
 def guidance_kwargs(pipeline, guidance_scale: float | None) -> dict:
     """The pipeline's `guidance_scale` for a --guidance_scale given (or None): classifier-free guidance's w for
     class-conditional pipelines (default 1, the plain conditional model), autoguidance's for autoguided ones (default
     the w they were saved with; 1 is the main model alone). Refused for any other pipeline."""
-    if isinstance(pipeline, AutoguidedDDPMPipeline):
+    if isinstance(pipeline, (AutoguidedDDPMPipeline, ClusterConditionalDDPMPipeline)):
         return {"guidance_scale": pipeline.config.guidance_scale if guidance_scale is None else guidance_scale}
     if is_class_conditional(pipeline):
         return {"guidance_scale": 1.0 if guidance_scale is None else guidance_scale}

@@ -47,7 +47,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max_train_samples", type=positive_int, default=None, help="Use only the first N training images (quick experiments, tests).")
     data.add_argument("--class_conditional", action="store_true", help="Train a class-conditional model (labels from --label_column) for classifier-free guidance.")
     data.add_argument("--label_column", default="label", help="--class_conditional: the column of integer or ClassLabel class labels.")
-    data.add_argument("--label_dropout", type=fraction, default=0.1, help="--class_conditional: probability that a label is replaced by the null class (Ho & Salimans 2022).")
+    data.add_argument("--label_dropout", type=fraction, default=0.1, help="--class_conditional, --cluster_conditioning: probability that a label is replaced by the null class (Ho & Salimans 2022).")
     data.add_argument(
         "--data_on_device", action=argparse.BooleanOptionalAction, default=None,
         help="Keep the decoded training images on the accelerator and gather, convert and flip batches there (default: "

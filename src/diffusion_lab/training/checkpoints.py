@@ -23,6 +23,8 @@ from ..staging import staging_folder
 from .autoguidance import GuideSnapshots
 from .objective import Objective
 
+OBJECTIVE_STATE_FILE = "objective.safetensors"  # what the objective learns besides the model (its state_dict)
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # Written by accelerator.save_state (with our hook for the model); a checkpoint lacking one cannot resume exactly.
 CHECKPOINT_FILES = ("model/config.json", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
@@ -253,7 +255,7 @@ def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, ob
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             if keeps_state:
-                save_file(objective.state_dict(), Path(output_dir) / "objective.safetensors")
+                save_file(objective.state_dict(), Path(output_dir) / OBJECTIVE_STATE_FILE)
             if guides is not None:
                 guides.save(output_dir)
             if ema is not None:
@@ -267,7 +269,7 @@ def register_checkpoint_hooks(accelerator: Accelerator, ema: EMAModel | None, ob
 
     def load_hook(models, input_dir):
         if keeps_state:
-            objective.load_state_dict(load_file(Path(input_dir) / "objective.safetensors"))
+            objective.load_state_dict(load_file(Path(input_dir) / OBJECTIVE_STATE_FILE))
         if guides is not None:
             guides.load(input_dir, accelerator.device)
         if ema is not None:

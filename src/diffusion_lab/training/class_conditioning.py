@@ -21,6 +21,11 @@ class ClassConditioning:
         self.label_dropout = label_dropout
 
     @property
+    def labels_in_grid(self) -> bool:
+        """Whether sample grids pass labels to the pipeline (a row per class)."""
+        return self.class_names is not None
+
+    @property
     def num_classes(self) -> int | None:
         return None if self.class_names is None else len(self.class_names)
 
@@ -36,7 +41,7 @@ class ClassConditioning:
         return torch.where(draws < self.label_dropout, torch.full_like(labels, self.num_classes), labels)
 
     def grid_labels(self, num_images: int, device=None) -> torch.Tensor | None:
-        """Labels for a sample grid: the classes in order, an equal share each (None for unconditional runs)."""
-        if self.class_names is None:
+        """Labels for a sample grid: the classes in order, an equal share each (None where `labels_in_grid` is not)."""
+        if not self.labels_in_grid:
             return None
         return (torch.arange(num_images) * self.num_classes // num_images).to(device)

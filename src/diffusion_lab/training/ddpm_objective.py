@@ -8,8 +8,8 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
-from ..argument_types import at_least_two, non_negative_float, open_unit_interval, positive_float, real
-from ..pipelines import AutoguidedDDPMPipeline, ClassConditionalDDPMPipeline, EntropyScaledDDPMPipeline
+from ..argument_types import at_least_two, non_negative_float, non_negative_int, open_unit_interval, positive_float, real
+from ..pipelines import AutoguidedDDPMPipeline, ClassConditionalDDPMPipeline, ClusterConditionalDDPMPipeline, EntropyScaledDDPMPipeline
 from ..sampling import DEFAULT_SAMPLER, SAMPLERS
 from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMScheduler, build_noise_scheduler, check_schedule_options, portable_scheduler
 from ..schedulers.schedule_options import PREDICTION_TYPES, VARIANCE_TYPES
@@ -62,6 +62,13 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
         "--autoguidance_guide_fraction", type=open_unit_interval, default=1 / 3,
         help="--autoguidance_scale: how far through the steps the guiding EMA is taken, between 0.8 and 1 times this (default a third).",
     )
+    group.add_argument(
+        "--cluster_conditioning", type=non_negative_int, default=0, metavar="K",
+        help="Label-free conditioning (Bao et al. 2022): split the training images into K k-means clusters of their "
+             "pixels (from --seed) and train on each image's cluster as --class_conditional does on labels; the saved "
+             "pipeline draws each image's cluster by the clusters' sizes, so it stays an unconditional generator. "
+             "0 (the default): off.",
+    )
     group.add_argument("--des_entropy_mode", choices=ENTROPY_MODES, default="batch", help="entropy_scaled: one noise scale per batch (the seeds') or per image.")
     group.add_argument(
         "--des_base_schedule", choices=[name for name in NOISE_SCHEDULES if name != "entropy_scaled"], default="linear",
@@ -101,6 +108,14 @@ def autoguidance_of(args: argparse.Namespace) -> tuple[float, float] | None:
     return args.autoguidance_scale, args.autoguidance_guide_fraction
 
 
+def clusters_of(args: argparse.Namespace) -> int:
+    """K of --cluster_conditioning (0: off), refused with what it cannot go with."""
+    for flag, conflicts in (("--class_conditional", args.class_conditional), ("--noise_schedule entropy_scaled", args.noise_schedule == "entropy_scaled")):
+        if args.cluster_conditioning and conflicts:
+            raise ArgumentError(f"--cluster_conditioning conditions on clusters of the images, not with {flag}: drop one of the two.")
+    return args.cluster_conditioning
+
+
 def build_ddpm_scheduler(args: argparse.Namespace) -> DDPMScheduler:
     try:
         check_schedule_options(args.ddpm_num_steps, args.beta_start, args.beta_end, args.prediction_type, args.variance_type, SCHEDULE_FLAGS)
@@ -135,14 +150,18 @@ class DDPMObjective(Objective):
     """Noise a clean batch at random timesteps and regress the network's output on the target.
 
     Class-conditional runs (`use_classes`) pass each image's label, dropped to the null class with probability
-    --label_dropout, and save a `ClassConditionalDDPMPipeline`; with `autoguidance` (w, guide fraction) the trainer
-    keeps the guide (`training.autoguidance`) and the pipeline is an `AutoguidedDDPMPipeline`."""
+    --label_dropout, and save a `ClassConditionalDDPMPipeline`; cluster-conditional runs (`use_clusters`) pass its
+    k-means cluster the same way and save a `ClusterConditionalDDPMPipeline`, which draws the clusters itself. With
+    `autoguidance` (w, guide fraction) the trainer keeps the guide (`training.autoguidance`) and the pipeline is an
+    `AutoguidedDDPMPipeline` (or the cluster pipeline with its guide)."""
 
     default_loss = "mse"
+    cluster_centroids: torch.Tensor | None = None  # cluster-conditional runs: the (K, D) k-means centroids of the pixels
+    cluster_sizes: torch.Tensor | None = None  # and each cluster's share of the training images, (K,)
 
     def __init__(self, scheduler: DDPMScheduler, loss: str = "mse", sampler: str = DEFAULT_SAMPLER,
                  snr_gamma: float | None = None, logit_normal: tuple[float, float] | None = None,
-                 autoguidance: tuple[float, float] | None = None):
+                 autoguidance: tuple[float, float] | None = None, num_clusters: int = 0):
         snr_gamma = snr_gamma or None  # 0: off
         if snr_gamma is not None and isinstance(scheduler, EntropyScaledDDPMScheduler):
             # Its noise level depends on each image's entropy, so alphas_cumprod does not give the SNR.
@@ -153,15 +172,36 @@ class DDPMObjective(Objective):
         self.snr_gamma = snr_gamma
         self.logit_normal = logit_normal  # (mean, std) of logit(t / T); None: uniform timesteps
         self.autoguidance = autoguidance
+        self.num_clusters = num_clusters  # --cluster_conditioning K; the trainer finds the clusters (`use_clusters`)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DDPMObjective":
         return cls(build_ddpm_scheduler(args), args.loss or cls.default_loss, args.sampler, args.snr_gamma, logit_normal_of(args),
-                   autoguidance_of(args))
+                   autoguidance_of(args), clusters_of(args))
 
     @property
     def num_train_timesteps(self) -> int:
         return self.scheduler.config.num_train_timesteps
+
+    def use_clusters(self, centroids: torch.Tensor, sizes: torch.Tensor, label_dropout: float) -> None:
+        """Train on cluster indices as class labels; the saved pipeline draws them by `sizes`."""
+        self.use_classes([str(index) for index in range(len(centroids))], label_dropout)
+        self.cluster_centroids, self.cluster_sizes = centroids, sizes
+
+    @property
+    def labels_in_grid(self) -> bool:
+        return self.class_names is not None and self.cluster_sizes is None  # the cluster pipeline draws its own
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The clusters of a cluster-conditional run, so that a resume trains on the same ones and a checkpoint's
+        pipeline draws them."""
+        if self.cluster_centroids is None:
+            return {}
+        return {"cluster_centroids": self.cluster_centroids, "cluster_sizes": self.cluster_sizes}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if "cluster_centroids" in state:
+            self.cluster_centroids, self.cluster_sizes = state["cluster_centroids"], state["cluster_sizes"]
 
     def target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         prediction_type = self.scheduler.config.prediction_type
@@ -213,6 +253,9 @@ class DDPMObjective(Objective):
     def pipeline(self, model, guide=None) -> DDPMPipeline | EntropyScaledDDPMPipeline | AutoguidedDDPMPipeline:
         """DES needs its own pipeline and scheduler (remote code), and so does autoguidance (`guide`, the guiding
         model); every other schedule saves as stock diffusers."""
+        if self.cluster_sizes is not None:
+            return ClusterConditionalDDPMPipeline(unet=model, scheduler=portable_scheduler(self.scheduler), cluster_sizes=self.cluster_sizes.tolist(),
+                                                  guide_unet=guide, guidance_scale=self.autoguidance[0] if guide is not None else 1.0)
         if guide is not None:
             return AutoguidedDDPMPipeline(unet=model, guide_unet=guide, scheduler=portable_scheduler(self.scheduler),
                                           guidance_scale=self.autoguidance[0])

@@ -57,6 +57,7 @@ from .checkpoints import (
     save_checkpoint,
     step_of,
 )
+from .cluster_conditioning import label_by_clusters
 from .objective import Objective
 from .precision import auto_mixed_precision
 from .recipes import describe_recipe
@@ -188,6 +189,13 @@ class Trainer:
             label_column=args.label_column if args.class_conditional else None,
         )
         channels, resolution = self.train_data.channels, self.train_data.images.shape[-1]
+        checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+        if objective.num_clusters:
+            began = time.perf_counter()
+            centroids, sizes = label_by_clusters(self.train_data, self.validation_data, objective.num_clusters, args.seed, checkpoint)
+            objective.use_clusters(centroids, sizes, args.label_dropout)
+            accelerator.print(f"Cluster conditioning: {objective.num_clusters} k-means clusters of the pixels in {time.perf_counter() - began:.0f} s, "
+                              f"from {sizes.min():.1%} to {sizes.max():.1%} of the images each.")
         self.data_on_device = keep_on_device(args.data_on_device, accelerator.device, self.train_data.nbytes)
         if self.data_on_device:
             self.train_data = self.train_data.to(accelerator.device)
@@ -198,7 +206,7 @@ class Trainer:
         torch.manual_seed(args.seed)
         model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path,
                             num_classes=self.train_data.num_classes, dropout=args.dropout)
-        _check_model_takes(model, channels, resolution, args.class_conditional)
+        _check_model_takes(model, channels, resolution, self.train_data.num_classes is not None)
         # Sample grids and evaluation hold their images (float32) on the device until they are scored.
         images_flag = "--eval_num_samples" if args.eval_every_epochs else "--eval_batch_size"
         check_sampling_fits(model, getattr(args, images_flag[2:]), args.eval_batch_size, accelerator.device, value_bytes=4,
@@ -209,8 +217,6 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ArgumentError("--gradient_accumulation_steps is larger than the batches in one epoch: lower it or add data.")
         self.max_train_steps = args.max_train_steps or args.num_epochs * self.steps_per_epoch
-        # Checked before anything is written into the run folder.
-        checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
         # What a checkpoint records of its run, and what a resume must match (the precision actually used included).
         self.run_config = {**public_args(args), "mixed_precision": accelerator.mixed_precision, "objective": type(objective).__name__}
         if checkpoint is not None and (warning := check_resumable(checkpoint, self.run_config, args.allow_unchecked_resume)):
@@ -417,7 +423,7 @@ class Trainer:
 
     def save_sample_grid(self, name: str) -> Path:
         """--eval_batch_size images; class-conditional runs: one row per class (the classes are drawn in order)."""
-        num_classes = self.train_data.num_classes
+        num_classes = self.train_data.num_classes if self.objective.labels_in_grid else None
         columns = None if num_classes is None else max(1, self.args.eval_batch_size // num_classes)
         images = self.generate(self.args.eval_batch_size if columns is None else columns * num_classes, f"sample grid {name}")
         path = self.output_dir / "samples" / f"{name}.png"

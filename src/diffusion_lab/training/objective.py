@@ -24,6 +24,7 @@ class Objective(ClassConditioning, ABC):
     default_loss: str  # the --loss when none is given
     # (w, guide fraction) where the run keeps an autoguidance guide (training.autoguidance); DDPM only.
     autoguidance: tuple[float, float] | None = None
+    num_clusters = 0  # K where the run conditions on K k-means clusters of its images (`use_clusters`); DDPM only
 
     @property
     @abstractmethod

@@ -14,7 +14,7 @@ from ..pipelines.export import load_model, load_pipeline
 from ..run_files import TRAINING_ARGS_FILE
 from .arguments import add_training_args
 from .autoguidance import GuideSnapshots, guide_model
-from .checkpoints import CHECKPOINT_PATTERN, CONFIG_NAME, complete_checkpoints, step_of
+from .checkpoints import CHECKPOINT_PATTERN, CONFIG_NAME, OBJECTIVE_STATE_FILE, complete_checkpoints, step_of
 from .cold_objective import ColdObjective, add_cold_args
 from .ddpm_objective import DDPMObjective, add_ddpm_args
 
@@ -62,8 +62,8 @@ def pipeline_from_checkpoint(checkpoint: Path):
     if args.class_conditional:
         # Checkpoints do not record the class names: the classes are numbered, as --class_labels takes them.
         objective.use_classes([str(index) for index in range(model.config.num_class_embeds - 1)], args.label_dropout)
-    if (checkpoint / "objective.safetensors").is_file():
-        objective.load_state_dict(load_file(checkpoint / "objective.safetensors"))
+    if (checkpoint / OBJECTIVE_STATE_FILE).is_file():
+        objective.load_state_dict(load_file(checkpoint / OBJECTIVE_STATE_FILE))
     if objective.autoguidance:
         guides = GuideSnapshots(objective.autoguidance[1])
         guides.load(checkpoint)

@@ -1,0 +1,243 @@
+"""Cluster-conditional training (--cluster_conditioning K): k-means on the pixels, the model trained on each image's
+cluster, and a pipeline that draws the clusters itself, so that it is an unconditional generator (issue 24)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from helpers import TINY_RUN, run_script
+from safetensors.torch import load_file
+
+from diffusion_lab.commands import train_ddpm
+from diffusion_lab.data import clusters
+from diffusion_lab.data.clusters import cluster_sizes, kmeans, nearest_centroids, pixel_vectors
+from diffusion_lab.pipelines import ClusterConditionalDDPMPipeline
+from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
+from diffusion_lab.pipelines.pipeline_cluster_conditional import draw_clusters
+from diffusion_lab.sampling import guidance_kwargs, is_class_conditional
+from diffusion_lab.training import cluster_conditioning
+from diffusion_lab.training.arguments import ArgumentError
+from diffusion_lab.training.run_pipeline import load_run_pipeline
+
+CLUSTER_RUN = [*TINY_RUN, "--cluster_conditioning", "3", "--autoguidance_scale", "1"]
+
+
+def train(folder, *extra):
+    args = train_ddpm.parse_args(["--output_dir", str(folder), *CLUSTER_RUN, *map(str, extra)])
+    return train_ddpm.run_training(args, train_ddpm.DDPMObjective.from_args(args), argv=["x.py"])
+
+
+def tiny_pipeline(sizes=(0.5, 0.25, 0.25), guide=False):
+    def unet(seed):
+        torch.manual_seed(seed)
+        return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                           down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                           norm_num_groups=4, num_class_embeds=len(sizes) + 1)
+
+    return ClusterConditionalDDPMPipeline(unet(0), DDPMScheduler(num_train_timesteps=20), cluster_sizes=list(sizes),
+                                          guide_unet=unet(1) if guide else None, guidance_scale=2.0 if guide else 1.0)
+
+
+def run(pipeline, seed=3, batch_size=4, **kwargs):
+    pipeline.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    return pipeline(batch_size=batch_size, generator=generator, num_inference_steps=5, output_type="pt", **kwargs).images
+
+
+# -- k-means -----------------------------------------------------------------------------------------------------
+
+
+def test_kmeans_finds_two_separated_groups_and_their_means():
+    points = torch.tensor([[0.0, 0.0], [0.0, 1.0], [10.0, 0.0], [10.0, 1.0], [10.0, 2.0]])
+    for seed in range(5):  # whichever points k-means++ starts from
+        centroids, assignments = kmeans(points, 2, seed)
+        first = assignments[0].item()
+        assert assignments.tolist() == [first, first, 1 - first, 1 - first, 1 - first]
+        assert torch.allclose(centroids[first], torch.tensor([0.0, 0.5]))
+        assert torch.allclose(centroids[1 - first], torch.tensor([10.0, 1.0]))
+
+
+def test_lloyd_iterates_to_the_fixed_point_a_hand_computation_gives():
+    # 1-D points 0, 2, 3, 9, 10 with k = 2 from any start end at {0, 2, 3} (mean 5/3) and {9, 10} (mean 9.5).
+    points = torch.tensor([[0.0], [2.0], [3.0], [9.0], [10.0]])
+    centroids, assignments = kmeans(points, 2, seed=1)
+    low = assignments[0].item()
+    assert sorted(centroids.squeeze(1).tolist()) == pytest.approx([5 / 3, 9.5])
+    assert (assignments == low).tolist() == [True, True, True, False, False]
+
+
+def test_kmeans_is_seeded_and_refuses_impossible_cluster_counts():
+    points = torch.rand(300, 6, generator=torch.Generator().manual_seed(0))
+    first, again, other = kmeans(points, 7, seed=3), kmeans(points, 7, seed=3), kmeans(points, 7, seed=4)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
+    for k in (0, 301):
+        with pytest.raises(ValueError, match=f"needs 1 to 300 clusters for 300 images, not {k}"):
+            kmeans(points, k, seed=0)
+
+
+def test_kmeans_on_a_subset_puts_every_point_in_its_nearest_cluster(monkeypatch):
+    monkeypatch.setattr(clusters, "FIT_POINTS", 40)
+    points = torch.cat([torch.randn(100, 2, generator=torch.Generator().manual_seed(0)) + offset for offset in (0.0, 20.0)])
+    centroids, assignments = kmeans(points, 2, seed=0)
+    assert torch.equal(assignments, torch.cdist(points, centroids).argmin(dim=1))
+    assert sorted(torch.bincount(assignments).tolist()) == [100, 100]  # the two groups, though 40 points were fitted
+    assert torch.equal(kmeans(points, 2, seed=0)[0], centroids)
+
+
+def test_nearest_centroids_in_chunks_equals_all_at_once_and_ties_go_to_the_lower_index(monkeypatch):
+    points = torch.rand(50, 3, generator=torch.Generator().manual_seed(1))
+    centroids = torch.rand(4, 3, generator=torch.Generator().manual_seed(2))
+    expected = torch.cdist(points, centroids).argmin(dim=1)
+    monkeypatch.setattr(clusters, "CHUNK", 7)
+    assert torch.equal(nearest_centroids(points, centroids), expected)
+    assert nearest_centroids(torch.tensor([[1.0]]), torch.tensor([[0.0], [2.0]])).item() == 0
+
+
+def test_pixels_are_scaled_to_the_unit_interval_and_sizes_are_shares():
+    images = np.array([[[[0, 255], [51, 102]]]], dtype=np.uint8)
+    assert pixel_vectors(images)[0].tolist() == pytest.approx([0.0, 1.0, 0.2, 0.4])
+    assert cluster_sizes(torch.tensor([0, 2, 2, 2]), 4).tolist() == [0.25, 0.0, 0.75, 0.0]
+
+
+# -- the pipeline ------------------------------------------------------------------------------------------------
+
+
+def test_clusters_are_drawn_by_their_sizes_from_the_generator():
+    sizes = [0.7, 0.3, 0.0]
+    draws = draw_clusters(sizes, 20000, torch.Generator().manual_seed(0), "cpu")
+    assert set(draws.tolist()) == {0, 1}  # an empty cluster is never drawn
+    assert (draws == 0).float().mean().item() == pytest.approx(0.7, abs=0.01)
+    again = draw_clusters(sizes, 20000, torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(draws, again)
+    per_image = draw_clusters(sizes, 3, [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)], "cpu")
+    alone = [draw_clusters(sizes, 1, [torch.Generator().manual_seed(seed)], "cpu").item() for seed in (5, 6, 7)]
+    assert per_image.tolist() == alone
+    with pytest.raises(ValueError, match="2 generators were given for batch_size 3"):
+        draw_clusters(sizes, 3, [torch.Generator(), torch.Generator()], "cpu")
+
+
+def test_the_pipeline_samples_each_image_given_its_drawn_cluster():
+    pipeline = tiny_pipeline()
+    images = run(pipeline, seed=3)
+    # Written out: the clusters drawn first from the generator, then the DDPM loop with them as labels.
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.multinomial(torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64), 4, replacement=True, generator=generator)
+    scheduler = pipeline.scheduler
+    scheduler.set_timesteps(5)
+    x = torch.randn((4, 1, 8, 8), generator=generator)
+    for t in scheduler.timesteps:
+        x = scheduler.step(pipeline.unet(x, t, class_labels=labels).sample, t, x, generator=generator).prev_sample
+    assert torch.allclose(images, (x / 2 + 0.5).clamp(0, 1), atol=1e-6)
+    assert torch.equal(images, run(pipeline, seed=3))
+
+
+def test_autoguidance_combines_both_models_given_the_same_cluster_and_needs_a_guide():
+    pipeline = tiny_pipeline(guide=True)
+    guided, alone = run(pipeline), run(pipeline, guidance_scale=1)
+    assert not torch.allclose(guided, alone, atol=1e-3)
+    assert torch.equal(alone, run(tiny_pipeline()))  # w = 1 is the main model alone, as without a guide
+    with pytest.raises(ValueError, match="guidance_scale 2 needs a guide model; this pipeline has none"):
+        run(tiny_pipeline(), guidance_scale=2)
+    with pytest.raises(ValueError, match="2 cluster sizes were given for a model of 3 clusters"):
+        ClusterConditionalDDPMPipeline(pipeline.unet, pipeline.scheduler, cluster_sizes=[0.5, 0.5])
+
+
+def test_it_samples_like_an_unconditional_pipeline_for_the_commands():
+    plain, guided = tiny_pipeline(), tiny_pipeline(guide=True)
+    assert not is_class_conditional(plain)
+    assert guidance_kwargs(plain, None) == {"guidance_scale": 1.0} and guidance_kwargs(guided, None) == {"guidance_scale": 2.0}
+    assert guidance_kwargs(guided, 1.5) == {"guidance_scale": 1.5}
+
+
+@pytest.mark.parametrize("guide", [False, True])
+def test_save_and_load_round_trip_with_and_without_remote_code(tmp_path, guide):
+    folder = tmp_path / "clusters"
+    save_pipeline(tiny_pipeline(guide=guide), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_cluster_conditional", "ClusterConditionalDDPMPipeline"]
+    assert index["cluster_sizes"] == [0.5, 0.25, 0.25] and (folder / "pipeline_autoguided.py").exists()
+    assert (folder / "guide_unet").is_dir() == guide
+    reference = run(tiny_pipeline(guide=guide))
+    loaded = load_pipeline(str(folder))
+    assert type(loaded) is ClusterConditionalDDPMPipeline and (loaded.guide_unet is not None) == guide
+    assert torch.equal(run(loaded), reference)
+    np.save(tmp_path / "reference.npy", reference.numpy())
+    code = (
+        "import sys, numpy as np, torch\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
+        "from diffusers import DiffusionPipeline\n"
+        f"p = DiffusionPipeline.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
+        "assert 'diffusion_lab' not in sys.modules, 'diffusion_lab was imported'\n"
+        "p.set_progress_bar_config(disable=True)\n"
+        "x = p(batch_size=4, num_inference_steps=5, generator=torch.Generator().manual_seed(3), output_type='pt').images\n"
+        f"assert np.array_equal(x.numpy(), np.load({str(tmp_path / 'reference.npy')!r})), 'samples differ'\n"
+    )
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# -- training ----------------------------------------------------------------------------------------------------
+
+
+def test_a_run_trains_on_the_clusters_of_its_images_and_saves_their_sizes(tmp_path):
+    trainer = train(tmp_path / "run", "--max_train_steps", "2")
+    cache, objective = trainer.train_data, trainer.objective
+    pixels = pixel_vectors(cache.images)
+    centroids, assignments = kmeans(pixels, 3, seed=0)  # --seed 0, the default
+    assert torch.equal(objective.cluster_centroids, centroids)
+    assert cache.labels.tolist() == assignments.tolist() and cache.num_classes == 3
+    assert trainer.validation_data.labels.tolist() == nearest_centroids(pixel_vectors(trainer.validation_data.images), centroids).tolist()
+    pipeline = load_pipeline(str(tmp_path / "run"))
+    assert type(pipeline) is ClusterConditionalDDPMPipeline and pipeline.guide_unet is None
+    assert pipeline.config.cluster_sizes == pytest.approx(cluster_sizes(assignments, 3).tolist())
+    assert pipeline.unet.config.num_class_embeds == 4
+    assert run(pipeline, batch_size=2).shape == (2, 1, 28, 28)
+    # The sample grid is a plain grid (the pipeline draws the clusters), not a row per cluster.
+    assert trainer.objective.grid_labels(8) is None
+
+
+def test_a_resumed_run_keeps_the_clusters_of_its_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    common = ["--checkpointing_steps", "2", "--use_ema", "--autoguidance_scale", "2"]
+    train(tmp_path / "whole", "--max_train_steps", "4", *common)
+    train(tmp_path / "resumed", "--max_train_steps", "2", *common)
+    saved = load_file(tmp_path / "resumed" / "checkpoint-2" / "objective.safetensors")
+    assert saved["cluster_centroids"].shape[0] == 3 and saved["cluster_sizes"].sum().item() == pytest.approx(1)
+
+    def no_kmeans(*args, **kwargs):
+        raise AssertionError("a resumed run must take its checkpoint's clusters")
+
+    monkeypatch.setattr(cluster_conditioning, "kmeans", no_kmeans)
+    train(tmp_path / "resumed", "--max_train_steps", "4", *common, "--resume_from_checkpoint", "latest")
+    for component in ("unet", "guide_unet"):
+        whole = load_file(tmp_path / "whole" / component / "diffusion_pytorch_model.safetensors")
+        resumed = load_file(tmp_path / "resumed" / component / "diffusion_pytorch_model.safetensors")
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), component
+    # A checkpoint's pipeline draws the same clusters, guided as the saved one.
+    from_checkpoint, pipeline = load_run_pipeline(str(tmp_path / "whole" / "checkpoint-4")), load_pipeline(str(tmp_path / "whole"))
+    assert type(from_checkpoint) is ClusterConditionalDDPMPipeline and from_checkpoint.guide_unet is not None
+    assert from_checkpoint.config.cluster_sizes == pipeline.config.cluster_sizes and pipeline.config.guidance_scale == 2
+    assert torch.equal(run(from_checkpoint, batch_size=2), run(pipeline, batch_size=2))
+
+
+def test_resuming_with_another_number_of_clusters_is_refused(tmp_path):
+    train(tmp_path / "run", "--max_train_steps", "2", "--checkpointing_steps", "2")
+    with pytest.raises(ValueError, match="checkpoint-2 holds 3 clusters, this run asks for --cluster_conditioning 4"):
+        cluster_conditioning.saved_centroids(tmp_path / "run" / "checkpoint-2", 4)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--class_conditional"], "not with --class_conditional: drop one of the two"),
+    (["--noise_schedule", "entropy_scaled"], "not with --noise_schedule entropy_scaled: drop one of the two"),
+])
+def test_clusters_with_labels_or_entropy_scaled_noise_are_refused(flags, message):
+    args = train_ddpm.parse_args(["--cluster_conditioning", "10", "--autoguidance_scale", "1", *flags])
+    with pytest.raises(ArgumentError, match=message):
+        train_ddpm.DDPMObjective.from_args(args)
+
+
+def test_the_cpu_recipe_keeps_autoguidance_for_cluster_runs():
+    args = train_ddpm.parse_args(["--cluster_conditioning", "20"])
+    assert args.autoguidance_scale == 2 and train_ddpm.DDPMObjective.from_args(args).num_clusters == 20
