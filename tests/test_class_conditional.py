@@ -84,7 +84,6 @@ def test_label_embedding_has_a_row_per_class_plus_the_null_class(name, embedding
     assert unconditional.config.num_class_embeds is None and unconditional.class_embedding is None
 
 
-
 def test_label_dropout_replaces_the_asked_fraction_by_the_null_class():
     objective = DDPMObjective(DDPMScheduler())
     objective.use_classes(DIGITS, label_dropout=0.25)

@@ -13,12 +13,11 @@ from safetensors.torch import load_file
 from diffusion_lab.commands import train_ddpm
 from diffusion_lab.data import clusters
 from diffusion_lab.data.clusters import cluster_sizes, kmeans, nearest_centroids, pixel_vectors
-from diffusion_lab.models import build_model, small_label_embedding
 from diffusion_lab.pipelines import ClusterConditionalDDPMPipeline
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 from diffusion_lab.pipelines.pipeline_cluster_conditional import draw_clusters
 from diffusion_lab.sampling import guidance_kwargs, is_class_conditional
-from diffusion_lab.training import cluster_conditioning, loop
+from diffusion_lab.training import cluster_conditioning
 from diffusion_lab.training.arguments import ArgumentError
 from diffusion_lab.training.run_pipeline import load_run_pipeline
 
@@ -198,28 +197,6 @@ def test_a_run_trains_on_the_clusters_of_its_images_and_saves_their_sizes(tmp_pa
     assert run(pipeline, batch_size=2).shape == (2, 1, 28, 28)
     # The sample grid is a plain grid (the pipeline draws the clusters), not a row per cluster.
     assert trainer.objective.grid_labels(8) is None
-
-
-@pytest.mark.parametrize("flags, std", [(["--cluster_conditioning", "100"], 0.02), (["--cluster_conditioning", "0", "--class_conditional"], 1.0)])
-def test_cluster_embeddings_start_at_dits_scale_and_label_embeddings_at_torchs(tmp_path, monkeypatch, flags, std):
-    initial, check = [], loop._check_model_takes
-
-    def record(model, *args):
-        initial.append(model.class_embedding.weight.detach().clone())
-        check(model, *args)
-
-    monkeypatch.setattr(loop, "_check_model_takes", record)
-    train(tmp_path / "run", "--max_train_steps", "1", "--model", "unet_small", *flags)
-    assert initial[0].std().item() == pytest.approx(std, rel=0.1)
-
-
-def test_a_small_label_embedding_is_a_fraction_of_the_time_embedding_where_torchs_is_7_times_it():
-    model = build_model("unet_small", 28, 1, 1000, num_classes=100)
-    with torch.no_grad():
-        time_rms = model.time_embedding(model.time_proj(torch.arange(0, 1000, 10))).pow(2).mean().sqrt().item()
-        assert model.class_embedding.weight.pow(2).mean().sqrt().item() > 5 * time_rms  # torch's N(0, 1)
-        small_label_embedding(model)
-        assert model.class_embedding.weight.pow(2).mean().sqrt().item() < time_rms / 5
 
 
 def test_a_resumed_run_keeps_the_clusters_of_its_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 from .coursework_cnn import CourseworkCNN
 from .unet_presets import CIFAR10_UNET, FGVC_AIRCRAFT_UNET, MNIST_UNET, UNET_PRESETS
 
-__all__ = ["CNN_VARIANTS", "CourseworkCNN", "CIFAR10_UNET", "FGVC_AIRCRAFT_UNET", "MNIST_UNET", "UNET_PRESETS", "build_model", "small_label_embedding"]
+__all__ = ["CNN_VARIANTS", "CourseworkCNN", "CIFAR10_UNET", "FGVC_AIRCRAFT_UNET", "MNIST_UNET", "UNET_PRESETS", "build_model"]
 
 # The coursework CNN's forms: `cnn` the starter code's, `cnn_large` the seeds' "more capacity" widths, `cnn_report` the
 # encoder/decoder report's (time MLP 32 -> 128 -> 128 -> 16, no LayerNorm).
@@ -26,32 +26,16 @@ def build_model(name: str, sample_size: int, channels: int, num_train_timesteps:
     unet_overrides = {} if dropout is None else {"dropout": dropout}
     if config_name_or_path is not None:
         config = UNet2DModel.load_config(config_name_or_path)
-        model = UNet2DModel.from_config({**config, **class_embeds, **unet_overrides})
-    elif name in CNN_VARIANTS:
+        return UNet2DModel.from_config({**config, **class_embeds, **unet_overrides})
+    if name in CNN_VARIANTS:
         if dropout is not None:
             raise ValueError(f"--dropout applies to UNet2DModel presets, not to --model {name}: drop it or pick a UNet.")
-        model = CourseworkCNN(
+        return CourseworkCNN(
             sample_size=sample_size, in_channels=channels, out_channels=channels,
             num_train_timesteps=num_train_timesteps, **CNN_VARIANTS[name], **class_embeds,
         )
-    elif name in UNET_PRESETS:
+    if name in UNET_PRESETS:
         preset = dict(UNET_PRESETS[name], sample_size=sample_size, in_channels=channels, out_channels=channels,
                       **class_embeds, **unet_overrides)
-        model = UNet2DModel(**preset)
-    else:
-        raise ValueError(f"--model {name!r} is unknown: choose {', '.join(CNN_VARIANTS)}, {', '.join(UNET_PRESETS)}.")
-    return model
-
-
-LABEL_EMBEDDING_STD = 0.02  # DiT's (Peebles & Xie 2023)
-
-
-def small_label_embedding(model) -> None:
-    """Draw the label embedding from N(0, 0.02^2), as DiT does, not torch's N(0, 1): at N(0, 1) it is 7x the time
-    embedding of `unet_small` at initialisation and drowns the timestep early in training (cluster-conditional runs;
-    benchmarks/RESULTS.md, section 21). Class-conditional runs keep torch's: where the label is all a model has (cold
-    diffusion from a blank start), a small one is learnt too slowly for a short run."""
-    import torch
-
-    with torch.no_grad():
-        model.class_embedding.weight.normal_(0.0, LABEL_EMBEDDING_STD)
+        return UNet2DModel(**preset)
+    raise ValueError(f"--model {name!r} is unknown: choose {', '.join(CNN_VARIANTS)}, {', '.join(UNET_PRESETS)}.")

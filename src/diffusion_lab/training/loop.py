@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..data import ShardedBatches, keep_on_device, load_image_caches
 from ..hub import check_hub_access, prepare_upload, push
-from ..models import build_model, small_label_embedding
+from ..models import build_model
 from ..pipelines.export import save_pipeline
 from ..run_files import append_metrics, public_args, write_run_info
 from ..sampling import autocast_with_fp32_outputs, check_sampling_fits, draw, image_grid
@@ -206,8 +206,6 @@ class Trainer:
         torch.manual_seed(args.seed)
         model = build_model(args.model, resolution, channels, objective.num_train_timesteps, args.model_config_name_or_path,
                             num_classes=self.train_data.num_classes, dropout=args.dropout)
-        if objective.num_clusters:
-            small_label_embedding(model)
         _check_model_takes(model, channels, resolution, self.train_data.num_classes is not None)
         # Sample grids and evaluation hold their images (float32) on the device until they are scored.
         images_flag = "--eval_num_samples" if args.eval_every_epochs else "--eval_batch_size"
