@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from diffusion_lab.commands import train_ddpm
 from diffusion_lab.data import clusters
 from diffusion_lab.data.clusters import cluster_sizes, kmeans, nearest_centroids, pixel_vectors
+from diffusion_lab.hub import model_card
 from diffusion_lab.pipelines import ClusterConditionalDDPMPipeline
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 from diffusion_lab.pipelines.pipeline_cluster_conditional import draw_clusters
@@ -197,6 +198,8 @@ def test_a_run_trains_on_the_clusters_of_its_images_and_saves_their_sizes(tmp_pa
     assert run(pipeline, batch_size=2).shape == (2, 1, 28, 28)
     # The sample grid is a plain grid (the pipeline draws the clusters), not a row per cluster.
     assert trainer.objective.grid_labels(8) is None
+    card = model_card(tmp_path / "run", "ddpm-clusters")
+    assert "conditioned on 3 k-means clusters" in card and "cluster-conditioning" in card and "autoguid" not in card
 
 
 def test_a_resumed_run_keeps_the_clusters_of_its_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):

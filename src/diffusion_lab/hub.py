@@ -82,7 +82,8 @@ def model_card(folder: Path, repo_id: str) -> str:
     index = json.loads((folder / "model_index.json").read_text())
     remote = _needs_remote_code(index)
     classes = index.get("class_names")  # a class-conditional pipeline's classes; None for unconditional ones
-    autoguided = "guide_unet" in index
+    autoguided = bool(index.get("guide_unet")) and index["guide_unet"][0] is not None  # a cluster pipeline may have none
+    clusters = index.get("cluster_sizes")  # a cluster-conditional pipeline's cluster shares
     dataset = args.get("dataset_name") or "ylecun/mnist"
     dataset = Path(dataset).name if Path(dataset).is_absolute() else dataset
     # The last value of every metric (evaluation metrics included, when present), not the bookkeeping.
@@ -91,7 +92,7 @@ def model_card(folder: Path, repo_id: str) -> str:
     card_data = ModelCardData(
         library_name="diffusers", license="apache-2.0", datasets=[dataset], pipeline_tag="unconditional-image-generation",
         tags=["diffusers", "unconditional-image-generation", "diffusion-lab", "cold-diffusion" if args.get("degradation") else "ddpm",
-              *(["class-conditional", "classifier-free-guidance"] if classes else []), *(["autoguidance"] if autoguided else [])],
+              *(["class-conditional", "classifier-free-guidance"] if classes else []), *(["autoguidance"] if autoguided else []), *(["cluster-conditioning"] if clusters else [])],
         model_name=repo_id.split("/")[-1] if numbers else None,
         eval_results=[
             EvalResult(task_type="unconditional-image-generation", dataset_type=dataset, dataset_name=dataset,
@@ -109,6 +110,8 @@ def model_card(folder: Path, repo_id: str) -> str:
             f"A class-conditional image diffusion pipeline (classes {', '.join(classes)}; classifier-free guidance: "
             "`guidance_scale` 1 is the plain conditional model, 0 the unconditional one) trained with diffusion-lab."
             if classes else "An unconditional image diffusion pipeline trained with diffusion-lab"
+            + (f", conditioned on {len(clusters)} k-means clusters of its training images' pixels (each image's cluster "
+               "is drawn by the clusters' sizes)" if clusters else "")
             + (f", autoguided (Karras et al. 2024): `guide_unet`, the same run's EMA weights from earlier in training, "
                f"guides `unet` at w = {index['guidance_scale']:g} (`guidance_scale` 1 is `unet` alone)." if autoguided else ".")
         ),
