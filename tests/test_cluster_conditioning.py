@@ -17,7 +17,7 @@ from diffusion_lab.hub import model_card
 from diffusion_lab.pipelines import ClusterConditionalDDPMPipeline
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 from diffusion_lab.pipelines.pipeline_cluster_conditional import draw_clusters
-from diffusion_lab.sampling import guidance_kwargs, is_class_conditional
+from diffusion_lab.sampling import class_labels_for, guidance_kwargs, is_class_conditional
 from diffusion_lab.training import cluster_conditioning
 from diffusion_lab.training.arguments import ArgumentError
 from diffusion_lab.training.run_pipeline import load_run_pipeline
@@ -148,7 +148,9 @@ def test_autoguidance_combines_both_models_given_the_same_cluster_and_needs_a_gu
 
 def test_it_samples_like_an_unconditional_pipeline_for_the_commands():
     plain, guided = tiny_pipeline(), tiny_pipeline(guide=True)
-    assert not is_class_conditional(plain)
+    assert not is_class_conditional(plain) and class_labels_for(plain, None, 8) is None
+    with pytest.raises(ValueError, match="--class_labels applies to class-conditional pipelines only"):
+        class_labels_for(plain, ["3"], 8)
     assert guidance_kwargs(plain, None) == {"guidance_scale": 1.0} and guidance_kwargs(guided, None) == {"guidance_scale": 2.0}
     assert guidance_kwargs(guided, 1.5) == {"guidance_scale": 1.5}
 

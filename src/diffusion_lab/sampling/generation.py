@@ -60,11 +60,11 @@ def guidance_kwargs(pipeline, guidance_scale: float | None) -> dict:
 def class_labels_for(pipeline, class_labels: list[str] | None, per_class: int) -> list[int] | None:
     """The intended class of each image: `per_class` of each class asked for (indices or names; default, or "all":
     every class, in order); None for a pipeline that is not class-conditional (which must not be given labels)."""
-    num_classes = num_classes_of(pipeline.unet)
-    if num_classes is None:
+    if not is_class_conditional(pipeline):  # a cluster-conditional pipeline draws its own clusters
         if class_labels is not None:
             raise ValueError("--class_labels applies to class-conditional pipelines only (trained with --class_conditional): drop it.")
         return None
+    num_classes = num_classes_of(pipeline.unet)
     if class_labels is None or class_labels == ["all"]:
         classes = list(range(num_classes))
     else:
