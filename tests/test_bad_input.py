@@ -191,6 +191,8 @@ SCRIPT_NUMERIC_CASES = {
         ("autoguidance_scale", "inf", "must be a finite number"),
         ("autoguidance_guide_fraction", 0, "must be in (0, 1)"),
         ("autoguidance_guide_fraction", 1, "must be in (0, 1)"),
+        ("cluster_conditioning", -1, "must not be negative"),
+        ("cluster_conditioning", 2.5, "is not an integer"),
     ],
     "train_cold.py": [
         ("group_size", 0, "--group_size 0 must be a positive integer"),
