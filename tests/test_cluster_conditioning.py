@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
-from helpers import TINY_RUN, run_script
+from helpers import TINY_RUN, run_with_diffusers_only
 from safetensors.torch import load_file
 
 from diffusion_lab.commands import train_ddpm
@@ -178,8 +178,7 @@ def test_save_and_load_round_trip_with_and_without_remote_code(tmp_path, guide):
         "x = p(batch_size=4, num_inference_steps=5, generator=torch.Generator().manual_seed(3), output_type='pt').images\n"
         f"assert np.array_equal(x.numpy(), np.load({str(tmp_path / 'reference.npy')!r})), 'samples differ'\n"
     )
-    result = run_script("-c", code)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_with_diffusers_only(code, tmp_path)
 
 
 # -- training ----------------------------------------------------------------------------------------------------
