@@ -53,16 +53,17 @@ def test_recipes_state_the_reports_hyper_parameters():
 @pytest.mark.parametrize("name", ["fgvc_aircraft.sh", "unet_report_mnist.sh", "cifar10_ho.sh"])
 def test_a_recipe_trains_the_same_on_a_cpu_and_a_gpu(monkeypatch, name):
     """A report's training does not change with the device: its plain loss and unguided samples do not become the CPU
-    recipe's min-SNR-5 weighting and autoguidance (they did before the scripts said --snr_gamma 0 --autoguidance_scale 1)."""
+    recipe's min-SNR-5 weighting, logit-normal timesteps, clusters and autoguidance (they did before the scripts said
+    --snr_gamma 0 --autoguidance_scale 1, and --timestep_sampling uniform --cluster_conditioning 0)."""
     def training(cuda):
         monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: cuda)
         args = train_ddpm.parse_args(recipe_flags(name))
         return {flag: getattr(args, flag) for flag in ("model", "train_batch_size", "learning_rate", "num_epochs", "snr_gamma",
-                                                       "autoguidance_scale")}
+                                                       "autoguidance_scale", "timestep_sampling", "cluster_conditioning")}
 
     on_cpu = training(cuda=False)
     assert on_cpu == training(cuda=True)
-    assert (on_cpu["snr_gamma"], on_cpu["autoguidance_scale"]) == (0, 1)
+    assert (on_cpu["snr_gamma"], on_cpu["autoguidance_scale"], on_cpu["timestep_sampling"], on_cpu["cluster_conditioning"]) == (0, 1, "uniform", 0)
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ def timesteps_of_one_loss(objective, seed=3):
     return model.seen[0]
 
 
-def test_uniform_is_the_default_and_draws_what_randint_draws_after_the_noise():
-    objective = DDPMObjective.from_args(parse_args([]))
+def test_uniform_draws_what_randint_draws_after_the_noise():
+    objective = DDPMObjective.from_args(parse_args(["--timestep_sampling", "uniform"]))  # the GPU recipe's
     assert objective.logit_normal is None
     generator = torch.Generator().manual_seed(3)
     torch.randn((8, 1, 4, 4), generator=generator)  # the loss draws the noise first
@@ -59,8 +59,8 @@ def test_logit_normal_timesteps_have_the_quantiles_of_the_distribution(mean, std
 
 def test_logit_flags_without_logit_normal_are_refused():
     with pytest.raises(ArgumentError, match="--logit_std applies to --timestep_sampling logit_normal only: add that or drop --logit_std"):
-        DDPMObjective.from_args(parse_args(["--logit_std", "2"]))
+        DDPMObjective.from_args(parse_args(["--timestep_sampling", "uniform", "--logit_std", "2"]))
     with pytest.raises(ArgumentError, match="--logit_mean and --logit_std apply to --timestep_sampling logit_normal only"):
-        DDPMObjective.from_args(parse_args(["--logit_mean", "1", "--logit_std", "2"]))
+        DDPMObjective.from_args(parse_args(["--timestep_sampling", "uniform", "--logit_mean", "1", "--logit_std", "2"]))
     with pytest.raises(SystemExit):
         parse_args(["--timestep_sampling", "logit_normal", "--logit_std", "0"])

@@ -11,7 +11,7 @@
 # HuggingFaceM4/FGVC-Aircraft, whose train split has 3,334 images (its test split is the validation set).
 # The tests run this same flag list on a generated folder of RGB images (tests/test_report_recipes.py).
 set -eu
-REPORT_FLAGS=(--model unet_fgvc_aircraft --resolution 64 --center_crop --dropout 0.01 --loss smooth_l1 --optimizer adam --learning_rate 2e-4 --lr_scheduler constant --lr_warmup_steps 0 --no-use_ema --train_batch_size 32 --noise_schedule linear --beta_start 1e-4 --beta_end 0.02 --ddpm_num_steps 500 --num_epochs 20 --random_flip --eval_every_epochs 1 --eval_num_samples 1000 --snr_gamma 0 --autoguidance_scale 1)
+REPORT_FLAGS=(--model unet_fgvc_aircraft --resolution 64 --center_crop --dropout 0.01 --loss smooth_l1 --optimizer adam --learning_rate 2e-4 --lr_scheduler constant --lr_warmup_steps 0 --no-use_ema --train_batch_size 32 --noise_schedule linear --beta_start 1e-4 --beta_end 0.02 --ddpm_num_steps 500 --num_epochs 20 --random_flip --eval_every_epochs 1 --eval_num_samples 1000 --snr_gamma 0 --timestep_sampling uniform --cluster_conditioning 0 --autoguidance_scale 1)
 if [ $# -ge 1 ]; then DATA=(--train_data_dir "$1"); else DATA=(--dataset_name HuggingFaceM4/FGVC-Aircraft); fi
 INCEPTION=(); if [ -n "${INCEPTION_WEIGHTS:-}" ]; then INCEPTION=(--inception_weights "$INCEPTION_WEIGHTS"); fi
 accelerate launch train_ddpm.py "${DATA[@]}" "${REPORT_FLAGS[@]}" "${INCEPTION[@]}" --output_dir ddpm-fgvc-aircraft

@@ -2,7 +2,8 @@
 
     accelerate launch train_ddpm.py                      # the device's recipe on the shipped MNIST -> ddpm-mnist/
     accelerate launch train_ddpm.py --model cnn --no-use_ema --optimizer adam --learning_rate 2e-4 \
-        --lr_scheduler constant --lr_warmup_steps 0 --snr_gamma 0 --autoguidance_scale 1 --output_dir ddpm-cnn   # the seeds' recipe
+        --lr_scheduler constant --lr_warmup_steps 0 --snr_gamma 0 --timestep_sampling uniform --cluster_conditioning 0 \
+        --autoguidance_scale 1 --output_dir ddpm-cnn                                       # the seeds' recipe
 """
 
 import argparse

@@ -38,7 +38,8 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--timestep_sampling", choices=TIMESTEP_SAMPLING, default="uniform",
         help="How training draws each image's timestep: uniform over 0..T-1, or logit_normal (Esser et al. 2024): "
-             "t/T = sigmoid(n), n ~ N(--logit_mean, --logit_std^2), most steps in the middle of the schedule.",
+             "t/T = sigmoid(n), n ~ N(--logit_mean, --logit_std^2), most steps in the middle of the schedule. Default: "
+             "the recipe's (logit_normal on a CPU, uniform on a GPU and for entropy_scaled).",
     )
     group.add_argument("--logit_mean", type=real, default=None, help="--timestep_sampling logit_normal: the mean of n (default 0: t = T/2).")
     group.add_argument("--logit_std", type=positive_float, default=None, help="--timestep_sampling logit_normal: the spread of n (default 1).")
@@ -66,8 +67,9 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
         "--cluster_conditioning", type=non_negative_int, default=0, metavar="K",
         help="Label-free conditioning (Bao et al. 2022): split the training images into K k-means clusters of their "
              "pixels (from --seed) and train on each image's cluster as --class_conditional does on labels; the saved "
-             "pipeline draws each image's cluster by the clusters' sizes, so it stays an unconditional generator. "
-             "0 (the default): off.",
+             "pipeline draws each image's cluster by the clusters' sizes, so it stays an unconditional generator; "
+             "0: off. Default: the recipe's (on a CPU 100, at most one per 500 training images; off on a GPU, for "
+             "--class_conditional and for entropy_scaled).",
     )
     group.add_argument("--des_entropy_mode", choices=ENTROPY_MODES, default="batch", help="entropy_scaled: one noise scale per batch (the seeds') or per image.")
     group.add_argument(

@@ -60,7 +60,7 @@ from .checkpoints import (
 from .cluster_conditioning import label_by_clusters
 from .objective import Objective
 from .precision import auto_mixed_precision
-from .recipes import describe_recipe
+from .recipes import describe_recipe, recipe_clusters
 from .run_folder import RunFolderBusy, RunLock, check_output_dir, move_abandoned_future_aside, move_aside
 from .step import GraphedTrainingStep, check_graphed_step, make_optimizer, make_training_step
 
@@ -190,6 +190,8 @@ class Trainer:
         )
         channels, resolution = self.train_data.channels, self.train_data.images.shape[-1]
         checkpoint = resolve_resume_path(self.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+        if objective.num_clusters and args.clusters_from_recipe:
+            objective.num_clusters = args.cluster_conditioning = recipe_clusters(objective.num_clusters, len(self.train_data))
         if objective.num_clusters:
             began = time.perf_counter()
             centroids, sizes = label_by_clusters(self.train_data, self.validation_data, objective.num_clusters, args.seed, checkpoint)
