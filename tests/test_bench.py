@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, record_host_reads
+from helpers import ROOT, record_host_reads, run_script
 from PIL import Image
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -108,3 +108,26 @@ def test_train_step_never_waits_for_the_device(tmp_path, digit_folder, monkeypat
         trainer.step(step)
     assert reads == []
     assert not isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)  # no compile left over
+
+
+def test_the_real_data_reference_stratifies_by_largest_remainders_and_draws_each_kind():
+    from real_data_fd import draw_indices, stratified_counts
+
+    labels = torch.tensor([0] * 5 + [1] * 3 + [2] * 2)  # shares 0.5, 0.3, 0.2
+    assert stratified_counts(labels, 10).tolist() == [5, 3, 2]
+    assert stratified_counts(labels, 4).tolist() == [2, 1, 1]  # 2.0, 1.2, 0.8: the largest remainder (0.8) gets the 4th
+    picks = draw_indices(labels, 4, True, torch.Generator().manual_seed(0))
+    assert torch.bincount(labels[picks], minlength=3).tolist() == [2, 1, 1] and len(set(picks.tolist())) == 4
+    assert len(set(draw_indices(labels, 7, False, torch.Generator().manual_seed(0)).tolist())) == 7  # without replacement
+
+
+def test_the_real_data_reference_prints_each_kind_against_the_floor():
+    result = run_script("benchmarks/real_data_fd.py", "--num_samples", "20", "--draws", "2", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report["kinds"]) == {"iid", "stratified_by_label", "test_iid"} and report["floor"] > 0
+    for row in report["kinds"].values():
+        assert len(row["draws"]) == 2 and row["min"] <= row["mean"] <= row["max"]
+        assert row["ratio"] == pytest.approx(row["mean"] / report["floor"])
+    refused = run_script("benchmarks/real_data_fd.py", "--draws", "1")
+    assert refused.returncode == 2 and "at least 2 draws" in refused.stderr

@@ -44,6 +44,12 @@ def real_psnr_ssim(stand_in: torch.Tensor, references: torch.Tensor, batch_size:
     return _REAL_PSNR_SSIM[key]
 
 
+def reference_order(num_reference_images: int, seed: int) -> torch.Tensor:
+    """The order in which `evaluate_images` takes the reference images for `seed`: of N generated images, the first N
+    are what they are compared with, the next N the real stand-in that gives the floor."""
+    return torch.randperm(num_reference_images, generator=torch.Generator().manual_seed(seed))
+
+
 def evaluate_images(
     images: torch.Tensor,
     reference: torch.Tensor | None = None,
@@ -105,7 +111,7 @@ def evaluate_images(
         notes.append(
             f"The reference has {len(reference)} images, fewer than 2N: real subsets of {num_reference} are used."
         )
-    order = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
+    order = reference_order(len(reference), seed)
     real, reference_check = to_signed_unit_range(
         reference[order[: 2 * num_reference]], reference_range, "reference images"
     )
