@@ -9,7 +9,8 @@ ancestral with every training step), and its images/s. --mixed_precision bf16 (t
 native bf16) samples under bf16 autocast, as the trainer's grids do. `--seed 0 1000 2000` draws N images per seed
 and reports the mean FD and its standard deviation: one draw of 1,000 is noisy (benchmarks/RESULTS.md, section 11).
 A class-conditional pipeline draws N / K images of each of its K classes, with --guidance_scale (default 1, the plain
-conditional model), as `diffusion-lab evaluate` does; an autoguided one samples at its own w unless --guidance_scale.
+conditional model), as `diffusion-lab evaluate` does; an autoguided one samples at its own w unless --guidance_scale;
+a cluster-conditional one draws its clusters as configured (stratified) unless --cluster_draws.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def parse_args(argv):
     parser.add_argument("--guidance_scale", type=float, default=None,
                         help="Class-conditional pipelines: the guidance scale w (default 1: the plain conditional model); "
                              "autoguided ones: their w (default their own, 1: the main model alone).")
+    parser.add_argument("--cluster_draws", choices=("stratified", "iid"), default=None,
+                        help="Cluster-conditional pipelines: draw each batch's clusters in proportion to their sizes "
+                             "(stratified) or independently (iid); default the pipeline's own (stratified).")
     parser.add_argument("--mixed_precision", choices=("auto", "no", "bf16"), default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
@@ -61,6 +65,10 @@ def class_labels_and_guidance(pipeline, args):
 
     try:
         options = guidance_kwargs(pipeline, args.guidance_scale)
+        if args.cluster_draws is not None:
+            if "cluster_draws" not in pipeline.config:
+                raise ValueError(f"--cluster_draws applies to cluster-conditional pipelines only; {type(pipeline).__name__} draws no clusters: leave it out.")
+            options["cluster_draws"] = args.cluster_draws
         return (labels_for_samples(pipeline, None, args.num_samples) if is_class_conditional(pipeline) else None), options
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
@@ -107,11 +115,13 @@ def main(argv=None):
     for row in rows:
         row["fd_vs_reference"] = row["digit_fd"] / reference
     report = {"pipeline": args.pipeline, "num_samples": args.num_samples, "seeds": args.seed, "mixed_precision": precision,
-              "guidance_scale": options.get("guidance_scale"), "rows": rows}
+              "guidance_scale": options.get("guidance_scale"), "cluster_draws": pipeline.config.get("cluster_draws") if args.cluster_draws is None else args.cluster_draws,
+              "rows": rows}
     if args.json:
         print(json.dumps(report))
         return
     guidance = "" if report["guidance_scale"] is None else f", guidance {report['guidance_scale']:g}"
+    guidance += "" if report["cluster_draws"] is None else f", clusters drawn {report['cluster_draws']}"
     print(f"N = {args.num_samples}{guidance}, {precision}, reference {rows[-1]['sampler']}:{rows[-1]['steps']}, "
           f"{len(args.seed)} draw(s) per sampler (seeds {', '.join(map(str, args.seed))})")
     print(f"{'sampler':>14} {'digit FD':>9} {'SD':>5} {'floor':>7} {'vs ref':>7} {'IS':>6} {'img/s':>7}")

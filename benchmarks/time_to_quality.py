@@ -154,11 +154,17 @@ class QualityCurve:
 
 
 def cpu_name() -> str:
+    """The CPU's model name with its family and model numbers: VMs name different generations alike ("AMD EPYC"),
+    and their steps per minute differ by 1.8x (benchmarks/RESULTS.md, section 23)."""
     cpuinfo = Path("/proc/cpuinfo")
+    fields = {}
     for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    generation = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields and "model" in fields else ""
+    return fields["model name"] + generation
 
 
 def plot_curves(curves: dict[str, list[dict]], title: str, path: Path) -> None:
@@ -205,6 +211,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     from diffusion_lab.commands.train_ddpm import parse_args as parse_train_args
+    from diffusion_lab.pipelines.pipeline_cluster_conditional import DEFAULT_CLUSTER_DRAWS
     from diffusion_lab.training.arguments import validate_training_args
     from diffusion_lab.training.ddpm_objective import DDPMObjective
     from diffusion_lab.training.loop import Trainer
@@ -224,6 +231,7 @@ def main(argv=None):
         "sampler": f"{train_args.sampler}, {train_args.num_inference_steps or 'default'} steps",
         "mixed_precision": train_args.mixed_precision,
         "autoguidance": list(trainer.objective.autoguidance) if trainer.objective.autoguidance else None,
+        "cluster_draws": DEFAULT_CLUSTER_DRAWS if trainer.objective.num_clusters else None,
         "hardware": f"{cpu_name()}, {torch.get_num_threads()} threads"
                     + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "marks": args.marks,

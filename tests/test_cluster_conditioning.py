@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
-from helpers import TINY_RUN, run_with_diffusers_only
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from helpers import TINY_RUN, run_script, run_with_diffusers_only
 from safetensors.torch import load_file
 
 from diffusion_lab.commands import train_ddpm
@@ -30,10 +30,10 @@ def train(folder, *extra):
     return train_ddpm.run_training(args, train_ddpm.DDPMObjective.from_args(args), argv=["x.py"])
 
 
-def tiny_pipeline(sizes=(0.5, 0.25, 0.25), guide=False):
+def tiny_pipeline(sizes=(0.5, 0.25, 0.25), guide=False, sample_size=8):
     def unet(seed):
         torch.manual_seed(seed)
-        return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        return UNet2DModel(sample_size=sample_size, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
                            down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
                            norm_num_groups=4, num_class_embeds=len(sizes) + 1)
 
@@ -106,13 +106,32 @@ def test_pixels_are_scaled_to_the_unit_interval_and_sizes_are_shares():
 # -- the pipeline ------------------------------------------------------------------------------------------------
 
 
-def test_clusters_are_drawn_by_their_sizes_from_the_generator():
+def test_stratified_clusters_fill_a_batch_in_proportion_and_each_image_still_by_the_sizes():
+    sizes = [0.5, 0.3, 0.15, 0.05, 0.0]
+    draws = draw_clusters(sizes, 20, torch.Generator().manual_seed(0), "cpu")
+    assert torch.bincount(draws, minlength=5).tolist() == [10, 6, 3, 1, 0]  # B * share, exactly where it is whole
+    counts = torch.stack([torch.bincount(draw_clusters(sizes, 7, torch.Generator().manual_seed(seed), "cpu"), minlength=5)
+                          for seed in range(2000)])
+    # 7 * share = 3.5, 2.1, 1.05, 0.35: each count is its floor or its ceiling, never further off as i.i.d. draws are.
+    assert counts.min(0).values.tolist() == [3, 2, 1, 0, 0] and counts.max(0).values.tolist() == [4, 3, 2, 1, 0]
+    assert counts.float().mean(0).tolist() == pytest.approx([3.5, 2.1, 1.05, 0.35, 0.0], abs=0.05)
+    first_images = torch.stack([draw_clusters(sizes, 7, torch.Generator().manual_seed(seed), "cpu")[0] for seed in range(4000)])
+    assert torch.bincount(first_images, minlength=5).div(4000).tolist() == pytest.approx(sizes, abs=0.025)  # random order
+    assert torch.equal(draw_clusters(sizes, 7, torch.Generator().manual_seed(3), "cpu"),
+                       draw_clusters(sizes, 7, torch.Generator().manual_seed(3), "cpu"))
+    with pytest.raises(ValueError, match="cluster_draws 'random' is not one of stratified, iid: pass one of them"):
+        draw_clusters(sizes, 7, None, "cpu", draws="random")
+
+
+def test_iid_clusters_are_drawn_by_their_sizes_from_the_generator():
     sizes = [0.7, 0.3, 0.0]
-    draws = draw_clusters(sizes, 20000, torch.Generator().manual_seed(0), "cpu")
+    draws = draw_clusters(sizes, 20000, torch.Generator().manual_seed(0), "cpu", draws="iid")
     assert set(draws.tolist()) == {0, 1}  # an empty cluster is never drawn
     assert (draws == 0).float().mean().item() == pytest.approx(0.7, abs=0.01)
-    again = draw_clusters(sizes, 20000, torch.Generator().manual_seed(0), "cpu")
+    again = draw_clusters(sizes, 20000, torch.Generator().manual_seed(0), "cpu", draws="iid")
     assert torch.equal(draws, again)
+    counts = [(draw_clusters(sizes, 10, torch.Generator().manual_seed(seed), "cpu", draws="iid") == 0).sum().item() for seed in range(200)]
+    assert min(counts) <= 5 and max(counts) >= 9  # binomial counts, scattered around 7
     per_image = draw_clusters(sizes, 3, [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)], "cpu")
     alone = [draw_clusters(sizes, 1, [torch.Generator().manual_seed(seed)], "cpu").item() for seed in (5, 6, 7)]
     assert per_image.tolist() == alone
@@ -123,9 +142,11 @@ def test_clusters_are_drawn_by_their_sizes_from_the_generator():
 def test_the_pipeline_samples_each_image_given_its_drawn_cluster():
     pipeline = tiny_pipeline()
     images = run(pipeline, seed=3)
-    # Written out: the clusters drawn first from the generator, then the DDPM loop with them as labels.
+    # Written out: the clusters drawn first from the generator (stratified: a batch of 4 holds 2, 1, 1), then the
+    # DDPM loop with them as labels.
     generator = torch.Generator().manual_seed(3)
-    labels = torch.multinomial(torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64), 4, replacement=True, generator=generator)
+    labels = draw_clusters([0.5, 0.25, 0.25], 4, generator, "cpu")
+    assert sorted(labels.tolist()) == [0, 0, 1, 2]
     scheduler = pipeline.scheduler
     scheduler.set_timesteps(5)
     x = torch.randn((4, 1, 8, 8), generator=generator)
@@ -133,6 +154,16 @@ def test_the_pipeline_samples_each_image_given_its_drawn_cluster():
         x = scheduler.step(pipeline.unet(x, t, class_labels=labels).sample, t, x, generator=generator).prev_sample
     assert torch.allclose(images, (x / 2 + 0.5).clamp(0, 1), atol=1e-6)
     assert torch.equal(images, run(pipeline, seed=3))
+
+
+def test_the_pipeline_draws_iid_clusters_when_asked_or_configured_so():
+    pipeline = tiny_pipeline()
+    iid = run(pipeline, seed=3, cluster_draws="iid")
+    assert not torch.equal(iid, run(pipeline, seed=3))
+    configured = ClusterConditionalDDPMPipeline(pipeline.unet, pipeline.scheduler, cluster_sizes=[0.5, 0.25, 0.25], cluster_draws="iid")
+    assert torch.equal(run(configured, seed=3), iid)
+    with pytest.raises(ValueError, match="cluster_draws 'even' is not one of stratified, iid"):
+        ClusterConditionalDDPMPipeline(pipeline.unet, pipeline.scheduler, cluster_sizes=[0.5, 0.25, 0.25], cluster_draws="even")
 
 
 def test_autoguidance_combines_both_models_given_the_same_cluster_and_needs_a_guide():
@@ -162,6 +193,7 @@ def test_save_and_load_round_trip_with_and_without_remote_code(tmp_path, guide):
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_cluster_conditional", "ClusterConditionalDDPMPipeline"]
     assert index["cluster_sizes"] == [0.5, 0.25, 0.25] and (folder / "pipeline_autoguided.py").exists()
+    assert index["cluster_draws"] == "stratified"
     assert (folder / "guide_unet").is_dir() == guide
     reference = run(tiny_pipeline(guide=guide))
     loaded = load_pipeline(str(folder))
@@ -179,6 +211,25 @@ def test_save_and_load_round_trip_with_and_without_remote_code(tmp_path, guide):
         f"assert np.array_equal(x.numpy(), np.load({str(tmp_path / 'reference.npy')!r})), 'samples differ'\n"
     )
     run_with_diffusers_only(code, tmp_path)
+
+
+def test_the_sampler_comparison_draws_the_clusters_as_asked(tmp_path):
+    folder = tmp_path / "clusters"
+    save_pipeline(tiny_pipeline(sample_size=28), folder)
+    reports = {}
+    for draws in (None, "iid"):
+        result = run_script("benchmarks/sampler_quality.py", folder, "--num_samples", "12", "--batch_size", "12", "--samplers", "ddpm:2",
+                            "--json", *(["--cluster_draws", draws] if draws else []))
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports[draws] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reports[None]["cluster_draws"] == "stratified" and reports["iid"]["cluster_draws"] == "iid"
+    assert reports[None]["rows"][0]["digit_fd"] != reports["iid"]["rows"][0]["digit_fd"]
+    plain = tmp_path / "plain"
+    save_pipeline(DDPMPipeline(UNet2DModel(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                                           down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                                           norm_num_groups=4), DDPMScheduler(num_train_timesteps=20)), plain)
+    result = run_script("benchmarks/sampler_quality.py", plain, "--samplers", "ddpm:2", "--cluster_draws", "iid")
+    assert result.returncode == 1 and "--cluster_draws applies to cluster-conditional pipelines only; DDPMPipeline draws no clusters" in result.stderr
 
 
 # -- training ----------------------------------------------------------------------------------------------------

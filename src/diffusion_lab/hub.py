@@ -111,7 +111,8 @@ def model_card(folder: Path, repo_id: str) -> str:
             "`guidance_scale` 1 is the plain conditional model, 0 the unconditional one) trained with diffusion-lab."
             if classes else "An unconditional image diffusion pipeline trained with diffusion-lab"
             + (f", conditioned on {len(clusters)} k-means clusters of its training images' pixels (each image's cluster "
-               "is drawn by the clusters' sizes)" if clusters else "")
+               "is drawn by the clusters' sizes, a batch holding each cluster in proportion; `cluster_draws=\"iid\"` draws "
+               "them independently)" if clusters else "")
             + (f", autoguided (Karras et al. 2024): `guide_unet`, the same run's EMA weights from earlier in training, "
                f"guides `unet` at w = {index['guidance_scale']:g} (`guidance_scale` 1 is `unet` alone)." if autoguided else ".")
         ),

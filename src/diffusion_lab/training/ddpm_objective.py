@@ -67,7 +67,8 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
         "--cluster_conditioning", type=non_negative_int, default=0, metavar="K",
         help="Label-free conditioning (Bao et al. 2022): split the training images into K k-means clusters of their "
              "pixels (from --seed) and train on each image's cluster as --class_conditional does on labels; the saved "
-             "pipeline draws each image's cluster by the clusters' sizes, so it stays an unconditional generator; "
+             "pipeline draws each image's cluster by the clusters' sizes (a batch holds each cluster in proportion), "
+             "so it stays an unconditional generator; "
              "0: off. Default: the recipe's (on a CPU 100, at most one per 500 training images; off on a GPU, for "
              "--class_conditional and for entropy_scaled).",
     )
