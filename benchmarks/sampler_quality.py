@@ -25,6 +25,7 @@ import torch
 
 
 def parse_args(argv):
+    from diffusion_lab.pipelines.pipeline_cluster_conditional import CLUSTER_DRAWS
     from diffusion_lab.sampling import SAMPLERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
@@ -39,7 +40,7 @@ def parse_args(argv):
     parser.add_argument("--guidance_scale", type=float, default=None,
                         help="Class-conditional pipelines: the guidance scale w (default 1: the plain conditional model); "
                              "autoguided ones: their w (default their own, 1: the main model alone).")
-    parser.add_argument("--cluster_draws", choices=("stratified", "iid"), default=None,
+    parser.add_argument("--cluster_draws", choices=CLUSTER_DRAWS, default=None,
                         help="Cluster-conditional pipelines: draw each batch's clusters in proportion to their sizes "
                              "(stratified) or independently (iid); default the pipeline's own (stratified).")
     parser.add_argument("--mixed_precision", choices=("auto", "no", "bf16"), default="auto")
