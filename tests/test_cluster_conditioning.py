@@ -17,8 +17,8 @@ from diffusion_lab.hub import model_card
 from diffusion_lab.pipelines import ClusterConditionalDDPMPipeline
 from diffusion_lab.pipelines.export import load_pipeline, save_pipeline
 from diffusion_lab.pipelines.pipeline_cluster_conditional import draw_clusters
-from diffusion_lab.sampling import class_labels_for, guidance_kwargs, is_class_conditional
-from diffusion_lab.training import cluster_conditioning
+from diffusion_lab.sampling import class_labels_for, generate, guidance_kwargs, is_class_conditional
+from diffusion_lab.training import cluster_conditioning, loop
 from diffusion_lab.training.arguments import ArgumentError
 from diffusion_lab.training.run_pipeline import load_run_pipeline
 
@@ -166,6 +166,51 @@ def test_the_pipeline_draws_iid_clusters_when_asked_or_configured_so():
         ClusterConditionalDDPMPipeline(pipeline.unet, pipeline.scheduler, cluster_sizes=[0.5, 0.25, 0.25], cluster_draws="even")
 
 
+def test_given_clusters_are_sampled_as_given_and_checked():
+    pipeline = tiny_pipeline()
+    # The pipeline's own call is its clusters drawn from the generator, then the loop on them: the same as drawing them
+    # with draw_cluster_labels and passing them on with the generator as it is left.
+    generator = torch.Generator().manual_seed(3)
+    labels = pipeline.draw_cluster_labels(4, generator)
+    assert torch.equal(run(pipeline, seed=3), pipeline(batch_size=4, generator=generator, num_inference_steps=5, output_type="pt", class_labels=labels).images)
+    ones = pipeline(batch_size=4, generator=torch.Generator().manual_seed(3), num_inference_steps=5, output_type="pt", class_labels=[1] * 4).images
+    assert not torch.equal(ones, run(pipeline, seed=3))
+    for bad in ([0, 1, 3, 0], [0, 1], [[0, 1], [1, 0]], [-1, 0, 0, 0]):
+        with pytest.raises(ValueError, match="class_labels must be 4 cluster indices from 0 to 2, one per image"):
+            run(pipeline, class_labels=bad)
+
+
+def recorded_clusters(pipeline):
+    """Record the clusters of each model call (one per image) in a list."""
+    seen, forward = [], pipeline.unet.forward
+
+    def recording(sample, timestep, class_labels=None, **kwargs):
+        seen.append(class_labels.clone())
+        return forward(sample, timestep, class_labels=class_labels, **kwargs)
+
+    pipeline.unet.forward = recording
+    return seen
+
+
+def test_a_set_made_in_batches_is_in_proportion_as_a_whole():
+    pipeline = tiny_pipeline(sizes=(0.5, 0.3, 0.2))
+    pipeline.set_progress_bar_config(disable=True)
+    seen = recorded_clusters(pipeline)
+    counts = {}
+    for draws in ("stratified", "iid"):
+        counts[draws] = []
+        for seed in range(40):
+            seen.clear()
+            generate(pipeline, 10, 3, seed, 1, cluster_draws=draws)  # batches of 3, 3, 3 and 1, one step each
+            counts[draws].append(torch.bincount(torch.cat(seen), minlength=3).tolist())
+    # Drawn batch by batch, 3 * 0.2 = 0.6 of the last cluster per batch would make 0 to 4 of it; drawn for the set, 2.
+    assert all(count == [5, 3, 2] for count in counts["stratified"])
+    assert len({tuple(count) for count in counts["iid"]}) > 5
+    # One batch: the pipeline's own call.
+    alone = run(pipeline, seed=7, batch_size=6)
+    assert np.array_equal(generate(pipeline, 6, 6, 7, 5), (alone.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+
+
 def test_autoguidance_combines_both_models_given_the_same_cluster_and_needs_a_guide():
     pipeline = tiny_pipeline(guide=True)
     guided, alone = run(pipeline), run(pipeline, guidance_scale=1)
@@ -250,6 +295,20 @@ def test_a_run_trains_on_the_clusters_of_its_images_and_saves_their_sizes(tmp_pa
     assert run(pipeline, batch_size=2).shape == (2, 1, 28, 28)
     # The sample grid is a plain grid (the pipeline draws the clusters), not a row per cluster.
     assert trainer.objective.grid_labels(8) is None
+    # The trainer's draws of a set (batches of --eval_batch_size 8) hold each cluster in proportion over the whole set.
+    seen = []
+
+    def recording_draw(pipeline, num_images, generator, *args, class_labels=None, **kwargs):
+        seen.append(class_labels)
+        return torch.zeros(num_images, 1, 28, 28)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "draw", recording_draw)
+        trainer.generate(30, "set")
+    assert [len(labels) for labels in seen] == [8, 8, 8, 6]
+    expected = 30 * torch.tensor(pipeline.config.cluster_sizes)
+    counts = torch.bincount(torch.cat(seen), minlength=3)
+    assert torch.all((counts >= expected.floor()) & (counts <= expected.ceil()))
     card = model_card(tmp_path / "run", "ddpm-clusters")
     assert "conditioned on 3 k-means clusters" in card and "cluster-conditioning" in card and "autoguid" not in card
 

@@ -4,7 +4,9 @@ sizes, then the model is sampled given it (Bao et al. 2022; Adaloglou et al. 202
 A model trained by `train_ddpm.py --cluster_conditioning K` takes the k-means cluster of its training image as a class
 label (`num_class_embeds = K + 1`, the last the null class). Drawing the cluster with the clusters' training shares
 makes the pipeline an unconditional generator again: it is called as `DDPMPipeline` is, with no labels. A batch's
-clusters are stratified by default, each cluster in proportion to its share (`draw_clusters`). With a
+clusters are stratified by default, each cluster in proportion to its share (`draw_clusters`); a set made in several
+calls is stratified as a whole by drawing its clusters once (`draw_cluster_labels`) and passing each call its slice
+as `class_labels`. With a
 `guide_unet` (the run's earlier EMA) each step is autoguided as in `AutoguidedDDPMPipeline`, both models given the
 image's cluster. It imports only torch and diffusers (and its siblings), so it travels with a saved pipeline as
 remote code.
@@ -83,6 +85,20 @@ class ClusterConditionalDDPMPipeline(DiffusionPipeline):
         self.register_to_config(cluster_sizes=[float(size) for size in cluster_sizes], guidance_scale=float(guidance_scale),
                                 cluster_draws=check_cluster_draws(cluster_draws))
 
+    def draw_cluster_labels(self, num_images: int, generator=None, cluster_draws: str | None = None) -> torch.Tensor:
+        """The clusters of a set of `num_images` (`draw_clusters`, by default as `config.cluster_draws` says), for a
+        set made in several calls: a batch is stratified on its own, a set only when its clusters are drawn together."""
+        draws = self.config.cluster_draws if cluster_draws is None else cluster_draws
+        return draw_clusters(self.config.cluster_sizes, num_images, generator, self._execution_device, draws)
+
+    def check_cluster_labels(self, class_labels, batch_size: int) -> torch.Tensor:
+        clusters = torch.as_tensor(class_labels, device=self._execution_device).long()
+        count = len(self.config.cluster_sizes)
+        if clusters.shape != (batch_size,) or clusters.min() < 0 or clusters.max() >= count:
+            raise ValueError(f"class_labels must be {batch_size} cluster indices from 0 to {count - 1}, one per image; got "
+                             f"shape {tuple(clusters.shape)}: pass one cluster per image, or none to draw them.")
+        return clusters
+
     @torch.no_grad()
     def __call__(
         self,
@@ -91,6 +107,7 @@ class ClusterConditionalDDPMPipeline(DiffusionPipeline):
         num_inference_steps: int = 1000,
         guidance_scale: float | None = None,
         cluster_draws: str | None = None,
+        class_labels: torch.Tensor | list[int] | None = None,
         output_type: str | None = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
@@ -100,6 +117,8 @@ class ClusterConditionalDDPMPipeline(DiffusionPipeline):
                 pipeline's `config.guidance_scale`. 1 is the main model alone; other values need a `guide_unet`.
             cluster_draws (`str`, *optional*): "stratified" or "iid" (see `draw_clusters`); default the pipeline's
                 `config.cluster_draws`.
+            class_labels (`torch.Tensor` or `list[int]`, *optional*): each image's cluster, 0 to K - 1, e.g. this
+                call's slice of `draw_cluster_labels` for a whole set; None: drawn here (`cluster_draws`).
             batch_size, generator, num_inference_steps, output_type, return_dict: as in [`DDPMPipeline.__call__`].
 
         Returns:
@@ -108,8 +127,10 @@ class ClusterConditionalDDPMPipeline(DiffusionPipeline):
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         if scale != 1 and self.guide_unet is None:
             raise ValueError(f"guidance_scale {scale:g} needs a guide model; this pipeline has none: pass guidance_scale=1.")
-        draws = self.config.cluster_draws if cluster_draws is None else cluster_draws
-        clusters = draw_clusters(self.config.cluster_sizes, batch_size, generator, self._execution_device, draws)
+        if class_labels is None:
+            clusters = self.draw_cluster_labels(batch_size, generator, cluster_draws)
+        else:
+            clusters = self.check_cluster_labels(class_labels, batch_size)
 
         def predict(model_input, t):
             main = self.unet(model_input, t, class_labels=clusters).sample

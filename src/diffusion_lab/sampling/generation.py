@@ -90,12 +90,16 @@ def generate_batches(pipeline, num_images: int, batch_size: int, seed: int, num_
     """uint8 images (n, H, W, C), one batch at a time, so that callers can write each as it is made.
 
     `class_labels` (class-conditional pipelines): the class of each of the N images; `kwargs` go to the pipeline
-    (e.g. guidance_scale, or a cold pipeline's algorithm and noise)."""
+    (e.g. guidance_scale, or a cold pipeline's algorithm and noise). A cluster-conditional pipeline's clusters are
+    drawn for all N at once, from the first batch's generator before its noise, so that the set, not each batch, is
+    in proportion (with one batch: the pipeline's own call)."""
     if num_inference_steps:
         kwargs["num_inference_steps"] = num_inference_steps
     for batch_index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="sampling")):
         generator = torch.Generator().manual_seed(seed + batch_index)
         size = min(batch_size, num_images - start)
+        if batch_index == 0 and isinstance(pipeline, ClusterConditionalDDPMPipeline) and class_labels is None:
+            class_labels = pipeline.draw_cluster_labels(num_images, generator, kwargs.pop("cluster_draws", None))
         if class_labels is not None:
             kwargs["class_labels"] = class_labels[start : start + size]
         images = np.asarray(pipeline(batch_size=size, generator=generator, output_type="np", **kwargs).images)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..data import ShardedBatches, keep_on_device, load_image_caches
 from ..hub import check_hub_access, prepare_upload, push
 from ..models import build_model
+from ..pipelines import ClusterConditionalDDPMPipeline
 from ..pipelines.export import save_pipeline
 from ..run_files import append_metrics, public_args, write_run_info
 from ..sampling import autocast_with_fp32_outputs, check_sampling_fits, draw, image_grid
@@ -403,18 +404,21 @@ class Trainer:
         """`num_images` images in [-1, 1] from the saved (EMA) weights with the run's sampler, in batches of
         --eval_batch_size, from the same noise at every call (that of `seed`, by default --seed), autoguided where the
         run keeps a guide (unless not `guided`). Class-conditional runs draw an equal share of each class over all
-        `num_images` (the classes in order). A stop signal ends it at the next model call (SamplingStopped)."""
+        `num_images` (the classes in order); cluster-conditional ones draw the clusters of all `num_images` first, so
+        that the set is in proportion, not each batch. A stop signal ends it at the next model call (SamplingStopped)."""
         args = self.args
         generator = torch.Generator().manual_seed(args.seed if seed is None else seed)
         starts = range(0, num_images, args.eval_batch_size)
         sizes = [min(args.eval_batch_size, num_images - start) for start in starts]
-        labels = self.objective.grid_labels(num_images)
         # One batch (a grid): the sampler's own bar over its steps; several: a bar over the batches.
         per_step = description if len(sizes) == 1 else None
         batches = tqdm(sizes, desc=description, leave=False, disable=None if len(sizes) > 1 and self.accelerator.is_local_main_process else True)
 
         def draw_batches(model):
             pipeline = self._pipeline(model, guided)
+            labels = self.objective.grid_labels(num_images)
+            if isinstance(pipeline, ClusterConditionalDDPMPipeline):
+                labels = pipeline.draw_cluster_labels(num_images, generator)
             with self.signals.interrupting(model), autocast_with_fp32_outputs(model, self.accelerator.autocast()):
                 return torch.cat([draw(pipeline, size, generator, args.num_inference_steps, progress=per_step,
                                        class_labels=None if labels is None else labels[start : start + size],
