@@ -112,7 +112,8 @@ def model_card(folder: Path, repo_id: str) -> str:
             if classes else "An unconditional image diffusion pipeline trained with diffusion-lab"
             + (f", conditioned on {len(clusters)} k-means clusters of its training images' pixels (each image's cluster "
                "is drawn by the clusters' sizes, a batch holding each cluster in proportion; `cluster_draws=\"iid\"` draws "
-               "them independently)" if clusters else "")
+               "them independently; for a set made in several calls, `pipeline.draw_cluster_labels(N, generator)` draws "
+               "the clusters of all N and each call takes its slice as `class_labels`)" if clusters else "")
             + (f", autoguided (Karras et al. 2024): `guide_unet`, the same run's EMA weights from earlier in training, "
                f"guides `unet` at w = {index['guidance_scale']:g} (`guidance_scale` 1 is `unet` alone)." if autoguided else ".")
         ),
