@@ -41,7 +41,7 @@ def parse_args(argv):
                         help="Class-conditional pipelines: the guidance scale w (default 1: the plain conditional model); "
                              "autoguided ones: their w (default their own, 1: the main model alone).")
     parser.add_argument("--cluster_draws", choices=CLUSTER_DRAWS, default=None,
-                        help="Cluster-conditional pipelines: draw each batch's clusters in proportion to their sizes "
+                        help="Cluster-conditional pipelines: draw the N images' clusters in proportion to their sizes "
                              "(stratified) or independently (iid); default the pipeline's own (stratified).")
     parser.add_argument("--mixed_precision", choices=("auto", "no", "bf16"), default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
