@@ -354,4 +354,4 @@ def test_clusters_with_labels_or_entropy_scaled_noise_are_refused(flags, message
 
 def test_the_cpu_recipe_keeps_autoguidance_for_cluster_runs():
     args = train_ddpm.parse_args(["--cluster_conditioning", "20"])
-    assert args.autoguidance_scale == 2 and train_ddpm.DDPMObjective.from_args(args).num_clusters == 20
+    assert args.autoguidance_scale == 1.5 and train_ddpm.DDPMObjective.from_args(args).num_clusters == 20

@@ -40,7 +40,7 @@ def test_the_first_line_names_the_recipe_and_leaves_out_epochs_that_max_train_st
     monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: False)
     assert describe_recipe(parse_args([])) == (
         "the cpu recipe's learning rate 0.001, min-SNR-5 loss weighting, logit-normal timesteps, 100 k-means clusters, "
-        "autoguidance w 2 by the EMA from 33% of the steps and 8 epochs (flags given win)")
+        "autoguidance w 1.5 by the EMA from 33% of the steps and 8 epochs (flags given win)")
     assert describe_recipe(parse_args(["--max_train_steps", "50", "--snr_gamma", "0", "--autoguidance_scale", "1", "--timestep_sampling", "uniform",
                                        "--cluster_conditioning", "0"])) == "the cpu recipe's learning rate 0.001 (flags given win)"
 

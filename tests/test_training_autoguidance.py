@@ -124,7 +124,7 @@ def test_scale_one_saves_a_stock_ddpm_pipeline_and_grids_are_guided_only_when_as
 
 
 def test_the_cpu_recipe_guides_unconditional_runs_only():
-    assert train_ddpm.parse_args([]).autoguidance_scale == 2
+    assert train_ddpm.parse_args([]).autoguidance_scale == 1.5
     assert train_ddpm.parse_args(["--class_conditional"]).autoguidance_scale == 1
     assert train_ddpm.parse_args(["--noise_schedule", "entropy_scaled"]).autoguidance_scale == 1
     assert train_ddpm.DDPMObjective.from_args(train_ddpm.parse_args(["--class_conditional"])).autoguidance is None

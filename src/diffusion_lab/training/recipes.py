@@ -1,18 +1,19 @@
 """The default recipe of `train_ddpm.py` for the device it runs on.
 
-A 2-core CPU learns most per minute from many small steps: batches of 32, the small UNet (1.6x the steps per minute
-of unet_fast, 1.2x again without attention) and min-SNR-5 loss weighting each lowered the digit FD at 5 and 10
-minutes of training, measured one at a time (benchmarks/RESULTS.md, sections 8 and 9). A GPU takes 8x a batch of 128 for 1.2x the step time (an H200: 43 ms
-per step of 1,024 images against 36 ms for 128, issue 22), so its recipe trains unet_fast on batches of 1,024 at a
-higher learning rate, for about 3 minutes of an H100/H200, and writes grids and pipelines less often; the CPU's
-changes are unmeasured there, so it keeps the plain loss and no autoguidance. On the CPU the sample grids and the
-saved pipeline are autoguided (w = 2, by the run's EMA from a third of its steps: 37 % lower digit FD after 15
-minutes, two seeds, section 15). It also trains on 100 k-means clusters of the images as labels (a pipeline that
-draws them by their sizes, still unconditional) with logit-normal timesteps: 21.5 against 33.1 after 15 minutes (two
-seeds), and below or level with the old default at every mark to 60 minutes (section 22; either alone is worth less,
-sections 18-21). The CPU run is 8 epochs (15,000 steps): two seeds of the old default and the new one's seed 1 reach
-their best digit FD at 13,000-15,000 steps and none lower after (sections 17 and 22). Any of these flags given on the
-command line wins.
+A 2-core CPU learns most per minute from many small steps: batches of 32, the small UNet (1.6x the steps per minute of
+unet_fast, 1.2x again without attention) and min-SNR-5 loss weighting each lowered the digit FD at 5 and 10 minutes of
+training, measured one at a time (benchmarks/RESULTS.md, sections 8 and 9). A GPU takes 8x a batch of 128 for 1.2x the
+step time (an H200: 43 ms per step of 1,024 images against 36 ms for 128, issue 22), so its recipe trains unet_fast on
+batches of 1,024 at a higher learning rate, for about 3 minutes of an H100/H200, and writes grids and pipelines less
+often; the CPU's changes are unmeasured there, so it keeps the plain loss and no autoguidance. On the CPU the sample
+grids and the saved pipeline are autoguided by the run's EMA from a third of its steps (37 % lower digit FD after 15
+minutes, two seeds, section 15); w = 1.5, not the 2 chosen there, since the clusters and logit-normal timesteps: 21
+against 27 after 15 minutes on both seeds' saved models, 24 at w = 1.25 (sections 26-27). It also trains on 100
+k-means clusters of the images as labels (a pipeline that draws them by their sizes, still unconditional) with
+logit-normal timesteps: 21.5 against 33.1 after 15 minutes (two seeds), and below or level with the old default at
+every mark to 60 minutes (section 22; either alone is worth less, sections 18-21). The CPU run is 8 epochs (15,000
+steps): two seeds of the old default and the new one's seed 1 reach their best digit FD at 13,000-15,000 steps and
+none lower after (sections 17 and 22). Any of these flags given on the command line wins.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Recipe:
 
 # 500 steps of 32 take a minute on 2 cores: a checkpoint (10 MB) every 2,000 steps, about 4 minutes, instead.
 CPU_RECIPE = Recipe(model="unet_small", train_batch_size=32, learning_rate=1e-3, num_epochs=8, save_images_epochs=1,
-                    save_model_epochs=1, snr_gamma=5.0, checkpointing_steps=2000, autoguidance_scale=2.0,
+                    save_model_epochs=1, snr_gamma=5.0, checkpointing_steps=2000, autoguidance_scale=1.5,
                     timestep_sampling="logit_normal", cluster_conditioning=100)
 # 64 epochs of 58 steps: 3,712 steps, 2.7 minutes at the H200's eager 43 ms per step. Not yet measured for quality:
 # the GPU time-to-quality run (benchmarks/gpu_suite.sh bench) is what checks it; until then it keeps the plain loss.
