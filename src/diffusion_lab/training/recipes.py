@@ -8,8 +8,8 @@ batches of 1,024 at a higher learning rate, for about 3 minutes of an H100/H200,
 often; the CPU's changes are unmeasured there, so it keeps the plain loss and no autoguidance. On the CPU the sample
 grids and the saved pipeline are autoguided by the run's EMA from a third of its steps (37 % lower digit FD after 15
 minutes, two seeds, section 15); w = 1.5, not the 2 chosen there, since the clusters and logit-normal timesteps: 21
-against 27 after 15 minutes on both seeds' saved models, 24 at w = 1.25 (sections 26-27). It also trains on 100
-k-means clusters of the images as labels (a pipeline that draws them by their sizes, still unconditional) with
+after 15 minutes on both seeds' saved models, against 24 at w = 1.25 and 27 at w = 2 (sections 26-27). It also trains
+on 100 k-means clusters of the images as labels (a pipeline that draws them by their sizes, still unconditional) with
 logit-normal timesteps: 21.5 against 33.1 after 15 minutes (two seeds), and below or level with the old default at
 every mark to 60 minutes (section 22; either alone is worth less, sections 18-21). The CPU run is 8 epochs (15,000
 steps): two seeds of the old default and the new one's seed 1 reach their best digit FD at 13,000-15,000 steps and
