@@ -15,6 +15,7 @@ from ..schedulers import ENTROPY_MODES, NOISE_SCHEDULES, EntropyScaledDDPMSchedu
 from ..schedulers.schedule_options import PREDICTION_TYPES, VARIANCE_TYPES
 from .arguments import ArgumentError
 from .objective import LOSSES, Objective
+from .recipes import CPU_RECIPE
 
 
 def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +57,7 @@ def add_ddpm_args(parser: argparse.ArgumentParser) -> None:
         "--autoguidance_scale", type=non_negative_float, default=None,
         help="Autoguidance (Karras et al. 2024): sample grids and the saved pipeline guide the model by its own EMA from "
              "--autoguidance_guide_fraction of the steps, out = guide + w (model - guide), at two model calls per "
-             "sampling step; 1 turns it off (a stock DDPMPipeline). Default: the recipe's (2 on a CPU, off on a GPU; "
+             f"sampling step; 1 turns it off (a stock DDPMPipeline). Default: the recipe's ({CPU_RECIPE.autoguidance_scale:g} on a CPU, off on a GPU; "
              "off for --class_conditional, which has classifier-free guidance, and entropy_scaled).",
     )
     group.add_argument(
