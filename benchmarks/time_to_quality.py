@@ -3,9 +3,10 @@
     python benchmarks/time_to_quality.py --marks 10 20 30 45 60 --output_dir runs/ttq-default
     python benchmarks/time_to_quality.py --marks 5 10 --num_samples 500 --json --output_dir runs/ttq-lr -- --learning_rate 2e-3
 
-Everything after `--` is a train_ddpm.py flag; without any, the run is train_ddpm.py's default recipe. The run
-trains until its last mark (a constant learning rate is what that measures), or with --own_length for its own
-length, over which a decaying --lr_scheduler runs; its end is then scored too, and marks past it are dropped. At each mark
+Everything after `--` is a train_ddpm.py flag; without any, the run is train_ddpm.py's default recipe. A run on a
+constant learning rate trains until its last mark; one whose --lr_scheduler decays (the CPU recipe's cosine), or any
+with --own_length, trains for its own length, over which the schedule runs, so that each mark measures the run a user
+gets: a run that ends before a mark is scored at its end, and marks past it are dropped. At each mark
 (minutes of training time), the run's own sampler (the EMA weights, `--sampler`, `--num_inference_steps`) draws
 `--num_samples` images from the same noise, and they are scored with the project's digit metrics against the MNIST
 test split, next to the real-vs-real floor at the same N. One draw of 1,000 images moves the digit FD by 6-20 %
@@ -62,8 +63,8 @@ def parse_args(argv):
     parser.add_argument("--json", action="store_true", help="Print the curve as one JSON object.")
     parser.add_argument(
         "--own_length", action="store_true",
-        help="Train for the run's own length (its --num_epochs or --max_train_steps, over which a decaying "
-             "--lr_scheduler runs) instead of until the last mark; the run's end is scored too, and marks past it are dropped.",
+        help="Train for the run's own length (its --num_epochs or --max_train_steps) instead of until the last mark, as a "
+             "run whose --lr_scheduler decays always does; a run that ends before a mark is scored at its end, and marks past it are dropped.",
     )
     parser.add_argument("train_args", nargs="*", help="train_ddpm.py flags, after --.")
     args = parser.parse_args(argv)
@@ -215,9 +216,12 @@ def main(argv=None):
     from diffusion_lab.training.arguments import validate_training_args
     from diffusion_lab.training.ddpm_objective import DDPMObjective
     from diffusion_lab.training.loop import Trainer
+    from diffusion_lab.training.recipes import CONSTANT_LR_SCHEDULERS
 
     train_argv = list(args.train_args)
-    if not args.own_length and "--max_train_steps" not in train_argv:
+    # A decaying learning rate runs over the run's own length: stretched over unbounded steps it would stay at its peak.
+    own_length = args.own_length or parse_train_args(train_argv).lr_scheduler not in CONSTANT_LR_SCHEDULERS
+    if not own_length and "--max_train_steps" not in train_argv:
         train_argv += ["--max_train_steps", str(UNBOUNDED_STEPS)]
     train_args = parse_train_args([*train_argv, "--output_dir", args.output_dir])
     validate_training_args(train_args)

@@ -17,6 +17,7 @@ def test_the_default_command_takes_the_recipe_of_its_device(monkeypatch, cuda, r
         recipe.train_batch_size, recipe.learning_rate, recipe.num_epochs, recipe.save_images_epochs, recipe.save_model_epochs, recipe.snr_gamma,
         recipe.checkpointing_steps)
     assert (args.timestep_sampling, args.cluster_conditioning, args.clusters_from_recipe) == (recipe.timestep_sampling, recipe.cluster_conditioning, True)
+    assert args.lr_scheduler == recipe.lr_scheduler
     assert args.recipe == ("cuda" if cuda else "cpu")
 
 
@@ -39,10 +40,10 @@ def test_flags_given_win_over_the_recipe():
 def test_the_first_line_names_the_recipe_and_leaves_out_epochs_that_max_train_steps_overrides(monkeypatch):
     monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: False)
     assert describe_recipe(parse_args([])) == (
-        "the cpu recipe's learning rate 0.001, min-SNR-5 loss weighting, logit-normal timesteps, 100 k-means clusters, "
+        "the cpu recipe's learning rate 0.002 on a cosine schedule, min-SNR-5 loss weighting, logit-normal timesteps, 100 k-means clusters, "
         "autoguidance w 1.5 by the EMA from 33% of the steps and 8 epochs (flags given win)")
     assert describe_recipe(parse_args(["--max_train_steps", "50", "--snr_gamma", "0", "--autoguidance_scale", "1", "--timestep_sampling", "uniform",
-                                       "--cluster_conditioning", "0"])) == "the cpu recipe's learning rate 0.001 (flags given win)"
+                                       "--cluster_conditioning", "0", "--lr_scheduler", "constant_with_warmup"])) == "the cpu recipe's learning rate 0.002 (flags given win)"
 
 
 def test_the_cpu_recipe_leaves_clusters_out_for_labels_and_entropy_scaled_noise(monkeypatch):

@@ -58,7 +58,7 @@ def test_a_recipe_trains_the_same_on_a_cpu_and_a_gpu(monkeypatch, name):
     def training(cuda):
         monkeypatch.setattr("diffusion_lab.commands.train_ddpm.training_device_is_cuda", lambda: cuda)
         args = train_ddpm.parse_args(recipe_flags(name))
-        return {flag: getattr(args, flag) for flag in ("model", "train_batch_size", "learning_rate", "num_epochs", "snr_gamma",
+        return {flag: getattr(args, flag) for flag in ("model", "train_batch_size", "learning_rate", "lr_scheduler", "num_epochs", "snr_gamma",
                                                        "autoguidance_scale", "timestep_sampling", "cluster_conditioning")}
 
     on_cpu = training(cuda=False)

@@ -135,7 +135,7 @@ def test_resume_with_other_settings_is_refused_naming_each_flag(two_steps, tmp_p
     before = snapshot(folder)
     status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME, "--seed", 1, "--learning_rate", "3e-3", "--ddpm_num_steps", 500)
     assert status == 2 and lines == [
-        "error: checkpoint-2 was trained with other settings: --seed 0 (this run: 1), --learning_rate 0.001 (this run: "
+        "error: checkpoint-2 was trained with other settings: --seed 0 (this run: 1), --learning_rate 0.002 (this run: "
         "0.003), --ddpm_num_steps 1000 (this run: 500): resume with the checkpoint's values, or start a new run "
         "(another --output_dir, or --overwrite_output_dir)."]
     assert snapshot(folder) == before  # training_args.json included: nothing is written before the checks pass
@@ -144,7 +144,7 @@ def test_resume_with_other_settings_is_refused_naming_each_flag(two_steps, tmp_p
     # What may change on resume does: more steps, logging and checkpointing cadence, --max_grad_norm.
     status, lines = run(capsys, "--output_dir", folder, *SHORT, *RESUME, "--logging_steps", 1, "--checkpointing_steps", 3, "--max_grad_norm", "0.5")
     assert status == 0, lines
-    assert json.loads((folder / "checkpoint-3" / "run_config.json").read_text())["learning_rate"] == 0.001
+    assert json.loads((folder / "checkpoint-3" / "run_config.json").read_text())["learning_rate"] == 0.002
 
 
 def test_a_checkpoint_file_that_changed_is_refused_by_the_manifest(two_steps, tmp_path, capsys):

@@ -16,7 +16,7 @@ from diffusion_lab.training.precision import auto_mixed_precision, cpu_has_nativ
 def test_the_benchmark_prints_a_complete_curve_with_two_points(tmp_path):
     output = tmp_path / "run"
     result = run_script(ROOT / "benchmarks" / "time_to_quality.py", "--marks", "0.02", "0.04", "--num_samples", "16", "--json",
-                        "--output_dir", output, "--", *TINY_RUN, "--max_train_samples", "128")
+                        "--output_dir", output, "--", *TINY_RUN, "--max_train_samples", "128", "--lr_scheduler", "constant_with_warmup")
     assert result.returncode == 0, result.stderr[-3000:]
     curve = json.loads(result.stdout.strip().splitlines()[-1])
     assert curve["num_samples"] == 16 and curve["mixed_precision"] in ("bf16", "no")
@@ -166,15 +166,18 @@ def test_the_ancestral_sampler_takes_every_training_step_of_the_model_by_default
     assert images.shape == (1, 28, 28, 1)
 
 
-def test_own_length_scores_the_end_of_a_run_that_stops_before_its_marks(tmp_path):
+@pytest.mark.parametrize("own_length, lr_scheduler", [(["--own_length"], "constant_with_warmup"), ([], "cosine")])
+def test_a_run_of_its_own_length_is_scored_at_its_end_before_its_marks(tmp_path, own_length, lr_scheduler):
+    """--own_length, or a decaying learning rate (the CPU recipe's cosine) without it: the run's own 1 epoch of 4 steps
+    (unbounded steps would train on towards the 50-minute mark, at the cosine's peak)."""
     output = tmp_path / "run"
     result = run_script(ROOT / "benchmarks" / "time_to_quality.py", "--marks", "50", "100", "--num_samples", "8", "--json", "--draws", "3",
-                        "--own_length", "--output_dir", output, "--", *TINY_RUN, "--max_train_samples", "128",
-                        "--max_train_steps", "6", "--lr_scheduler", "cosine")
+                        *own_length, "--output_dir", output, "--", *TINY_RUN, "--max_train_samples", "128",
+                        "--num_epochs", "1", "--lr_scheduler", lr_scheduler)
     assert result.returncode == 0, result.stderr[-3000:]
     curve = json.loads(result.stdout.strip().splitlines()[-1])
     [point] = curve["points"]
-    assert point["run_end"] and point["steps"] == 6 and curve["finished"]
+    assert point["run_end"] and point["steps"] == 4 and curve["finished"]
     # Three draws from different noise, the point's FD their mean and ratio that mean over the floor.
     draws = point["digit_fd_draws"]
     assert curve["draws"] == 3 and len(set(draws)) == 3

@@ -134,7 +134,7 @@ def test_train_ddpm_defaults_to_the_time_to_quality_recipe(monkeypatch):
     defaults = train_ddpm.parse_args([])
     assert (defaults.model, defaults.train_batch_size, defaults.snr_gamma, defaults.optimizer, defaults.learning_rate, defaults.lr_scheduler,
             defaults.lr_warmup_steps, defaults.use_ema, defaults.num_epochs, defaults.sampler) == (
-        "unet_small", 32, 5, "adamw", 1e-3, "constant_with_warmup", 250, True, 8, "dpmsolver-sde")
+        "unet_small", 32, 5, "adamw", 2e-3, "cosine", 250, True, 8, "dpmsolver-sde")
     seeds = train_ddpm.parse_args(["--model", "cnn", "--optimizer", "adam", "--learning_rate", "2e-4", "--lr_scheduler", "constant",
                                    "--lr_warmup_steps", "0", "--no-use_ema", "--snr_gamma", "0"])
     assert (seeds.model, seeds.optimizer, seeds.learning_rate, seeds.lr_scheduler, seeds.use_ema, seeds.snr_gamma) == ("cnn", "adam", 2e-4, "constant", False, 0)

@@ -20,11 +20,11 @@ def parse_args(argv):
     add_training_args(parser)
     add_ddpm_args(parser)
     # The recipe that reaches real-looking digits soonest (README, "Time to quality"): AdamW after a short warm-up
-    # and an EMA of the weights; the model, batch size, learning rate, loss weighting and length suit the device
+    # and an EMA of the weights; the model, batch size, learning rate and its schedule, loss weighting and length suit the device
     # (training/recipes.py). The seeds' recipes stay reachable by flags (experiments/).
     parser.set_defaults(
         output_dir="ddpm-mnist", use_ema=True, optimizer="adamw",
-        lr_scheduler="constant_with_warmup", lr_warmup_steps=250, **dict.fromkeys(RECIPE_FLAGS),
+        lr_warmup_steps=250, **dict.fromkeys(RECIPE_FLAGS),
     )
     args = parser.parse_args(argv)
     apply_recipe(args, training_device_is_cuda())
